@@ -1,0 +1,389 @@
+//! RFC 7523 client assertions (`private_key_jwt`), checked as DESIGN.md section 3 says:
+//! `iss` = `sub` = the client id; `aud` one of the accepted audiences (a string, or an array
+//! holding one); `exp` required and in the future; `iat`/`nbf` at most 60 s ahead; `jti`
+//! required; `alg` from the allowlist; the key from the client's own keys.
+
+use jsonwebtoken::{Validation, decode, decode_header};
+use serde::Deserialize;
+
+use crate::keys::{AlgorithmPolicy, VerificationKey};
+
+/// How far ahead of `now` an `iat` or `nbf` may be: clocks drift.
+pub(crate) const MAX_FUTURE_SKEW: i64 = 60;
+
+/// What a client assertion is checked against.
+#[derive(Clone, Debug)]
+pub struct AssertionRules<'a> {
+    /// The client id the assertion must be issued by (`iss` and `sub`).
+    pub client_id: &'a str,
+    /// Other spellings of the same client accepted in `iss`/`sub` (the bare software id).
+    pub client_id_aliases: &'a [String],
+    /// Accepted `aud` values: the issuer, the token endpoint, its mTLS alias.
+    pub audiences: &'a [String],
+    /// Accepted algorithms.
+    pub algorithms: &'a AlgorithmPolicy,
+    /// The current time, seconds since the epoch.
+    pub now: i64,
+}
+
+/// A verified assertion: what the caller needs for the replay check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedAssertion {
+    /// The `jti`, to be used once.
+    pub jti: String,
+    /// `exp`: how long the `jti` must be remembered.
+    pub exp: i64,
+    /// The `kid` of the key that verified it.
+    pub kid: String,
+}
+
+/// Why an assertion was refused: every variant is an RFC 6749 `invalid_client`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionError {
+    /// `alg` not in the allowlist (`none`, HS256, RS256 by default...).
+    #[error("client assertion alg `{0}` is not accepted")]
+    Algorithm(String),
+    /// `aud` names none of the accepted audiences.
+    #[error("client assertion aud must be the issuer or the token endpoint")]
+    Audience,
+    /// `exp` is in the past.
+    #[error("client assertion has expired")]
+    Expired,
+    /// `iat` or `nbf` is more than 60 s ahead.
+    #[error("client assertion {0} is in the future")]
+    Future(&'static str),
+    /// `iss` is not the client.
+    #[error("client assertion iss must be the client_id")]
+    Issuer,
+    /// A required claim is missing.
+    #[error("client assertion has no `{0}` claim")]
+    Missing(&'static str),
+    /// Not a JWS, or a claim of the wrong type.
+    #[error("client assertion is malformed: {0}")]
+    Malformed(String),
+    /// No key of the client verifies the signature.
+    #[error("client assertion signature does not verify with any of the client's keys")]
+    Signature,
+    /// `sub` is not the client.
+    #[error("client assertion sub must be the client_id")]
+    Subject,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Audience>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+    nbf: Option<i64>,
+    jti: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Verifies a client assertion against the client's keys and the rules.
+pub fn verify_client_assertion(
+    assertion: &str,
+    keys: &[VerificationKey],
+    rules: &AssertionRules<'_>,
+) -> Result<VerifiedAssertion, AssertionError> {
+    let header = decode_header(assertion).map_err(|error| {
+        // `none` and unknown algorithms fail to parse into the Algorithm enum.
+        if assertion
+            .split('.')
+            .next()
+            .is_some_and(|part| part.is_empty())
+        {
+            AssertionError::Malformed(error.to_string())
+        } else {
+            match header_alg(assertion) {
+                Some(alg) => AssertionError::Algorithm(alg),
+                None => AssertionError::Malformed(error.to_string()),
+            }
+        }
+    })?;
+    if !rules.algorithms.allows(header.alg) {
+        return Err(AssertionError::Algorithm(format!("{:?}", header.alg)));
+    }
+    let wants_rsa = matches!(
+        header.alg,
+        jsonwebtoken::Algorithm::PS256
+            | jsonwebtoken::Algorithm::PS384
+            | jsonwebtoken::Algorithm::PS512
+            | jsonwebtoken::Algorithm::RS256
+            | jsonwebtoken::Algorithm::RS384
+            | jsonwebtoken::Algorithm::RS512
+    );
+    let mut validation = Validation::new(header.alg);
+    // jsonwebtoken requires every listed algorithm to match the key family: list only the
+    // header's, which the allowlist has just accepted.
+    validation.algorithms = vec![header.alg];
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+
+    let candidates = keys.iter().filter(|key| {
+        key.is_rsa == wants_rsa && header.kid.as_deref().is_none_or(|kid| kid == key.kid)
+    });
+    let mut verified = None;
+    for key in candidates {
+        match decode::<Claims>(assertion, &key.key, &validation) {
+            Ok(data) => {
+                verified = Some((data.claims, key.kid.clone()));
+                break;
+            }
+            Err(error) => match error.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature
+                | jsonwebtoken::errors::ErrorKind::InvalidKeyFormat
+                | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => continue,
+                _ => return Err(AssertionError::Malformed(error.to_string())),
+            },
+        }
+    }
+    let (claims, kid) = verified.ok_or(AssertionError::Signature)?;
+    check_claims(&claims, rules)?;
+    Ok(VerifiedAssertion {
+        jti: claims.jti.unwrap_or_default(),
+        exp: claims.exp.unwrap_or_default(),
+        kid,
+    })
+}
+
+fn check_claims(claims: &Claims, rules: &AssertionRules<'_>) -> Result<(), AssertionError> {
+    let is_client = |value: &str| {
+        value == rules.client_id || rules.client_id_aliases.iter().any(|alias| alias == value)
+    };
+    let iss = claims
+        .iss
+        .as_deref()
+        .ok_or(AssertionError::Missing("iss"))?;
+    if !is_client(iss) {
+        return Err(AssertionError::Issuer);
+    }
+    let sub = claims
+        .sub
+        .as_deref()
+        .ok_or(AssertionError::Missing("sub"))?;
+    if !is_client(sub) {
+        return Err(AssertionError::Subject);
+    }
+    let audience_ok = match claims.aud.as_ref().ok_or(AssertionError::Missing("aud"))? {
+        Audience::One(aud) => rules.audiences.contains(aud),
+        Audience::Many(auds) => auds.iter().any(|aud| rules.audiences.contains(aud)),
+    };
+    if !audience_ok {
+        return Err(AssertionError::Audience);
+    }
+    let exp = claims.exp.ok_or(AssertionError::Missing("exp"))?;
+    if exp <= rules.now {
+        return Err(AssertionError::Expired);
+    }
+    if claims
+        .iat
+        .is_some_and(|iat| iat > rules.now + MAX_FUTURE_SKEW)
+    {
+        return Err(AssertionError::Future("iat"));
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > rules.now + MAX_FUTURE_SKEW)
+    {
+        return Err(AssertionError::Future("nbf"));
+    }
+    match claims.jti.as_deref() {
+        None | Some("") => Err(AssertionError::Missing("jti")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The raw `alg` of a header that did not parse, for the error message.
+fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let alg: String = value
+        .get("alg")?
+        .as_str()?
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect();
+    Some(alg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{SigningKey, sign};
+    use certbound_pki::{PrivateKey, SigningKeyKind};
+    use serde_json::json;
+
+    const NOW: i64 = 1_790_000_000;
+    const CLIENT: &str = "https://localhost:8441/openid_relying_party/abc";
+
+    struct Fixture {
+        signer: SigningKey,
+        keys: Vec<VerificationKey>,
+        audiences: Vec<String>,
+        policy: AlgorithmPolicy,
+    }
+
+    fn fixture() -> Fixture {
+        let private = PrivateKey::generate(SigningKeyKind::EcdsaP256).unwrap();
+        let signer = SigningKey::es256_pkcs8("k1", private.pkcs8_der());
+        // The public half, through a JWK as a keystore would publish it.
+        let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            private.pkcs8_der(),
+        )
+        .unwrap();
+        use aws_lc_rs::signature::KeyPair as _;
+        let point = pair.public_key().as_ref().to_vec();
+        let b64 = |bytes: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        };
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "x": b64(&point[1..33]), "y": b64(&point[33..])});
+        Fixture {
+            signer,
+            keys: vec![VerificationKey::from_jwk_json(&jwk).unwrap()],
+            audiences: vec!["https://localhost:8442/token".into()],
+            policy: AlgorithmPolicy::default(),
+        }
+    }
+
+    fn claims() -> serde_json::Value {
+        json!({"iss": CLIENT, "sub": CLIENT, "aud": "https://localhost:8442/token", "exp": NOW + 60, "iat": NOW, "jti": "j1"})
+    }
+
+    fn check(fixture: &Fixture, token: &str) -> Result<VerifiedAssertion, AssertionError> {
+        let rules = AssertionRules {
+            client_id: CLIENT,
+            client_id_aliases: &[],
+            audiences: &fixture.audiences,
+            algorithms: &fixture.policy,
+            now: NOW,
+        };
+        verify_client_assertion(token, &fixture.keys, &rules)
+    }
+
+    fn with(
+        fixture: &Fixture,
+        change: impl FnOnce(&mut serde_json::Value),
+    ) -> Result<VerifiedAssertion, AssertionError> {
+        let mut value = claims();
+        change(&mut value);
+        check(fixture, &sign(&value, &fixture.signer, "JWT").unwrap())
+    }
+
+    #[test]
+    fn accepts_a_good_assertion() {
+        let fixture = fixture();
+        let verified = with(&fixture, |_| {}).unwrap();
+        assert_eq!(
+            verified,
+            VerifiedAssertion {
+                jti: "j1".into(),
+                exp: NOW + 60,
+                kid: "k1".into()
+            }
+        );
+        assert!(
+            with(&fixture, |c| c["aud"] =
+                json!(["x", "https://localhost:8442/token"]))
+            .is_ok()
+        );
+        assert!(with(&fixture, |c| c["iat"] = json!(NOW + 8)).is_ok());
+    }
+
+    #[test]
+    fn refuses_each_broken_claim() {
+        let fixture = fixture();
+        assert_eq!(
+            with(&fixture, |c| c["exp"] = json!(NOW - 1)),
+            Err(AssertionError::Expired)
+        );
+        assert_eq!(
+            with(&fixture, |c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            Err(AssertionError::Missing("exp"))
+        );
+        assert_eq!(
+            with(&fixture, |c| c["iat"] = json!(NOW + 61)),
+            Err(AssertionError::Future("iat"))
+        );
+        assert_eq!(
+            with(&fixture, |c| c["nbf"] = json!(NOW + 61)),
+            Err(AssertionError::Future("nbf"))
+        );
+        assert_eq!(
+            with(&fixture, |c| c["iss"] = json!("other")),
+            Err(AssertionError::Issuer)
+        );
+        assert_eq!(
+            with(&fixture, |c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+            Err(AssertionError::Missing("sub"))
+        );
+        assert_eq!(
+            with(&fixture, |c| c["aud"] = json!("https://evil")),
+            Err(AssertionError::Audience)
+        );
+        assert_eq!(
+            with(&fixture, |c| {
+                c.as_object_mut().unwrap().remove("jti");
+            }),
+            Err(AssertionError::Missing("jti"))
+        );
+    }
+
+    #[test]
+    fn refuses_none_and_hmac_keyed_with_the_public_key() {
+        use base64::Engine as _;
+        let fixture = fixture();
+        let encode = |value: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(value).unwrap())
+        };
+        let none = format!("{}.{}.", encode(&json!({"alg": "none"})), encode(&claims()));
+        assert_eq!(
+            check(&fixture, &none),
+            Err(AssertionError::Algorithm("none".into()))
+        );
+        let hs = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims(),
+            &jsonwebtoken::EncodingKey::from_secret(b"public key bytes"),
+        )
+        .unwrap();
+        assert_eq!(
+            check(&fixture, &hs),
+            Err(AssertionError::Algorithm("HS256".into()))
+        );
+    }
+
+    #[test]
+    fn refuses_a_key_the_client_does_not_have() {
+        let fixture = fixture();
+        let stranger = PrivateKey::generate(SigningKeyKind::EcdsaP256).unwrap();
+        let token = sign(
+            &claims(),
+            &SigningKey::es256_pkcs8("k1", stranger.pkcs8_der()),
+            "JWT",
+        )
+        .unwrap();
+        assert_eq!(check(&fixture, &token), Err(AssertionError::Signature));
+    }
+}

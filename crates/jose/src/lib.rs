@@ -1,0 +1,12 @@
+//! certbound's thin layer over `jsonwebtoken`: which algorithms are allowed, which key of a
+//! JWK Set verifies a token, and the RFC 7523 rules of a client assertion.
+//!
+//! No I/O and no clock: keys and `now` are passed in. The replay check of `jti` belongs to the
+//! store (a shared use-once operation); this crate only returns the `jti` and its expiry.
+
+mod assertion;
+mod keys;
+
+pub use assertion::{AssertionError, AssertionRules, VerifiedAssertion, verify_client_assertion};
+pub use jsonwebtoken::Algorithm;
+pub use keys::{AlgorithmPolicy, JoseError, SigningKey, VerificationKey, sign};

@@ -1,0 +1,529 @@
+//! The SQL implementation of the store traits, over sqlx's `Any` driver so one set of queries
+//! serves SQLite and PostgreSQL. Queries use `$n` placeholders, which both accept.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::records::{
+    AccessTokenRecord, CertificateRecord, DirectoryStore, KeyMaterialRecord, KeyMaterialStore,
+    OrganisationRecord, ReplayStore, SoftwareStatementRecord,
+};
+
+/// Embedded migrations, applied in order at start.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "directory",
+    include_str!("../migrations/0001_directory.sql"),
+)];
+
+/// Infrastructure errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The URL names no supported database.
+    #[error("unsupported database URL: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl,
+}
+
+/// Which database is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// The store: a pool and its backend.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Connects (creating a SQLite file if needed) and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            // WAL with synchronous=FULL: an acknowledged write survives kill -9
+                            // and power loss; busy_timeout lets writers queue instead of failing.
+                            connection
+                                .execute(
+                                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                                     PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+                                )
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?
+            }
+        };
+        let database = Self { pool, backend };
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for tests and diagnostics.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            // Instances starting together take turns.
+            connection
+                .execute("SELECT pg_advisory_lock(7240001)")
+                .await?;
+        }
+        let result = async {
+            connection
+                .execute(
+                    "CREATE TABLE IF NOT EXISTS certbound_migrations \
+                     (version BIGINT PRIMARY KEY, description TEXT NOT NULL)",
+                )
+                .await?;
+            for (version, description, sql) in MIGRATIONS {
+                let applied: Option<i64> = sqlx::query_scalar(
+                    "SELECT version FROM certbound_migrations WHERE version = $1",
+                )
+                .bind(*version)
+                .fetch_optional(&mut *connection)
+                .await?;
+                if applied.is_some() {
+                    continue;
+                }
+                let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
+                sqlx::raw_sql(*sql).execute(&mut *transaction).await?;
+                sqlx::query(
+                    "INSERT INTO certbound_migrations (version, description) VALUES ($1, $2)",
+                )
+                .bind(*version)
+                .bind(*description)
+                .execute(&mut *transaction)
+                .await?;
+                transaction.commit().await?;
+                tracing::info!(version, description, "applied migration");
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+        .await;
+        if self.backend == Backend::Postgres {
+            connection
+                .execute("SELECT pg_advisory_unlock(7240001)")
+                .await?;
+        }
+        Ok(result?)
+    }
+}
+
+/// The certificate columns, as a literal so queries stay `&'static str` (sqlx audits dynamic SQL).
+macro_rules! certificate_columns {
+    () => {
+        "id, organisation_id, software_statement_id, certificate_type, key_id, \
+         thumbprint, serial_hex, chain_pem, not_before, not_after, created_at, revoked_at"
+    };
+}
+
+fn certificate(row: &AnyRow) -> Result<CertificateRecord, sqlx::Error> {
+    Ok(CertificateRecord {
+        id: row.try_get("id")?,
+        organisation_id: row.try_get("organisation_id")?,
+        software_statement_id: row.try_get("software_statement_id")?,
+        certificate_type: row.try_get("certificate_type")?,
+        key_id: row.try_get("key_id")?,
+        thumbprint: row.try_get("thumbprint")?,
+        serial_hex: row.try_get("serial_hex")?,
+        chain_pem: row.try_get("chain_pem")?,
+        not_before: row.try_get("not_before")?,
+        not_after: row.try_get("not_after")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn organisation(row: &AnyRow) -> Result<OrganisationRecord, sqlx::Error> {
+    Ok(OrganisationRecord {
+        id: row.try_get("id")?,
+        body: row.try_get("body")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn software_statement(row: &AnyRow) -> Result<SoftwareStatementRecord, sqlx::Error> {
+    Ok(SoftwareStatementRecord {
+        id: row.try_get("id")?,
+        organisation_id: row.try_get("organisation_id")?,
+        body: row.try_get("body")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+#[async_trait]
+impl DirectoryStore for Database {
+    async fn insert_organisation(&self, record: &OrganisationRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO organisations (id, body, created_at) VALUES ($1, $2, $3)")
+            .bind(&record.id)
+            .bind(&record.body)
+            .bind(record.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn organisation(&self, id: &str) -> Result<Option<OrganisationRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, body, created_at FROM organisations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(organisation).transpose()?)
+    }
+
+    async fn organisations(&self) -> Result<Vec<OrganisationRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, body, created_at FROM organisations ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(organisation).collect::<Result<_, _>>()?)
+    }
+
+    async fn insert_software_statement(
+        &self,
+        record: &SoftwareStatementRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO software_statements (id, organisation_id, body, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&record.id)
+            .bind(&record.organisation_id)
+            .bind(&record.body)
+            .bind(record.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn software_statement(
+        &self,
+        id: &str,
+    ) -> Result<Option<SoftwareStatementRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, organisation_id, body, created_at FROM software_statements WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(software_statement).transpose()?)
+    }
+
+    async fn software_statements(
+        &self,
+        organisation_id: &str,
+    ) -> Result<Vec<SoftwareStatementRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, organisation_id, body, created_at FROM software_statements \
+             WHERE organisation_id = $1 ORDER BY created_at, id",
+        )
+        .bind(organisation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(software_statement)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn insert_certificate(&self, record: &CertificateRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO certificates (",
+            certificate_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(&record.id)
+        .bind(&record.organisation_id)
+        .bind(&record.software_statement_id)
+        .bind(&record.certificate_type)
+        .bind(&record.key_id)
+        .bind(&record.thumbprint)
+        .bind(&record.serial_hex)
+        .bind(&record.chain_pem)
+        .bind(record.not_before)
+        .bind(record.not_after)
+        .bind(record.created_at)
+        .bind(record.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn certificate(&self, id: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(certificate).transpose()?)
+    }
+
+    async fn certificate_by_thumbprint(
+        &self,
+        thumbprint: &str,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates WHERE thumbprint = $1"
+        ))
+        .bind(thumbprint)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(certificate).transpose()?)
+    }
+
+    async fn certificates(
+        &self,
+        organisation_id: &str,
+        software_statement_id: Option<&str>,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let query = match software_statement_id {
+            Some(_) => concat!(
+                "SELECT ",
+                certificate_columns!(),
+                " FROM certificates WHERE organisation_id = $1 AND software_statement_id = $2 ORDER BY created_at, id"
+            ),
+            None => concat!(
+                "SELECT ",
+                certificate_columns!(),
+                " FROM certificates WHERE organisation_id = $1 AND software_statement_id IS NULL ORDER BY created_at, id"
+            ),
+        };
+        let mut query = sqlx::query(query).bind(organisation_id);
+        if let Some(id) = software_statement_id {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(certificate).collect::<Result<_, _>>()?)
+    }
+
+    async fn revoke_certificate(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE certificates SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn revoked_certificates(&self) -> Result<Vec<CertificateRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(certificate).collect::<Result<_, _>>()?)
+    }
+
+    async fn insert_access_token(&self, record: &AccessTokenRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO access_tokens (token_hash, issuer, client_id, organisation_id, software_statement_id, \
+             thumbprint, scope, issued_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&record.token_hash)
+        .bind(&record.issuer)
+        .bind(&record.client_id)
+        .bind(&record.organisation_id)
+        .bind(&record.software_statement_id)
+        .bind(&record.thumbprint)
+        .bind(&record.scope)
+        .bind(record.issued_at)
+        .bind(record.expires_at)
+        .bind(record.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn access_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AccessTokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT token_hash, issuer, client_id, organisation_id, software_statement_id, thumbprint, scope, \
+             issued_at, expires_at, revoked_at FROM access_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(AccessTokenRecord {
+            token_hash: row.try_get("token_hash")?,
+            issuer: row.try_get("issuer")?,
+            client_id: row.try_get("client_id")?,
+            organisation_id: row.try_get("organisation_id")?,
+            software_statement_id: row.try_get("software_statement_id")?,
+            thumbprint: row.try_get("thumbprint")?,
+            scope: row.try_get("scope")?,
+            issued_at: row.try_get("issued_at")?,
+            expires_at: row.try_get("expires_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        }))
+    }
+
+    async fn next_counter(&self, name: &str) -> Result<i64, StoreError> {
+        let value: i64 = sqlx::query_scalar(
+            "INSERT INTO counters (name, value) VALUES ($1, 1) \
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
+        )
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(value)
+    }
+}
+
+#[async_trait]
+impl ReplayStore for Database {
+    async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+        // Expired entries can go: their tokens are refused for `exp` before they get here.
+        sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let result = sqlx::query(
+            "INSERT INTO used_jti (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl KeyMaterialStore for Database {
+    async fn key_material(&self, name: &str) -> Result<Option<KeyMaterialRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, sealed, certificate_pem, created_at FROM key_material WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(KeyMaterialRecord {
+            name: row.try_get("name")?,
+            sealed: row.try_get("sealed")?,
+            certificate_pem: row.try_get("certificate_pem")?,
+            created_at: row.try_get("created_at")?,
+        }))
+    }
+
+    async fn insert_key_material(&self, record: &KeyMaterialRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO key_material (name, sealed, certificate_pem, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&record.name)
+        .bind(&record.sealed)
+        .bind(&record.certificate_pem)
+        .bind(record.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The database URL of the run: PostgreSQL when `CERTBOUND_TEST_DATABASE_URL` names one,
+    /// else a fresh SQLite file.
+    async fn database() -> (Database, Option<tempfile::TempDir>) {
+        match std::env::var("CERTBOUND_TEST_DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres") => {
+                (Database::connect(&url).await.unwrap(), None)
+            }
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                (Database::connect(&url).await.unwrap(), Some(dir))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn jti_is_usable_once() {
+        let (database, _dir) = database().await;
+        let id = format!("client|{}", crate::clock::now_nanos_for_tests());
+        assert!(database.use_once(&id, 2_000_000_000, 1_000).await.unwrap());
+        assert!(!database.use_once(&id, 2_000_000_000, 1_000).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn sqlite_runs_wal_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+        let database = Database::connect(&url).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(database.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(database.pool())
+            .await
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous must be FULL");
+        // Migrations are idempotent across restarts.
+        drop(database);
+        Database::connect(&url).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn counters_increase() {
+        let (database, _dir) = database().await;
+        let name = format!("crl-{}", crate::clock::now_nanos_for_tests());
+        assert_eq!(database.next_counter(&name).await.unwrap(), 1);
+        assert_eq!(database.next_counter(&name).await.unwrap(), 2);
+    }
+}

@@ -1,0 +1,18 @@
+//! certbound's storage: the traits the parts need, one SQL implementation over SQLite (the
+//! embedded default: WAL, `synchronous=FULL`) and PostgreSQL (scale-out), the embedded
+//! migrations, and envelope encryption of secrets under the master key.
+//!
+//! Protocol decisions do not live here: the store answers questions and performs atomic
+//! operations (use a `jti` once, revoke a certificate), nothing more.
+
+pub mod clock;
+mod database;
+mod records;
+mod sealed;
+
+pub use database::{Backend, Database, StoreError};
+pub use records::{
+    AccessTokenRecord, CertificateRecord, DirectoryStore, KeyMaterialRecord, KeyMaterialStore,
+    OrganisationRecord, ReplayStore, SoftwareStatementRecord,
+};
+pub use sealed::{MasterKey, SealError};

@@ -1,0 +1,166 @@
+//! The records the directory keeps and the store traits over them. Bodies of organisations and
+//! software statements are the directory's JSON, kept whole: the store does not interpret them.
+
+use async_trait::async_trait;
+
+use crate::StoreError;
+
+/// An organisation: its id and its JSON body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrganisationRecord {
+    /// OrganisationId (UUID).
+    pub id: String,
+    /// The directory's JSON.
+    pub body: String,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+/// A software statement: its id, owner and JSON body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SoftwareStatementRecord {
+    /// SoftwareStatementId (UUID).
+    pub id: String,
+    /// Owning OrganisationId.
+    pub organisation_id: String,
+    /// The directory's JSON.
+    pub body: String,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+/// An issued certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// CertificateId (UUID).
+    pub id: String,
+    /// Owning organisation.
+    pub organisation_id: String,
+    /// Owning software statement; `None` for organisation certificates.
+    pub software_statement_id: Option<String>,
+    /// `transport`, `signing` or `encryption`.
+    pub certificate_type: String,
+    /// RFC 7638 thumbprint of the key.
+    pub key_id: String,
+    /// `x5t#S256` of the certificate.
+    pub thumbprint: String,
+    /// Serial, lowercase hex.
+    pub serial_hex: String,
+    /// Leaf then issuing CA, PEM.
+    pub chain_pem: String,
+    /// Validity start.
+    pub not_before: i64,
+    /// Validity end.
+    pub not_after: i64,
+    /// When issued.
+    pub created_at: i64,
+    /// When revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// A directory access token, stored by the SHA-256 of its value: the value itself is never stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessTokenRecord {
+    /// base64url SHA-256 of the token value.
+    pub token_hash: String,
+    /// The issuer that issued it.
+    pub issuer: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The client's organisation.
+    pub organisation_id: String,
+    /// The client's software statement.
+    pub software_statement_id: String,
+    /// `x5t#S256` of the certificate the token is bound to.
+    pub thumbprint: String,
+    /// Granted scope, space separated.
+    pub scope: String,
+    /// Issue time.
+    pub issued_at: i64,
+    /// Expiry.
+    pub expires_at: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A key of the stack itself, sealed under the master key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyMaterialRecord {
+    /// Name (`ca.root`, `ca.issuing`, `ssa.signer`, ...).
+    pub name: String,
+    /// The sealed private key.
+    pub sealed: String,
+    /// The key's certificate chain, PEM, if it has one.
+    pub certificate_pem: Option<String>,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+/// What the directory stores.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync {
+    /// Inserts a new organisation.
+    async fn insert_organisation(&self, record: &OrganisationRecord) -> Result<(), StoreError>;
+    /// One organisation.
+    async fn organisation(&self, id: &str) -> Result<Option<OrganisationRecord>, StoreError>;
+    /// Every organisation, oldest first.
+    async fn organisations(&self) -> Result<Vec<OrganisationRecord>, StoreError>;
+    /// Inserts a new software statement.
+    async fn insert_software_statement(
+        &self,
+        record: &SoftwareStatementRecord,
+    ) -> Result<(), StoreError>;
+    /// One software statement.
+    async fn software_statement(
+        &self,
+        id: &str,
+    ) -> Result<Option<SoftwareStatementRecord>, StoreError>;
+    /// The software statements of an organisation, oldest first.
+    async fn software_statements(
+        &self,
+        organisation_id: &str,
+    ) -> Result<Vec<SoftwareStatementRecord>, StoreError>;
+    /// Inserts an issued certificate.
+    async fn insert_certificate(&self, record: &CertificateRecord) -> Result<(), StoreError>;
+    /// One certificate.
+    async fn certificate(&self, id: &str) -> Result<Option<CertificateRecord>, StoreError>;
+    /// The certificate with this `x5t#S256`.
+    async fn certificate_by_thumbprint(
+        &self,
+        thumbprint: &str,
+    ) -> Result<Option<CertificateRecord>, StoreError>;
+    /// The certificates of an organisation (`software_statement_id: None`) or of a software statement.
+    async fn certificates(
+        &self,
+        organisation_id: &str,
+        software_statement_id: Option<&str>,
+    ) -> Result<Vec<CertificateRecord>, StoreError>;
+    /// Marks a certificate revoked; `false` if it was already revoked or does not exist.
+    async fn revoke_certificate(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Every revoked certificate, for the CRL.
+    async fn revoked_certificates(&self) -> Result<Vec<CertificateRecord>, StoreError>;
+    /// Stores an issued access token.
+    async fn insert_access_token(&self, record: &AccessTokenRecord) -> Result<(), StoreError>;
+    /// The token with this hash.
+    async fn access_token(&self, token_hash: &str)
+    -> Result<Option<AccessTokenRecord>, StoreError>;
+    /// The next value of a named counter (CRL numbers), atomically.
+    async fn next_counter(&self, name: &str) -> Result<i64, StoreError>;
+}
+
+/// The shared use-once table (step-ca's `UseToken`).
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Records `id` as used until `expires_at`. `true` the first time, `false` on every later
+    /// call, at every instance sharing the database.
+    async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
+}
+
+/// The stack's own keys.
+#[async_trait]
+pub trait KeyMaterialStore: Send + Sync {
+    /// The named key.
+    async fn key_material(&self, name: &str) -> Result<Option<KeyMaterialRecord>, StoreError>;
+    /// Inserts the key unless one of that name exists; `false` if another instance won the race.
+    async fn insert_key_material(&self, record: &KeyMaterialRecord) -> Result<bool, StoreError>;
+}
