@@ -1,1 +1,14 @@
-//! placeholder
+//! certbound's HTTPS edge and process wiring: typed configuration, first-start bootstrap of the
+//! data dir (master key, database, CA hierarchy, signing keys, TLS certificates, `ca.pem`,
+//! `admin.token`), rustls listeners that capture the verified client certificate, and graceful
+//! shutdown.
+//!
+//! No protocol logic lives here: the parts' routers decide; this crate only runs them.
+
+mod bootstrap;
+mod config;
+mod listener;
+
+pub use bootstrap::{BootstrapError, TrustMaterial};
+pub use config::{ConfigError, Listen, Part, StackConfig};
+pub use listener::{RunningStack, StartError, start};

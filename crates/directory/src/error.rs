@@ -1,0 +1,110 @@
+//! The directory's errors and their one mapping to HTTP (STYLE.md 5). The admin API and the
+//! token endpoint answer the same JSON shape, RFC 6749 §5.2's `{error, error_description}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use certbound_http::oauth_error;
+
+/// Everything the directory refuses or fails at.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// 409: the resource is already in the requested state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 403: authenticated, but not for this resource.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 500: logged with a trace id, answered generically.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// 401 `invalid_client` (RFC 6749 §5.2): client authentication failed.
+    #[error("{0}")]
+    InvalidClient(String),
+    /// 400 `invalid_request`: a field is missing or malformed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 400 `invalid_scope` (RFC 6749 §5.2).
+    #[error("{0}")]
+    InvalidScope(String),
+    /// 401 `invalid_token` (RFC 6750 §3.1): missing, unknown, expired or wrongly bound token.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 404: no such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// 401 for the admin API: no or wrong operator token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 415: the body's media type is not one this endpoint reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 400 `unsupported_grant_type` (RFC 6749 §5.2).
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+}
+
+impl DirectoryError {
+    /// The wire `error` code.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Conflict(_) => "conflict",
+            Self::Forbidden(_) => "forbidden",
+            Self::Internal(_) => "server_error",
+            Self::InvalidClient(_) => "invalid_client",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidScope(_) => "invalid_scope",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::NotFound(_) => "not_found",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::UnsupportedGrantType(_) => "unsupported_grant_type",
+        }
+    }
+}
+
+impl From<certbound_store::StoreError> for DirectoryError {
+    fn from(error: certbound_store::StoreError) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+impl IntoResponse for DirectoryError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Internal(detail) => {
+                let trace_id = uuid::Uuid::new_v4();
+                tracing::error!(%trace_id, detail, "directory internal error");
+                return oauth_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    self.as_str(),
+                    &format!("internal error, trace id {trace_id}"),
+                );
+            }
+            Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest(_) | Self::InvalidScope(_) | Self::UnsupportedGrantType(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => {
+                let mut response =
+                    oauth_error(StatusCode::UNAUTHORIZED, self.as_str(), &self.to_string());
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static(
+                        "Bearer realm=\"certbound directory admin\"",
+                    ),
+                );
+                return response;
+            }
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        };
+        oauth_error(status, self.as_str(), &self.to_string())
+    }
+}
+
+/// The fallback for unknown paths.
+pub(crate) async fn not_found() -> DirectoryError {
+    DirectoryError::NotFound("no such endpoint".into())
+}

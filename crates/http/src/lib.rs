@@ -1,0 +1,171 @@
+//! What every certbound HTTP part shares: the verified client certificate of the connection
+//! as a typed extractor (STYLE.md 6), form bodies as OAuth reads them, and error text that is
+//! safe to put in an `error_description`.
+//!
+//! This crate performs no TLS and no protocol decisions; the server crate creates
+//! [`PeerCertificate`] values only after rustls has verified the chain.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+
+/// The client certificate the connection presented, verified by rustls against the
+/// directory CA. It exists in a request's extensions only if verification succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The leaf certificate, DER.
+    pub der: Arc<[u8]>,
+    /// RFC 8705 `x5t#S256` of the leaf.
+    pub thumbprint: Arc<str>,
+}
+
+/// Refusal of a request that needs a client certificate and came without one.
+#[derive(Debug)]
+pub struct MissingCertificate;
+
+impl IntoResponse for MissingCertificate {
+    fn into_response(self) -> Response {
+        oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "this endpoint requires mutual TLS: present a client certificate issued by the directory",
+        )
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerCertificate {
+    type Rejection = MissingCertificate;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<PeerCertificate>()
+            .cloned()
+            .ok_or(MissingCertificate)
+    }
+}
+
+/// Removes characters RFC 6749 §5.2 forbids in `error_description` (outside %x20-21 /
+/// %x23-5B / %x5D-7E): control characters such as CR, LF and TAB become spaces; `"` and `\`
+/// become `'` and `/`.
+pub fn clean_description(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if (' '..='~').contains(&c) => c,
+            _ => ' ',
+        })
+        .collect()
+}
+
+/// An RFC 6749 §5.2 error response. `401 invalid_client` and `invalid_token` carry
+/// `WWW-Authenticate` as RFC 6749 §5.2 and RFC 6750 §3 require.
+pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body =
+        serde_json::json!({ "error": error, "error_description": clean_description(description) });
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = if error == "invalid_client" {
+            "Basic realm=\"certbound\", error=\"invalid_client\"".to_owned()
+        } else {
+            format!(
+                "Bearer error=\"{error}\", error_description=\"{}\"",
+                clean_description(description)
+            )
+        };
+        if let Ok(value) = challenge.parse() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
+    }
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Why a form body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormError {
+    /// Content-Type is not `application/x-www-form-urlencoded` (a `charset` parameter is fine).
+    ContentType,
+    /// A parameter appears twice (RFC 6749 §3.2: parameters must not be repeated).
+    Repeated(String),
+}
+
+impl FormError {
+    /// The message for `error_description`.
+    pub fn description(&self) -> String {
+        match self {
+            Self::ContentType => "the body must be application/x-www-form-urlencoded".to_owned(),
+            Self::Repeated(name) => format!("parameter `{name}` is repeated"),
+        }
+    }
+}
+
+/// Parses an `application/x-www-form-urlencoded` body (with or without `charset`) into
+/// parameters; empty values count as absent (RFC 6749 §3.1).
+pub fn parse_form(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<BTreeMap<String, String>, FormError> {
+    let essence = content_type
+        .and_then(|value| value.split(';').next())
+        .map(str::trim);
+    if !essence
+        .is_some_and(|essence| essence.eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    {
+        return Err(FormError::ContentType);
+    }
+    let mut parameters = BTreeMap::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        if value.is_empty() {
+            continue;
+        }
+        if parameters
+            .insert(name.to_string(), value.to_string())
+            .is_some()
+        {
+            return Err(FormError::Repeated(name.to_string()));
+        }
+    }
+    Ok(parameters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_lose_control_characters() {
+        assert_eq!(clean_description("a\r\nb\tc\"d\\"), "a  b c'd/");
+    }
+
+    #[test]
+    fn forms_accept_a_charset_and_refuse_repeats() {
+        let form = parse_form(
+            Some("application/x-www-form-urlencoded; charset=UTF-8"),
+            b"a=1&b=&c=x%20y",
+        )
+        .unwrap();
+        assert_eq!(form.get("a").map(String::as_str), Some("1"));
+        assert_eq!(form.get("b"), None);
+        assert_eq!(form.get("c").map(String::as_str), Some("x y"));
+        assert_eq!(
+            parse_form(Some("application/json"), b"{}"),
+            Err(FormError::ContentType)
+        );
+        assert_eq!(parse_form(None, b"a=1"), Err(FormError::ContentType));
+        assert_eq!(
+            parse_form(Some("application/x-www-form-urlencoded"), b"a=1&a=2"),
+            Err(FormError::Repeated("a".into()))
+        );
+    }
+}

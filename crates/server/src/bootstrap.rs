@@ -1,0 +1,295 @@
+//! First start and every later start: the master key, the database, and the stack's own keys.
+//!
+//! Every private key is generated here once, sealed under the master key and stored in the
+//! database, so every instance sharing a PostgreSQL database (and the master key) uses the same
+//! CA, signer and TLS identity. Creation is race-safe: a record is inserted only if absent and
+//! re-read, so two instances starting together agree on one winner.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use certbound_pki::{CertificateAuthority, PrivateKey, ServerIdentity, SigningKeyKind};
+use certbound_store::{Database, KeyMaterialRecord, KeyMaterialStore, MasterKey};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::json;
+
+use crate::config::StackConfig;
+
+/// Why the stack could not prepare its data.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// A file in the data dir could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The master key is malformed or does not open the stored keys.
+    #[error(
+        "master key: {0} (CERTBOUND_MASTER_KEY or DATA_DIR/master.key must be the key this database was created with)"
+    )]
+    MasterKey(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] certbound_store::StoreError),
+    /// Key generation or certificate signing failed.
+    #[error("{0}")]
+    Crypto(String),
+}
+
+/// The keys and certificates the running parts need.
+#[derive(Debug)]
+pub struct TrustMaterial {
+    /// The CA hierarchy.
+    pub ca: CertificateAuthority,
+    /// The SSA signer (RSA 2048, PS256, kid `signer`) and its chain.
+    pub ssa_signer: ServerIdentity,
+    /// The TLS server identity for every listener.
+    pub tls: ServerIdentity,
+    /// The operator's admin token.
+    pub admin_token: String,
+}
+
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
+    move |source| BootstrapError::File {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Writes a file readable by the owner only.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), BootstrapError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(file_error(path))?;
+    file.write_all(contents).map_err(file_error(path))?;
+    file.sync_all().map_err(file_error(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(file_error(path))
+}
+
+/// The master key: `CERTBOUND_MASTER_KEY`, else `DATA_DIR/master.key`, else a new one written there.
+pub(crate) fn master_key(
+    data_dir: &Path,
+    from_env: Option<&str>,
+) -> Result<MasterKey, BootstrapError> {
+    if let Some(encoded) = from_env {
+        return MasterKey::parse(encoded)
+            .map_err(|error| BootstrapError::MasterKey(error.to_string()));
+    }
+    let path = data_dir.join("master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(encoded) => {
+            MasterKey::parse(&encoded).map_err(|error| BootstrapError::MasterKey(error.to_string()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let (key, encoded) = MasterKey::generate()
+                .map_err(|error| BootstrapError::MasterKey(error.to_string()))?;
+            write_private(&path, format!("{}\n", encoded.as_str()).as_bytes())?;
+            tracing::info!(path = %path.display(), "created master key");
+            Ok(key)
+        }
+        Err(source) => Err(BootstrapError::File {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Opens the data dir and database, creating what is missing.
+pub(crate) async fn open(
+    config: &StackConfig,
+) -> Result<(Arc<Database>, TrustMaterial), BootstrapError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(file_error(&config.data_dir))?;
+    let from_env = std::env::var("CERTBOUND_MASTER_KEY").ok();
+    let master = master_key(&config.data_dir, from_env.as_deref())?;
+    let database = Arc::new(Database::connect(&config.database_url()).await?);
+    let material = trust_material(&database, &master, &config.public_host).await?;
+
+    let ca_path = config.data_dir.join("ca.pem");
+    std::fs::write(&ca_path, material.ca.root_pem()).map_err(file_error(&ca_path))?;
+    write_private(
+        &config.data_dir.join("admin.token"),
+        format!("{}\n", material.admin_token).as_bytes(),
+    )?;
+    Ok((database, material))
+}
+
+fn crypto<E: std::fmt::Display>(error: E) -> BootstrapError {
+    BootstrapError::Crypto(error.to_string())
+}
+
+fn pem_chain(chain: &[Vec<u8>]) -> String {
+    chain
+        .iter()
+        .map(|der| {
+            let body = STANDARD.encode(der);
+            let lines: Vec<&str> = body
+                .as_bytes()
+                .chunks(64)
+                .map(|line| std::str::from_utf8(line).unwrap_or_default())
+                .collect();
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            )
+        })
+        .collect()
+}
+
+fn der_chain(pem: &str) -> Result<Vec<Vec<u8>>, BootstrapError> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|der| der.map(|der| der.as_ref().to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(crypto)
+}
+
+/// Inserts a record unless present, then returns the stored one (ours or the race winner's).
+async fn ensure(
+    database: &Database,
+    name: &str,
+    create: impl FnOnce() -> Result<KeyMaterialRecord, BootstrapError>,
+) -> Result<KeyMaterialRecord, BootstrapError> {
+    if let Some(record) = database.key_material(name).await? {
+        return Ok(record);
+    }
+    let record = create()?;
+    if database.insert_key_material(&record).await? {
+        tracing::info!(name, "created key material");
+    }
+    database
+        .key_material(name)
+        .await?
+        .ok_or_else(|| BootstrapError::Crypto(format!("key material {name} vanished")))
+}
+
+fn sealed_identity(
+    master: &MasterKey,
+    name: &str,
+    key: &PrivateKey,
+    chain: &[Vec<u8>],
+    now: i64,
+) -> Result<KeyMaterialRecord, BootstrapError> {
+    Ok(KeyMaterialRecord {
+        name: name.into(),
+        sealed: master.seal(name, key.pkcs8_der()).map_err(crypto)?,
+        certificate_pem: Some(pem_chain(chain)),
+        created_at: now,
+    })
+}
+
+fn open_key(
+    master: &MasterKey,
+    record: &KeyMaterialRecord,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, BootstrapError> {
+    master
+        .open(&record.name, &record.sealed)
+        .map_err(|error| BootstrapError::MasterKey(error.to_string()))
+}
+
+async fn trust_material(
+    database: &Database,
+    master: &MasterKey,
+    public_host: &str,
+) -> Result<TrustMaterial, BootstrapError> {
+    let now = certbound_store::clock::now();
+
+    // The CA: root and issuing keys sealed together, so the pair is created atomically.
+    let ca_record = ensure(database, "ca", || {
+        let (ca, root_key) = CertificateAuthority::generate(now, "certbound").map_err(crypto)?;
+        let keys = json!({
+            "root": STANDARD.encode(root_key.pkcs8_der()),
+            "issuing": STANDARD.encode(ca.issuing_key().pkcs8_der()),
+        });
+        let keys = zeroize::Zeroizing::new(keys.to_string());
+        Ok(KeyMaterialRecord {
+            name: "ca".into(),
+            sealed: master.seal("ca", keys.as_bytes()).map_err(crypto)?,
+            certificate_pem: Some(pem_chain(&[
+                ca.root_der().to_vec(),
+                ca.issuing_der().to_vec(),
+            ])),
+            created_at: now,
+        })
+    })
+    .await?;
+    let keys: serde_json::Value =
+        serde_json::from_slice(&open_key(master, &ca_record)?).map_err(crypto)?;
+    let issuing_key = keys
+        .get("issuing")
+        .and_then(|value| value.as_str())
+        .and_then(|value| STANDARD.decode(value).ok())
+        .ok_or_else(|| BootstrapError::Crypto("stored CA key is malformed".into()))?;
+    let chain = der_chain(ca_record.certificate_pem.as_deref().unwrap_or_default())?;
+    let [root_der, issuing_der] = <[Vec<u8>; 2]>::try_from(chain).map_err(|_| {
+        BootstrapError::Crypto("stored CA chain must hold the root and the issuing CA".into())
+    })?;
+    let ca = CertificateAuthority::from_parts(
+        root_der,
+        issuing_der,
+        PrivateKey::from_pkcs8(SigningKeyKind::EcdsaP256, issuing_key).map_err(crypto)?,
+    )
+    .map_err(crypto)?;
+
+    let signer_record = ensure(database, "ssa.signer", || {
+        let key = PrivateKey::generate(SigningKeyKind::Rsa2048).map_err(crypto)?;
+        let chain = ca
+            .issue_signer(&key, "certbound SSA signer", now)
+            .map_err(crypto)?;
+        sealed_identity(master, "ssa.signer", &key, &chain, now)
+    })
+    .await?;
+
+    let mut names = vec!["localhost", "127.0.0.1", "::1"];
+    if !names.contains(&public_host) {
+        names.push(public_host);
+    }
+    let tls_name = format!("tls.server.{public_host}");
+    let tls_record = ensure(database, &tls_name, || {
+        let identity = ca.issue_server(&names, now).map_err(crypto)?;
+        sealed_identity(master, &tls_name, &identity.key, &identity.chain_der, now)
+    })
+    .await?;
+
+    let admin_record = ensure(database, "admin.token", || {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).map_err(crypto)?;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        Ok(KeyMaterialRecord {
+            name: "admin.token".into(),
+            sealed: master
+                .seal("admin.token", token.as_bytes())
+                .map_err(crypto)?,
+            certificate_pem: None,
+            created_at: now,
+        })
+    })
+    .await?;
+
+    let load = |record: &KeyMaterialRecord,
+                kind: SigningKeyKind|
+     -> Result<ServerIdentity, BootstrapError> {
+        let key =
+            PrivateKey::from_pkcs8(kind, open_key(master, record)?.to_vec()).map_err(crypto)?;
+        let chain_der = der_chain(record.certificate_pem.as_deref().unwrap_or_default())?;
+        Ok(ServerIdentity { chain_der, key })
+    };
+    let admin_token =
+        String::from_utf8(open_key(master, &admin_record)?.to_vec()).map_err(crypto)?;
+    Ok(TrustMaterial {
+        ssa_signer: load(&signer_record, SigningKeyKind::Rsa2048)?,
+        tls: load(&tls_record, SigningKeyKind::EcdsaP256)?,
+        ca,
+        admin_token,
+    })
+}

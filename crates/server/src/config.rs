@@ -1,0 +1,186 @@
+//! Typed configuration (STYLE.md 13): defaults, then a TOML file, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A part of the stack that `up` can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    /// The authorization server (port 8443).
+    Authz,
+    /// The Cards API (port 8444).
+    Cards,
+    /// The directory (ports 8441 and 8442).
+    Directory,
+}
+
+impl std::str::FromStr for Part {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim() {
+            "authz" => Ok(Self::Authz),
+            "cards" => Ok(Self::Cards),
+            "directory" => Ok(Self::Directory),
+            other => Err(ConfigError::Invalid(format!(
+                "unknown role `{other}`: use directory, authz or cards"
+            ))),
+        }
+    }
+}
+
+/// Listener addresses. Port 0 picks a free port (tests, `demo`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Directory public port (8441).
+    pub directory: SocketAddr,
+    /// Directory mTLS port (8442).
+    pub directory_mtls: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            directory: SocketAddr::from(([127, 0, 0, 1], 8441)),
+            directory_mtls: SocketAddr::from(([127, 0, 0, 1], 8442)),
+        }
+    }
+}
+
+/// Everything `certbound up` needs.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StackConfig {
+    /// Where the database (SQLite), master key, `ca.pem` and `admin.token` live.
+    pub data_dir: PathBuf,
+    /// `postgres://...` to share state between instances; SQLite in the data dir otherwise.
+    pub database_url: Option<String>,
+    /// Which parts run in this process.
+    pub roles: Vec<Part>,
+    /// Listener addresses.
+    pub listen: Listen,
+    /// The host name in public URLs (issuers, keystore, `ClientId`).
+    pub public_host: String,
+    /// Lifetime of access tokens, seconds.
+    pub token_lifetime_seconds: i64,
+    /// Accept RS256 client assertions in addition to PS256 and ES256.
+    pub allow_rs256: bool,
+    /// Time a drain on shutdown may take, seconds.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("certbound-data"),
+            database_url: None,
+            roles: vec![Part::Directory],
+            listen: Listen::default(),
+            public_host: "localhost".into(),
+            token_lifetime_seconds: 600,
+            allow_rs256: false,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StackConfig {
+    /// Reads a TOML file over the defaults; unknown keys are an error.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.into(),
+            message: error.to_string(),
+        })
+    }
+
+    /// Checks values the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.roles.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no role to run: give --role directory".into(),
+            ));
+        }
+        for part in &self.roles {
+            if *part != Part::Directory {
+                return Err(ConfigError::Invalid(format!(
+                    "role `{part:?}` is not in this build yet: this release runs the directory only"
+                )));
+            }
+        }
+        if !(30..=86_400).contains(&self.token_lifetime_seconds) {
+            return Err(ConfigError::Invalid(
+                "token_lifetime_seconds must be between 30 and 86400".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL: the configured one, or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("certbound.db").display()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_refuses_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("certbound-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("certbound.toml");
+        std::fs::write(
+            &file,
+            "token_lifetime_seconds = 300\n[listen]\ndirectory = \"127.0.0.1:9441\"\n",
+        )
+        .unwrap();
+        let config = StackConfig::from_file(&file).unwrap();
+        assert_eq!(config.token_lifetime_seconds, 300);
+        assert_eq!(config.listen.directory.port(), 9441);
+        assert_eq!(config.listen.directory_mtls.port(), 8442);
+        std::fs::write(&file, "tokn_lifetime = 1\n").unwrap();
+        assert!(matches!(
+            StackConfig::from_file(&file),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!("cardz".parse::<Part>().is_err());
+    }
+}

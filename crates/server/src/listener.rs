@@ -1,0 +1,281 @@
+//! rustls listeners. Each accepted connection completes its TLS handshake (TLS 1.2/1.3 only,
+//! aws-lc-rs), and the verified client certificate, if any, becomes a [`PeerCertificate`] in
+//! every request's extensions (kanidm's `ClientCertInfo`). hyper-util serves HTTP/1.1 and h2;
+//! shutdown stops accepting and lets in-flight requests finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use certbound_http::PeerCertificate;
+use certbound_jose::{AlgorithmPolicy, SigningKey};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use crate::bootstrap::{BootstrapError, TrustMaterial};
+use crate::config::{ConfigError, StackConfig};
+
+/// Why the stack did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data dir or database could not be prepared.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    /// A port could not be bound.
+    #[error(
+        "cannot listen on {address}: {source} (is another certbound running? choose another port in the config)"
+    )]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS configuration failed.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// A started stack: its URLs, and the handle that stops it.
+#[derive(Debug)]
+pub struct RunningStack {
+    /// Directory public URL (issuer), e.g. `https://localhost:8441`.
+    pub directory_url: String,
+    /// Directory mTLS URL, e.g. `https://localhost:8442`.
+    pub directory_mtls_url: String,
+    /// The data dir.
+    pub data_dir: std::path::PathBuf,
+    /// The store, for tests and tools running in the same process.
+    pub database: Arc<certbound_store::Database>,
+    /// The operator's admin token.
+    pub admin_token: String,
+    /// The root CA, PEM.
+    pub ca_pem: String,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningStack {
+    /// Stops accepting, drains in-flight requests (up to the grace period), and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn tls_error<E: std::fmt::Display>(error: E) -> StartError {
+    StartError::Tls(error.to_string())
+}
+
+fn server_config(
+    material: &TrustMaterial,
+    client_certificates: ClientCertificates,
+) -> Result<Arc<rustls::ServerConfig>, StartError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls_error)?;
+    let builder = match client_certificates {
+        ClientCertificates::NotRequested => builder.with_no_client_auth(),
+        ClientCertificates::Required => {
+            let mut roots = RootCertStore::empty();
+            roots
+                .add(CertificateDer::from(material.ca.root_der().to_vec()))
+                .map_err(tls_error)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(tls_error)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let chain = material
+        .tls
+        .chain_der
+        .iter()
+        .map(|der| CertificateDer::from(der.clone()))
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        material.tls.key.pkcs8_der().to_vec(),
+    ));
+    let mut config = builder.with_single_cert(chain, key).map_err(tls_error)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ClientCertificates {
+    NotRequested,
+    Required,
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind { address, source })
+}
+
+/// Prepares the data dir and database, binds every listener of the configured parts, and serves.
+pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
+    config.validate()?;
+    let (database, material) = crate::bootstrap::open(&config).await?;
+
+    let public = bind(config.listen.directory).await?;
+    let mtls = bind(config.listen.directory_mtls).await?;
+    let url = |listener: &TcpListener| -> Result<String, StartError> {
+        let port = listener.local_addr().map_err(tls_error)?.port();
+        Ok(format!("https://{}:{port}", config.public_host))
+    };
+    let directory_url = url(&public)?;
+    let directory_mtls_url = url(&mtls)?;
+
+    let signer_pem = material.ssa_signer.key.pkcs8_pem();
+    let ssa_signer = SigningKey::rsa_pem(
+        "signer",
+        certbound_jose::Algorithm::PS256,
+        signer_pem.as_bytes(),
+    )
+    .map_err(tls_error)?;
+    let signer_chain: Vec<&[u8]> = material
+        .ssa_signer
+        .chain_der
+        .iter()
+        .map(Vec::as_slice)
+        .collect();
+    let mut signer_jwk =
+        certbound_pki::Jwk::from_certificate_chain(&signer_chain, "sig", Some("PS256"))
+            .map_err(tls_error)?;
+    signer_jwk.kid = "signer".into();
+
+    let directory = certbound_directory::Directory::new(
+        certbound_directory::DirectoryConfig {
+            issuer: directory_url.clone(),
+            mtls_base: directory_mtls_url.clone(),
+            token_lifetime: config.token_lifetime_seconds,
+            algorithms: if config.allow_rs256 {
+                AlgorithmPolicy::with_rs256()
+            } else {
+                AlgorithmPolicy::default()
+            },
+        },
+        database.clone(),
+        material.ca.clone(),
+        ssa_signer,
+        signer_jwk,
+        &material.admin_token,
+    );
+
+    let (shutdown, watcher) = watch::channel(false);
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(serve(
+        public,
+        TlsAcceptor::from(server_config(&material, ClientCertificates::NotRequested)?),
+        directory.public_router(),
+        watcher.clone(),
+        grace,
+    ));
+    tasks.spawn(serve(
+        mtls,
+        TlsAcceptor::from(server_config(&material, ClientCertificates::Required)?),
+        directory.mtls_router(),
+        watcher,
+        grace,
+    ));
+    tracing::info!(%directory_url, %directory_mtls_url, "directory listening");
+
+    Ok(RunningStack {
+        directory_url,
+        directory_mtls_url,
+        data_dir: config.data_dir.clone(),
+        database,
+        admin_token: material.admin_token.clone(),
+        ca_pem: material.ca.root_pem(),
+        shutdown,
+        tasks,
+    })
+}
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%remote, %error, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| PeerCertificate {
+                    thumbprint: certbound_pki::thumbprint_sha256(leaf.as_ref()).into(),
+                    der: leaf.as_ref().into(),
+                });
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    if let Some(peer) = &peer {
+                        request.extensions_mut().insert(peer.clone());
+                    }
+                    router.clone().oneshot(request.map(axum::body::Body::new))
+                },
+            );
+            let builder = Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(%remote, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period elapsed with connections still open");
+    }
+}
