@@ -2,8 +2,8 @@
 //!
 //! The directory is the seed's Raidiam Connect: the requester makes the key and the CSR with
 //! `openssl req`, and only the CSR travels. The CA checks, in this order: the body is a PEM
-//! CSR; its self-signature verifies (proof of possession); the key is RSA ≥ 2048 bits or EC
-//! P-256/P-384; the subject's OU and CN are the organisation and software the CSR was
+//! CSR; the key is RSA ≥ 2048 bits or EC P-256/P-384; its self-signature verifies (proof of
+//! possession); the subject's OU and CN are the organisation and software the CSR was
 //! submitted for. Everything else in the request (extensions, key usages, CA flags) is ignored:
 //! the CA sets those itself when it issues.
 
@@ -81,10 +81,8 @@ pub fn check_csr(pem: &[u8], expected: &CsrSubject) -> Result<VerifiedCsr, CsrEr
             "trailing bytes after the request".into(),
         ));
     }
-    request
-        .verify_signature()
-        .map_err(|_| CsrError::BadSignature)?;
-
+    // The key policy comes first: aws-lc-rs cannot even verify a signature by a key under
+    // 2048 bits, and "your key is too small" is the message that helps.
     let info = &request.certification_request_info;
     let key = KeyParameters::from_spki(&info.subject_pki)
         .map_err(|error| CsrError::KeyNotAccepted(error.0))?;
@@ -94,6 +92,7 @@ pub fn check_csr(pem: &[u8], expected: &CsrSubject) -> Result<VerifiedCsr, CsrEr
             key.bits()
         )));
     }
+    request.verify_signature().map_err(|_| CsrError::BadSignature)?;
 
     let single = |values: Vec<&x509_parser::x509::AttributeTypeAndValue<'_>>| -> String {
         match values.as_slice() {

@@ -1,1 +1,277 @@
-//! placeholder
+//! The whole certbound stack in-process on free ports, for tests (kanidm's testkit): a fresh
+//! data dir per stack, a fresh database per stack (SQLite, or PostgreSQL when
+//! `CERTBOUND_TEST_DATABASE_URL` names a server), HTTP clients that trust the stack's CA, and
+//! onboarding helpers that do the seed's directory steps with keys made here.
+//!
+//! Test-only code: it may panic on setup failures, which are bugs in the test environment.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use certbound_server::{RunningStack, StackConfig};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use serde_json::{Value, json};
+
+/// The database URL for a new stack: a fresh PostgreSQL database when
+/// `CERTBOUND_TEST_DATABASE_URL` is set, else SQLite in the data dir.
+pub async fn fresh_database_url() -> Option<String> {
+    let base = std::env::var("CERTBOUND_TEST_DATABASE_URL").ok().filter(|url| url.starts_with("postgres"))?;
+    let name = format!("certbound_t_{}", uuid::Uuid::new_v4().simple());
+    let (server, _) = base.rsplit_once('/').expect("CERTBOUND_TEST_DATABASE_URL must end in /DATABASE");
+    use sqlx::Connection as _;
+    let mut connection = sqlx::PgConnection::connect(&base).await.expect("connect to the test PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut connection).await.unwrap();
+    Some(format!("{server}/{name}"))
+}
+
+/// A running stack and what a test needs to talk to it.
+pub struct TestStack {
+    /// The stack.
+    pub stack: RunningStack,
+    /// The data dir (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// The database URL the stack uses.
+    pub database_url: String,
+}
+
+/// A key and the certificate chain the directory issued for it.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    /// PKCS#8 PEM private key.
+    pub key_pem: String,
+    /// The issued chain (leaf, issuing CA), PEM.
+    pub chain_pem: String,
+    /// `KeyId` (kid).
+    pub key_id: String,
+    /// `CertificateId`.
+    pub certificate_id: String,
+    /// `x5t#S256`.
+    pub thumbprint: String,
+}
+
+/// A software statement onboarded in the directory with a transport and a signing certificate.
+#[derive(Clone, Debug)]
+pub struct Software {
+    /// OrganisationId.
+    pub organisation_id: String,
+    /// SoftwareStatementId.
+    pub software_statement_id: String,
+    /// ClientId (URL form).
+    pub client_id: String,
+    /// Transport certificate (mTLS).
+    pub transport: Credential,
+    /// Signing certificate (client assertions).
+    pub signing: Credential,
+}
+
+/// A config for a stack on free ports in `dir`.
+pub fn config(dir: &Path, database_url: Option<String>) -> StackConfig {
+    let mut config = StackConfig { data_dir: dir.to_path_buf(), database_url, ..StackConfig::default() };
+    config.listen.directory = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.listen.directory_mtls = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.shutdown_grace_seconds = 2;
+    config
+}
+
+impl TestStack {
+    /// Starts a stack with a fresh data dir and database.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = fresh_database_url().await;
+        Self::start_in(dir, database_url).await
+    }
+
+    /// Starts a stack in an existing data dir (to test restarts).
+    pub async fn start_in(dir: tempfile::TempDir, database_url: Option<String>) -> Self {
+        let config = config(dir.path(), database_url);
+        let database_url = config.database_url();
+        let stack = certbound_server::start(config).await.unwrap();
+        Self { stack, dir, database_url }
+    }
+
+    /// Stops the stack and hands back its data dir.
+    pub async fn stop(self) -> (tempfile::TempDir, String) {
+        self.stack.shutdown().await;
+        (self.dir, self.database_url)
+    }
+
+    /// The data dir path.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// A public-port URL.
+    pub fn public(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.directory_url)
+    }
+
+    /// An mTLS-port URL.
+    pub fn mtls(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.directory_mtls_url)
+    }
+
+    fn builder(&self) -> reqwest::ClientBuilder {
+        let ca = reqwest::Certificate::from_pem(self.stack.ca_pem.as_bytes()).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca])
+    }
+
+    /// A client with no certificate that trusts the stack's CA.
+    pub fn client(&self) -> reqwest::Client {
+        self.builder().build().unwrap()
+    }
+
+    /// A client presenting `credential` that trusts the stack's CA.
+    pub fn mtls_client(&self, credential: &Credential) -> reqwest::Client {
+        identity_client(&self.stack.ca_pem, &credential.key_pem, &credential.chain_pem)
+    }
+
+    /// An admin API request with the operator's token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client().request(method, self.public(path)).bearer_auth(&self.stack.admin_token)
+    }
+
+    /// Creates an organisation; returns its id.
+    pub async fn organisation(&self, name: &str) -> String {
+        let response = self
+            .admin(reqwest::Method::POST, "/organisations")
+            .json(&json!({"OrganisationName": name, "Country": "GB", "RegistrationNumber": "00000001"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["OrganisationId"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a software statement with the given roles; returns (id, client id).
+    pub async fn software_statement(&self, organisation_id: &str, roles: &[&str]) -> (String, String) {
+        let response = self
+            .admin(reqwest::Method::POST, &format!("/organisations/{organisation_id}/softwarestatements"))
+            .json(&software_statement_body(roles))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        (body["SoftwareStatementId"].as_str().unwrap().to_owned(), body["ClientId"].as_str().unwrap().to_owned())
+    }
+
+    /// Makes a P-256 key and CSR here, has the directory sign it, returns the credential.
+    pub async fn certificate(&self, organisation_id: &str, software_statement_id: Option<&str>, kind: &str) -> Credential {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let common_name = software_statement_id.unwrap_or(organisation_id);
+        let csr = csr_pem(&key, organisation_id, common_name);
+        let path = match software_statement_id {
+            Some(id) => format!("/organisations/{organisation_id}/softwarestatements/{id}/certificates/{kind}"),
+            None => format!("/organisations/{organisation_id}/certificates/{kind}"),
+        };
+        let response = self
+            .admin(reqwest::Method::POST, &path)
+            .header("content-type", "application/pkcs10")
+            .body(csr)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let body: Value = response.json().await.unwrap();
+        Credential {
+            key_pem: key.serialize_pem(),
+            chain_pem: body["Certificate"].as_str().unwrap().to_owned(),
+            key_id: body["KeyId"].as_str().unwrap().to_owned(),
+            certificate_id: body["CertificateId"].as_str().unwrap().to_owned(),
+            thumbprint: body["x5t#S256"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// An organisation and a software statement with transport and signing certificates.
+    pub async fn onboard(&self, roles: &[&str]) -> Software {
+        let organisation_id = self.organisation("Test Company 1").await;
+        self.onboard_in(&organisation_id, roles).await
+    }
+
+    /// A software statement with certificates in an existing organisation.
+    pub async fn onboard_in(&self, organisation_id: &str, roles: &[&str]) -> Software {
+        let (software_statement_id, client_id) = self.software_statement(organisation_id, roles).await;
+        let transport = self.certificate(organisation_id, Some(&software_statement_id), "transport").await;
+        let signing = self.certificate(organisation_id, Some(&software_statement_id), "signing").await;
+        Software { organisation_id: organisation_id.to_owned(), software_statement_id, client_id, transport, signing }
+    }
+
+    /// A signed ES256 client assertion for `software`, audience the mTLS token endpoint.
+    pub fn assertion(&self, software: &Software, change: impl FnOnce(&mut Value)) -> String {
+        let now = now();
+        let mut claims = json!({
+            "iss": software.client_id,
+            "sub": software.client_id,
+            "aud": self.mtls("/token"),
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        change(&mut claims);
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(software.signing.key_id.clone());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(software.signing.key_pem.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    /// Requests a directory token with `private_key_jwt` over the software's transport certificate.
+    pub async fn token_request(&self, software: &Software, assertion: &str) -> reqwest::Response {
+        self.mtls_client(&software.transport)
+            .post(self.mtls("/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "directory:software"),
+                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ("client_assertion", assertion),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A directory access token for `software`.
+    pub async fn directory_token(&self, software: &Software) -> String {
+        let response = self.token_request(software, &self.assertion(software, |_| {})).await;
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A reqwest client presenting `key_pem` + `chain_pem` and trusting `ca_pem` only.
+pub fn identity_client(ca_pem: &str, key_pem: &str, chain_pem: &str) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    let identity = reqwest::Identity::from_pem(format!("{chain_pem}{key_pem}").as_bytes()).unwrap();
+    reqwest::Client::builder().tls_certs_only([ca]).identity(identity).build().unwrap()
+}
+
+/// A software statement body with the seed's example values.
+pub fn software_statement_body(roles: &[&str]) -> Value {
+    json!({
+        "ClientName": "Test Company App 1",
+        "Version": "1.0",
+        "HomepageUri": "https://example.com",
+        "LogoUri": "https://example.com/logo.png",
+        "RedirectUri": ["https://example.com/callback"],
+        "Roles": roles,
+        "Description": "A test app for Company 1",
+    })
+}
+
+/// A PEM CSR for `key` with the directory's subject layout.
+pub fn csr_pem(key: &KeyPair, organisational_unit: &str, common_name: &str) -> String {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CountryName, "GB");
+    name.push(DnType::OrganizationName, "Test Company 1");
+    name.push(DnType::OrganizationalUnitName, organisational_unit);
+    name.push(DnType::CommonName, common_name);
+    params.distinguished_name = name;
+    params.serialize_request(key).unwrap().pem().unwrap()
+}
+
+/// The wall clock, for building test tokens.
+#[allow(clippy::disallowed_methods)]
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
