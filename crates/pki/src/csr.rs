@@ -92,7 +92,9 @@ pub fn check_csr(pem: &[u8], expected: &CsrSubject) -> Result<VerifiedCsr, CsrEr
             key.bits()
         )));
     }
-    request.verify_signature().map_err(|_| CsrError::BadSignature)?;
+    request
+        .verify_signature()
+        .map_err(|_| CsrError::BadSignature)?;
 
     let single = |values: Vec<&x509_parser::x509::AttributeTypeAndValue<'_>>| -> String {
         match values.as_slice() {

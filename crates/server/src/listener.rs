@@ -90,12 +90,17 @@ fn server_config(
         .map_err(tls_error)?;
     let builder = match client_certificates {
         ClientCertificates::NotRequested => builder.with_no_client_auth(),
-        ClientCertificates::Required => {
+        ClientCertificates::Requested => {
+            // A presented certificate must chain to the directory CA or the handshake fails.
+            // A connection without one is let through so that `/healthz` answers probes and
+            // every other endpoint refuses with an error that says what to do
+            // (`certbound_http::MissingCertificate`).
             let mut roots = RootCertStore::empty();
             roots
                 .add(CertificateDer::from(material.ca.root_der().to_vec()))
                 .map_err(tls_error)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
                 .build()
                 .map_err(tls_error)?;
             builder.with_client_cert_verifier(verifier)
@@ -118,7 +123,7 @@ fn server_config(
 #[derive(Clone, Copy, Debug)]
 enum ClientCertificates {
     NotRequested,
-    Required,
+    Requested,
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
@@ -189,7 +194,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     ));
     tasks.spawn(serve(
         mtls,
-        TlsAcceptor::from(server_config(&material, ClientCertificates::Required)?),
+        TlsAcceptor::from(server_config(&material, ClientCertificates::Requested)?),
         directory.mtls_router(),
         watcher,
         grace,

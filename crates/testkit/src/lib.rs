@@ -4,7 +4,12 @@
 //! onboarding helpers that do the seed's directory steps with keys made here.
 //!
 //! Test-only code: it may panic on setup failures, which are bugs in the test environment.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,12 +21,21 @@ use serde_json::{Value, json};
 /// The database URL for a new stack: a fresh PostgreSQL database when
 /// `CERTBOUND_TEST_DATABASE_URL` is set, else SQLite in the data dir.
 pub async fn fresh_database_url() -> Option<String> {
-    let base = std::env::var("CERTBOUND_TEST_DATABASE_URL").ok().filter(|url| url.starts_with("postgres"))?;
+    let base = std::env::var("CERTBOUND_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("postgres"))?;
     let name = format!("certbound_t_{}", uuid::Uuid::new_v4().simple());
-    let (server, _) = base.rsplit_once('/').expect("CERTBOUND_TEST_DATABASE_URL must end in /DATABASE");
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("CERTBOUND_TEST_DATABASE_URL must end in /DATABASE");
     use sqlx::Connection as _;
-    let mut connection = sqlx::PgConnection::connect(&base).await.expect("connect to the test PostgreSQL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut connection).await.unwrap();
+    let mut connection = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut connection)
+        .await
+        .unwrap();
     Some(format!("{server}/{name}"))
 }
 
@@ -67,7 +81,11 @@ pub struct Software {
 
 /// A config for a stack on free ports in `dir`.
 pub fn config(dir: &Path, database_url: Option<String>) -> StackConfig {
-    let mut config = StackConfig { data_dir: dir.to_path_buf(), database_url, ..StackConfig::default() };
+    let mut config = StackConfig {
+        data_dir: dir.to_path_buf(),
+        database_url,
+        ..StackConfig::default()
+    };
     config.listen.directory = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listen.directory_mtls = SocketAddr::from(([127, 0, 0, 1], 0));
     config.shutdown_grace_seconds = 2;
@@ -87,7 +105,11 @@ impl TestStack {
         let config = config(dir.path(), database_url);
         let database_url = config.database_url();
         let stack = certbound_server::start(config).await.unwrap();
-        Self { stack, dir, database_url }
+        Self {
+            stack,
+            dir,
+            database_url,
+        }
     }
 
     /// Stops the stack and hands back its data dir.
@@ -123,12 +145,18 @@ impl TestStack {
 
     /// A client presenting `credential` that trusts the stack's CA.
     pub fn mtls_client(&self, credential: &Credential) -> reqwest::Client {
-        identity_client(&self.stack.ca_pem, &credential.key_pem, &credential.chain_pem)
+        identity_client(
+            &self.stack.ca_pem,
+            &credential.key_pem,
+            &credential.chain_pem,
+        )
     }
 
     /// An admin API request with the operator's token.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client().request(method, self.public(path)).bearer_auth(&self.stack.admin_token)
+        self.client()
+            .request(method, self.public(path))
+            .bearer_auth(&self.stack.admin_token)
     }
 
     /// Creates an organisation; returns its id.
@@ -140,29 +168,49 @@ impl TestStack {
             .await
             .unwrap();
         assert_eq!(response.status(), 201);
-        response.json::<Value>().await.unwrap()["OrganisationId"].as_str().unwrap().to_owned()
+        response.json::<Value>().await.unwrap()["OrganisationId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// Creates a software statement with the given roles; returns (id, client id).
-    pub async fn software_statement(&self, organisation_id: &str, roles: &[&str]) -> (String, String) {
+    pub async fn software_statement(
+        &self,
+        organisation_id: &str,
+        roles: &[&str],
+    ) -> (String, String) {
         let response = self
-            .admin(reqwest::Method::POST, &format!("/organisations/{organisation_id}/softwarestatements"))
+            .admin(
+                reqwest::Method::POST,
+                &format!("/organisations/{organisation_id}/softwarestatements"),
+            )
             .json(&software_statement_body(roles))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.unwrap();
-        (body["SoftwareStatementId"].as_str().unwrap().to_owned(), body["ClientId"].as_str().unwrap().to_owned())
+        (
+            body["SoftwareStatementId"].as_str().unwrap().to_owned(),
+            body["ClientId"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// Makes a P-256 key and CSR here, has the directory sign it, returns the credential.
-    pub async fn certificate(&self, organisation_id: &str, software_statement_id: Option<&str>, kind: &str) -> Credential {
+    pub async fn certificate(
+        &self,
+        organisation_id: &str,
+        software_statement_id: Option<&str>,
+        kind: &str,
+    ) -> Credential {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let common_name = software_statement_id.unwrap_or(organisation_id);
         let csr = csr_pem(&key, organisation_id, common_name);
         let path = match software_statement_id {
-            Some(id) => format!("/organisations/{organisation_id}/softwarestatements/{id}/certificates/{kind}"),
+            Some(id) => format!(
+                "/organisations/{organisation_id}/softwarestatements/{id}/certificates/{kind}"
+            ),
             None => format!("/organisations/{organisation_id}/certificates/{kind}"),
         };
         let response = self
@@ -191,10 +239,21 @@ impl TestStack {
 
     /// A software statement with certificates in an existing organisation.
     pub async fn onboard_in(&self, organisation_id: &str, roles: &[&str]) -> Software {
-        let (software_statement_id, client_id) = self.software_statement(organisation_id, roles).await;
-        let transport = self.certificate(organisation_id, Some(&software_statement_id), "transport").await;
-        let signing = self.certificate(organisation_id, Some(&software_statement_id), "signing").await;
-        Software { organisation_id: organisation_id.to_owned(), software_statement_id, client_id, transport, signing }
+        let (software_statement_id, client_id) =
+            self.software_statement(organisation_id, roles).await;
+        let transport = self
+            .certificate(organisation_id, Some(&software_statement_id), "transport")
+            .await;
+        let signing = self
+            .certificate(organisation_id, Some(&software_statement_id), "signing")
+            .await;
+        Software {
+            organisation_id: organisation_id.to_owned(),
+            software_statement_id,
+            client_id,
+            transport,
+            signing,
+        }
     }
 
     /// A signed ES256 client assertion for `software`, audience the mTLS token endpoint.
@@ -211,7 +270,8 @@ impl TestStack {
         change(&mut claims);
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(software.signing.key_id.clone());
-        let key = jsonwebtoken::EncodingKey::from_ec_pem(software.signing.key_pem.as_bytes()).unwrap();
+        let key =
+            jsonwebtoken::EncodingKey::from_ec_pem(software.signing.key_pem.as_bytes()).unwrap();
         jsonwebtoken::encode(&header, &claims, &key).unwrap()
     }
 
@@ -222,7 +282,10 @@ impl TestStack {
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("scope", "directory:software"),
-                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
                 ("client_assertion", assertion),
             ])
             .send()
@@ -232,9 +295,14 @@ impl TestStack {
 
     /// A directory access token for `software`.
     pub async fn directory_token(&self, software: &Software) -> String {
-        let response = self.token_request(software, &self.assertion(software, |_| {})).await;
+        let response = self
+            .token_request(software, &self.assertion(software, |_| {}))
+            .await;
         assert_eq!(response.status(), 200);
-        response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+        response.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 }
 
@@ -242,7 +310,11 @@ impl TestStack {
 pub fn identity_client(ca_pem: &str, key_pem: &str, chain_pem: &str) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
     let identity = reqwest::Identity::from_pem(format!("{chain_pem}{key_pem}").as_bytes()).unwrap();
-    reqwest::Client::builder().tls_certs_only([ca]).identity(identity).build().unwrap()
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .identity(identity)
+        .build()
+        .unwrap()
 }
 
 /// A software statement body with the seed's example values.
@@ -273,5 +345,8 @@ pub fn csr_pem(key: &KeyPair, organisational_unit: &str, common_name: &str) -> S
 /// The wall clock, for building test tokens.
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

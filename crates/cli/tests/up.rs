@@ -1,0 +1,146 @@
+//! `certbound up` as a process: first start creates the data dir and prints the URLs, every
+//! listener answers `/healthz`, SIGTERM drains and exits 0, a second start reuses the data.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Up {
+    child: Child,
+    lines: Vec<String>,
+}
+
+fn start(data_dir: &std::path::Path) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .args([
+            "up",
+            "--listen-directory",
+            "127.0.0.1:0",
+            "--listen-directory-mtls",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "certbound up exited early: {lines:?}"
+        );
+        let done = line.starts_with("Stop with Ctrl-C");
+        lines.push(line.trim_end().to_owned());
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in reader.lines() {});
+    Up { child, lines }
+}
+
+fn url(up: &Up, label: &str) -> String {
+    let line = up
+        .lines
+        .iter()
+        .find(|line| line.trim_start().starts_with(label))
+        .unwrap();
+    line.split_whitespace().last().unwrap().to_owned()
+}
+
+fn curl(ca: &std::path::Path, url: &str) -> (bool, String) {
+    let output = Command::new("curl")
+        .args(["-s", "--fail", "--cacert"])
+        .arg(ca)
+        .arg(url)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn stop(mut up: Up) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &up.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    up.child.wait().unwrap()
+}
+
+#[test]
+fn up_creates_serves_drains_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = start(&data);
+    assert_eq!(up.lines[0], "certbound is up");
+    let public = url(&up, "directory ");
+    let mtls = url(&up, "directory mTLS");
+    assert!(public.starts_with("https://localhost:"), "{public}");
+    for file in ["ca.pem", "admin.token", "master.key", "certbound.db"] {
+        assert!(data.join(file).exists(), "{file}");
+    }
+    let ca = data.join("ca.pem");
+    assert_eq!(
+        curl(&ca, &format!("{public}/healthz")),
+        (true, "ok".to_owned())
+    );
+    let (ok, discovery) = curl(&ca, &format!("{public}/.well-known/openid-configuration"));
+    assert!(
+        ok && discovery.contains(&format!("\"issuer\":\"{public}\"")),
+        "{discovery}"
+    );
+    // The mTLS port answers probes without a certificate, and refuses everything else.
+    assert_eq!(
+        curl(&ca, &format!("{mtls}/healthz")),
+        (true, "ok".to_owned())
+    );
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-XPOST",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .arg(format!("{mtls}/token"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "401");
+    let status = stop(up);
+    assert!(
+        status.success(),
+        "SIGTERM must drain and exit 0, got {status}"
+    );
+
+    let ca_before = std::fs::read_to_string(&ca).unwrap();
+    let up = start(&data);
+    assert_eq!(
+        std::fs::read_to_string(&ca).unwrap(),
+        ca_before,
+        "a second start reuses the CA"
+    );
+    assert!(stop(up).success());
+}
+
+#[test]
+fn bad_configuration_is_explained() {
+    let output = Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .args(["up", "--role", "cardz"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown role `cardz`: use directory, authz or cards"),
+        "{stderr}"
+    );
+}
