@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 /// certbound: a self-hostable trust stack for FAPI-grade card-issuing APIs.
 #[derive(Debug, Parser)]
-#[command(name = "certbound", version, about)]
+#[command(name = "certbound", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,6 +1,13 @@
 //! `certbound up` as a process: first start creates the data dir and prints the URLs, every
 //! listener answers `/healthz`, SIGTERM drains and exits 0, a second start reuses the data.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

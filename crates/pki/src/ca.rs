@@ -340,7 +340,7 @@ impl CertificateAuthority {
 }
 
 fn hex_decode(hex: &str) -> Result<Vec<u8>, CaError> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(CaError::Stored(format!("serial `{hex}` is not hex")));
     }
     (0..hex.len())

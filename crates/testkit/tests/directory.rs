@@ -2,6 +2,13 @@
 //! it and the exact refusal, against the real stack on free ports (SQLite, or PostgreSQL when
 //! `CERTBOUND_TEST_DATABASE_URL` is set).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
 use certbound_testkit::{TestStack, csr_pem, identity_client, software_statement_body};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -2,6 +2,13 @@
 //! honour each other's tokens, refuse each other's used `jti`, and see each other's revocations.
 //! Runs on SQLite (one file) and, in CI, on PostgreSQL.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
 use certbound_testkit::TestStack;
 use reqwest::Method;
 

@@ -3,6 +3,13 @@
 //! openssl-made signing key), the SSA, and the SSA's signature verified by OpenSSL — a JOSE
 //! implementation independent of the one that signed it — against `/jwks` and `ca.pem`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
 use std::path::Path;
 use std::process::Command;
 
