@@ -18,7 +18,34 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the stack: creates the data dir on first start, reuses it afterwards.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
+    /// Manage the authorization server's token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a token signing key: published at once, signing after the delay; older keys stay
+    /// published until their tokens have expired.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RotateArgs {
+    /// Data directory (master key, SQLite database).
+    #[arg(long, env = "CERTBOUND_DATA_DIR", default_value = "certbound-data")]
+    data_dir: PathBuf,
+    /// The shared PostgreSQL database, if the stack uses one.
+    #[arg(long, env = "CERTBOUND_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Seconds between publishing the new key and signing with it (every instance reloads its
+    /// keys at least every 10 s).
+    #[arg(long, default_value_t = 60)]
+    publish_delay: i64,
+    /// The access token lifetime the stack uses, seconds (old keys stay published that long).
+    #[arg(long, default_value_t = 600)]
+    token_lifetime: i64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,6 +71,18 @@ struct UpArgs {
     /// Directory mTLS listener address.
     #[arg(long)]
     listen_directory_mtls: Option<SocketAddr>,
+    /// Authorization server listener address.
+    #[arg(long)]
+    listen_authz: Option<SocketAddr>,
+    /// A path for the authorization server's issuer, e.g. /uat-thredd/confidential-clients.
+    #[arg(long)]
+    issuer_path: Option<String>,
+    /// The directory to trust SSAs from, when it runs elsewhere.
+    #[arg(long)]
+    directory_url: Option<String>,
+    /// FAPI 2: client assertions must carry the issuer alone as `aud`.
+    #[arg(long)]
+    strict_audience: bool,
     /// Access token lifetime in seconds.
     #[arg(long)]
     token_lifetime: Option<i64>,
@@ -76,6 +115,16 @@ impl UpArgs {
         if let Some(address) = self.listen_directory_mtls {
             config.listen.directory_mtls = address;
         }
+        if let Some(address) = self.listen_authz {
+            config.listen.authz = address;
+        }
+        if let Some(path) = self.issuer_path {
+            config.issuer_path = path;
+        }
+        if self.directory_url.is_some() {
+            config.directory_url = self.directory_url;
+        }
+        config.strict_audience |= self.strict_audience;
         if let Some(lifetime) = self.token_lifetime {
             config.token_lifetime_seconds = lifetime;
         }
@@ -91,23 +140,50 @@ async fn up(args: UpArgs) -> Result<(), String> {
         .await
         .map_err(|error| error.to_string())?;
     println!("certbound is up");
-    println!("  directory        {}", stack.directory_url);
-    println!("  directory mTLS   {}", stack.directory_mtls_url);
+    if let (Some(public), Some(mtls)) = (&stack.directory_url, &stack.directory_mtls_url) {
+        println!("  directory        {public}");
+        println!("  directory mTLS   {mtls}");
+    }
+    if let Some(authz) = &stack.authz_url {
+        println!("  authz            {authz}");
+    }
     println!("  trust anchor     {}", data_dir.join("ca.pem").display());
     println!(
         "  admin token      {}",
         data_dir.join("admin.token").display()
     );
-    println!(
-        "Try: curl --cacert {} {}/.well-known/openid-configuration",
-        data_dir.join("ca.pem").display(),
-        stack.directory_url
-    );
+    if let Some(url) = stack.directory_url.as_ref().or(stack.authz_url.as_ref()) {
+        println!(
+            "Try: curl --cacert {} {url}/.well-known/openid-configuration",
+            data_dir.join("ca.pem").display()
+        );
+    }
     println!("Stop with Ctrl-C.");
     wait_for_stop().await;
     println!("stopping: draining in-flight requests");
     stack.shutdown().await;
     println!("stopped");
+    Ok(())
+}
+
+async fn rotate(args: RotateArgs) -> Result<(), String> {
+    let mut config = StackConfig {
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        ..StackConfig::default()
+    };
+    config.token_lifetime_seconds = args.token_lifetime;
+    let kid = certbound_server::rotate_token_signing_key(&config, args.publish_delay)
+        .await
+        .map_err(|error| error.to_string())?;
+    println!(
+        "new token signing key {kid}: published now, signing in {} s",
+        args.publish_delay
+    );
+    println!(
+        "older keys stay in the JWKS until their tokens expire ({} s after that)",
+        args.token_lifetime
+    );
     Ok(())
 }
 
@@ -147,7 +223,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => up(args).await,
+            Command::Up(args) => up(*args).await,
+
+            Command::Keys(KeysCommand::Rotate(args)) => rotate(args).await,
         }
     });
     match result {

@@ -13,14 +13,19 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
-/// The client certificate the connection presented, verified by rustls against the
-/// directory CA. It exists in a request's extensions only if verification succeeded.
+/// The client certificate the connection presented. It exists in a request's extensions only if
+/// the TLS handshake proved possession of its key and the listener's policy accepted it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerCertificate {
     /// The leaf certificate, DER.
     pub der: Arc<[u8]>,
     /// RFC 8705 `x5t#S256` of the leaf.
     pub thumbprint: Arc<str>,
+    /// Whether the chain verified against the directory CA. Always true where the listener
+    /// requires that (directory mTLS, cards); false on the authorization server for a
+    /// self-signed certificate (`self_signed_tls_client_auth`, RFC 8705 §2.2), whose
+    /// possession the TLS handshake still proved.
+    pub issued_by_directory: bool,
 }
 
 /// Refusal of a request that needs a client certificate and came without one.
@@ -46,6 +51,17 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerCertificate {
             .get::<PeerCertificate>()
             .cloned()
             .ok_or(MissingCertificate)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for PeerCertificate {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<PeerCertificate>().cloned())
     }
 }
 

@@ -111,15 +111,7 @@ pub fn verify_client_assertion(
     if !rules.algorithms.allows(header.alg) {
         return Err(AssertionError::Algorithm(format!("{:?}", header.alg)));
     }
-    let wants_rsa = matches!(
-        header.alg,
-        jsonwebtoken::Algorithm::PS256
-            | jsonwebtoken::Algorithm::PS384
-            | jsonwebtoken::Algorithm::PS512
-            | jsonwebtoken::Algorithm::RS256
-            | jsonwebtoken::Algorithm::RS384
-            | jsonwebtoken::Algorithm::RS512
-    );
+    let wants_rsa = is_rsa_alg(header.alg);
     let mut validation = Validation::new(header.alg);
     // jsonwebtoken requires every listed algorithm to match the key family: list only the
     // header's, which the allowlist has just accepted.
@@ -203,8 +195,21 @@ fn check_claims(claims: &Claims, rules: &AssertionRules<'_>) -> Result<(), Asser
     }
 }
 
+/// Whether `alg` is an RSA algorithm (which key family verifies it).
+pub(crate) fn is_rsa_alg(alg: jsonwebtoken::Algorithm) -> bool {
+    matches!(
+        alg,
+        jsonwebtoken::Algorithm::PS256
+            | jsonwebtoken::Algorithm::PS384
+            | jsonwebtoken::Algorithm::PS512
+            | jsonwebtoken::Algorithm::RS256
+            | jsonwebtoken::Algorithm::RS384
+            | jsonwebtoken::Algorithm::RS512
+    )
+}
+
 /// The raw `alg` of a header that did not parse, for the error message.
-fn header_alg(token: &str) -> Option<String> {
+pub(crate) fn header_alg(token: &str) -> Option<String> {
     use base64::Engine as _;
     let header = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -5,8 +5,10 @@
 //! store (a shared use-once operation); this crate only returns the `jti` and its expiry.
 
 mod assertion;
+mod jws;
 mod keys;
 
 pub use assertion::{AssertionError, AssertionRules, VerifiedAssertion, verify_client_assertion};
 pub use jsonwebtoken::Algorithm;
+pub use jws::{JwsError, VerifiedJws, unverified_claims, verify_jws};
 pub use keys::{AlgorithmPolicy, JoseError, SigningKey, VerificationKey, sign};

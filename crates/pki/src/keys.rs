@@ -87,6 +87,35 @@ impl PrivateKey {
         Zeroizing::new(pem)
     }
 
+    /// The public JWK of an EC P-256 key (`kty: EC`, `crv: P-256`), for publishing token
+    /// signing keys. RSA keys are published through their certificates instead.
+    pub fn public_jwk(&self, kid: &str, key_use: &str, alg: &str) -> Result<crate::Jwk, KeyError> {
+        if self.kind != SigningKeyKind::EcdsaP256 {
+            return Err(KeyError::Crypto(
+                "only EC P-256 keys publish a bare JWK".into(),
+            ));
+        }
+        let pair = self.key_pair()?;
+        let point = pair.public_key_raw();
+        let (Some(0x04), Some(x), Some(y)) = (point.first(), point.get(1..33), point.get(33..65))
+        else {
+            return Err(KeyError::Crypto("unexpected EC public key encoding".into()));
+        };
+        Ok(crate::Jwk {
+            kty: "EC".into(),
+            kid: kid.to_owned(),
+            key_use: key_use.to_owned(),
+            alg: Some(alg.to_owned()),
+            n: None,
+            e: None,
+            crv: Some("P-256".into()),
+            x: Some(crate::b64url(x)),
+            y: Some(crate::b64url(y)),
+            x5c: Vec::new(),
+            x5t_s256: None,
+        })
+    }
+
     pub(crate) fn key_pair(&self) -> Result<rcgen::KeyPair, KeyError> {
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(self.pkcs8.as_slice());
         let alg = match self.kind {

@@ -109,7 +109,7 @@ pub(crate) fn master_key(
 /// Opens the data dir and database, creating what is missing.
 pub(crate) async fn open(
     config: &StackConfig,
-) -> Result<(Arc<Database>, TrustMaterial), BootstrapError> {
+) -> Result<(Arc<Database>, Arc<MasterKey>, TrustMaterial), BootstrapError> {
     std::fs::create_dir_all(&config.data_dir).map_err(file_error(&config.data_dir))?;
     let from_env = std::env::var("CERTBOUND_MASTER_KEY").ok();
     let master = master_key(&config.data_dir, from_env.as_deref())?;
@@ -122,7 +122,7 @@ pub(crate) async fn open(
         &config.data_dir.join("admin.token"),
         format!("{}\n", material.admin_token).as_bytes(),
     )?;
-    Ok((database, material))
+    Ok((database, Arc::new(master), material))
 }
 
 fn crypto<E: std::fmt::Display>(error: E) -> BootstrapError {
@@ -292,4 +292,34 @@ async fn trust_material(
         ca,
         admin_token,
     })
+}
+
+/// Adds a token signing key to the authorization server's ring (`certbound keys rotate`): it
+/// is published at once and signs `publish_delay` seconds later.
+pub async fn rotate_token_signing_key(
+    config: &StackConfig,
+    publish_delay: i64,
+) -> Result<String, BootstrapError> {
+    if !config.data_dir.exists() && config.database_url.is_none() {
+        return Err(BootstrapError::File {
+            path: config.data_dir.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no data dir here: run `certbound up` first or pass --data-dir",
+            ),
+        });
+    }
+    let from_env = std::env::var("CERTBOUND_MASTER_KEY").ok();
+    let master = master_key(&config.data_dir, from_env.as_deref())?;
+    let database = Database::connect(&config.database_url()).await?;
+    let now = certbound_store::clock::now();
+    certbound_authz::keys::rotate(
+        &database,
+        &master,
+        now,
+        now + publish_delay.max(0),
+        config.token_lifetime_seconds,
+    )
+    .await
+    .map_err(|error| BootstrapError::Crypto(error.to_string()))
 }

@@ -40,6 +40,8 @@ pub struct Listen {
     pub directory: SocketAddr,
     /// Directory mTLS port (8442).
     pub directory_mtls: SocketAddr,
+    /// Authorization server (8443).
+    pub authz: SocketAddr,
 }
 
 impl Default for Listen {
@@ -47,6 +49,7 @@ impl Default for Listen {
         Self {
             directory: SocketAddr::from(([127, 0, 0, 1], 8441)),
             directory_mtls: SocketAddr::from(([127, 0, 0, 1], 8442)),
+            authz: SocketAddr::from(([127, 0, 0, 1], 8443)),
         }
     }
 }
@@ -71,6 +74,14 @@ pub struct StackConfig {
     pub allow_rs256: bool,
     /// Time a drain on shutdown may take, seconds.
     pub shutdown_grace_seconds: u64,
+    /// A path under which the authorization server lives, e.g. `/uat-thredd/confidential-clients`
+    /// (its issuer is then `https://host:8443/uat-thredd/confidential-clients`).
+    pub issuer_path: String,
+    /// The directory's public URL, for an authorization server running without the directory
+    /// in the same process (it trusts SSAs from there). Defaults to this process's directory.
+    pub directory_url: Option<String>,
+    /// FAPI 2 strictness: client assertions must carry the issuer alone as `aud`.
+    pub strict_audience: bool,
 }
 
 impl Default for StackConfig {
@@ -78,12 +89,15 @@ impl Default for StackConfig {
         Self {
             data_dir: PathBuf::from("certbound-data"),
             database_url: None,
-            roles: vec![Part::Directory],
+            roles: vec![Part::Directory, Part::Authz],
             listen: Listen::default(),
             public_host: "localhost".into(),
             token_lifetime_seconds: 600,
             allow_rs256: false,
             shutdown_grace_seconds: 10,
+            issuer_path: String::new(),
+            directory_url: None,
+            strict_audience: false,
         }
     }
 }
@@ -129,15 +143,22 @@ impl StackConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.roles.is_empty() {
             return Err(ConfigError::Invalid(
-                "no role to run: give --role directory".into(),
+                "no role to run: give --role directory,authz".into(),
             ));
         }
-        for part in &self.roles {
-            if *part != Part::Directory {
-                return Err(ConfigError::Invalid(format!(
-                    "role `{part:?}` is not in this build yet: this release runs the directory only"
-                )));
-            }
+        if self.roles.contains(&Part::Cards) {
+            return Err(ConfigError::Invalid(
+                "role `cards` is not in this build yet: this release runs directory and authz"
+                    .into(),
+            ));
+        }
+        let path = &self.issuer_path;
+        if !path.is_empty()
+            && (!path.starts_with('/') || path.ends_with('/') || path.contains(['?', '#', ' ']))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "issuer_path `{path}` must look like /tenant/name: a leading slash, no trailing one"
+            )));
         }
         if !(30..=86_400).contains(&self.token_lifetime_seconds) {
             return Err(ConfigError::Invalid(

@@ -8,7 +8,8 @@
 mod bootstrap;
 mod config;
 mod listener;
+mod verifier;
 
-pub use bootstrap::{BootstrapError, TrustMaterial};
+pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};
 pub use config::{ConfigError, Listen, Part, StackConfig};
 pub use listener::{RunningStack, StartError, start};

@@ -23,7 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::bootstrap::{BootstrapError, TrustMaterial};
-use crate::config::{ConfigError, StackConfig};
+use crate::config::{ConfigError, Part, StackConfig};
+use crate::verifier::DirectoryOrSelfSigned;
 
 /// Why the stack did not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +53,18 @@ pub enum StartError {
 /// A started stack: its URLs, and the handle that stops it.
 #[derive(Debug)]
 pub struct RunningStack {
-    /// Directory public URL (issuer), e.g. `https://localhost:8441`.
-    pub directory_url: String,
+    /// Directory public URL (issuer), e.g. `https://localhost:8441`, if the directory runs here.
+    pub directory_url: Option<String>,
     /// Directory mTLS URL, e.g. `https://localhost:8442`.
-    pub directory_mtls_url: String,
+    pub directory_mtls_url: Option<String>,
+    /// Authorization server issuer, e.g. `https://localhost:8443`, if it runs here.
+    pub authz_url: Option<String>,
     /// The data dir.
     pub data_dir: std::path::PathBuf,
     /// The store, for tests and tools running in the same process.
     pub database: Arc<certbound_store::Database>,
+    /// The master key, for tools running in the same process.
+    pub master_key: Arc<certbound_store::MasterKey>,
     /// The operator's admin token.
     pub admin_token: String,
     /// The root CA, PEM.
@@ -80,29 +85,53 @@ fn tls_error<E: std::fmt::Display>(error: E) -> StartError {
     StartError::Tls(error.to_string())
 }
 
-fn server_config(
+/// How a listener treats client certificates.
+#[derive(Clone, Copy, Debug)]
+enum ClientCertificates {
+    /// Directory public port.
+    NotRequested,
+    /// Directory mTLS and cards: a presented certificate must chain to the directory CA; a
+    /// connection without one reaches only what does not need one (`/healthz`).
+    DirectoryCa,
+    /// Authorization server: directory certificates, and self-signed ones for RFC 8705 §2.2.
+    DirectoryOrSelfSigned,
+}
+
+/// A TLS acceptor and, where self-signed certificates are let in, the check that classifies them.
+#[derive(Clone)]
+struct Acceptor {
+    tls: TlsAcceptor,
+    classify: Option<Arc<DirectoryOrSelfSigned>>,
+}
+
+fn acceptor(
     material: &TrustMaterial,
     client_certificates: ClientCertificates,
-) -> Result<Arc<rustls::ServerConfig>, StartError> {
+) -> Result<Acceptor, StartError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(tls_error)?;
-    let builder = match client_certificates {
-        ClientCertificates::NotRequested => builder.with_no_client_auth(),
-        ClientCertificates::Requested => {
-            // A presented certificate must chain to the directory CA or the handshake fails.
-            // A connection without one is let through so that `/healthz` answers probes and
-            // every other endpoint refuses with an error that says what to do
-            // (`certbound_http::MissingCertificate`).
+    let directory_verifier =
+        || -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, StartError> {
             let mut roots = RootCertStore::empty();
             roots
                 .add(CertificateDer::from(material.ca.root_der().to_vec()))
                 .map_err(tls_error)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            // A connection without a certificate is let through so that `/healthz` answers probes
+            // and every other endpoint refuses with an error that says what to do.
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .allow_unauthenticated()
                 .build()
-                .map_err(tls_error)?;
+                .map_err(tls_error)
+        };
+    let mut classify = None;
+    let builder = match client_certificates {
+        ClientCertificates::NotRequested => builder.with_no_client_auth(),
+        ClientCertificates::DirectoryCa => builder.with_client_cert_verifier(directory_verifier()?),
+        ClientCertificates::DirectoryOrSelfSigned => {
+            let verifier = Arc::new(DirectoryOrSelfSigned::new(directory_verifier()?));
+            classify = Some(verifier.clone());
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -117,13 +146,10 @@ fn server_config(
     ));
     let mut config = builder.with_single_cert(chain, key).map_err(tls_error)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-#[derive(Clone, Copy, Debug)]
-enum ClientCertificates {
-    NotRequested,
-    Requested,
+    Ok(Acceptor {
+        tls: TlsAcceptor::from(Arc::new(config)),
+        classify,
+    })
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
@@ -132,80 +158,137 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { address, source })
 }
 
+fn url_of(listener: &TcpListener, host: &str) -> Result<String, StartError> {
+    let port = listener.local_addr().map_err(tls_error)?.port();
+    Ok(format!("https://{host}:{port}"))
+}
+
 /// Prepares the data dir and database, binds every listener of the configured parts, and serves.
 pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     config.validate()?;
-    let (database, material) = crate::bootstrap::open(&config).await?;
-
-    let public = bind(config.listen.directory).await?;
-    let mtls = bind(config.listen.directory_mtls).await?;
-    let url = |listener: &TcpListener| -> Result<String, StartError> {
-        let port = listener.local_addr().map_err(tls_error)?.port();
-        Ok(format!("https://{}:{port}", config.public_host))
-    };
-    let directory_url = url(&public)?;
-    let directory_mtls_url = url(&mtls)?;
-
-    let signer_pem = material.ssa_signer.key.pkcs8_pem();
-    let ssa_signer = SigningKey::rsa_pem(
-        "signer",
-        certbound_jose::Algorithm::PS256,
-        signer_pem.as_bytes(),
-    )
-    .map_err(tls_error)?;
-    let signer_chain: Vec<&[u8]> = material
-        .ssa_signer
-        .chain_der
-        .iter()
-        .map(Vec::as_slice)
-        .collect();
-    let mut signer_jwk =
-        certbound_pki::Jwk::from_certificate_chain(&signer_chain, "sig", Some("PS256"))
-            .map_err(tls_error)?;
-    signer_jwk.kid = "signer".into();
-
-    let directory = certbound_directory::Directory::new(
-        certbound_directory::DirectoryConfig {
-            issuer: directory_url.clone(),
-            mtls_base: directory_mtls_url.clone(),
-            token_lifetime: config.token_lifetime_seconds,
-            algorithms: if config.allow_rs256 {
-                AlgorithmPolicy::with_rs256()
-            } else {
-                AlgorithmPolicy::default()
-            },
-        },
-        database.clone(),
-        material.ca.clone(),
-        ssa_signer,
-        signer_jwk,
-        &material.admin_token,
-    );
-
+    let (database, master_key, material) = crate::bootstrap::open(&config).await?;
     let (shutdown, watcher) = watch::channel(false);
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let mut tasks = JoinSet::new();
-    tasks.spawn(serve(
-        public,
-        TlsAcceptor::from(server_config(&material, ClientCertificates::NotRequested)?),
-        directory.public_router(),
-        watcher.clone(),
-        grace,
-    ));
-    tasks.spawn(serve(
-        mtls,
-        TlsAcceptor::from(server_config(&material, ClientCertificates::Requested)?),
-        directory.mtls_router(),
-        watcher,
-        grace,
-    ));
-    tracing::info!(%directory_url, %directory_mtls_url, "directory listening");
+    let algorithms = if config.allow_rs256 {
+        AlgorithmPolicy::with_rs256()
+    } else {
+        AlgorithmPolicy::default()
+    };
+
+    let mut directory_url = None;
+    let mut directory_mtls_url = None;
+    if config.roles.contains(&Part::Directory) {
+        let public = bind(config.listen.directory).await?;
+        let mtls = bind(config.listen.directory_mtls).await?;
+        let public_url = url_of(&public, &config.public_host)?;
+        let mtls_url = url_of(&mtls, &config.public_host)?;
+
+        let signer_pem = material.ssa_signer.key.pkcs8_pem();
+        let ssa_signer = SigningKey::rsa_pem(
+            "signer",
+            certbound_jose::Algorithm::PS256,
+            signer_pem.as_bytes(),
+        )
+        .map_err(tls_error)?;
+        let signer_chain: Vec<&[u8]> = material
+            .ssa_signer
+            .chain_der
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
+        let mut signer_jwk =
+            certbound_pki::Jwk::from_certificate_chain(&signer_chain, "sig", Some("PS256"))
+                .map_err(tls_error)?;
+        signer_jwk.kid = "signer".into();
+        let directory = certbound_directory::Directory::new(
+            certbound_directory::DirectoryConfig {
+                issuer: public_url.clone(),
+                mtls_base: mtls_url.clone(),
+                token_lifetime: config.token_lifetime_seconds,
+                algorithms: algorithms.clone(),
+            },
+            database.clone(),
+            material.ca.clone(),
+            ssa_signer,
+            signer_jwk,
+            &material.admin_token,
+        );
+        tasks.spawn(serve(
+            public,
+            acceptor(&material, ClientCertificates::NotRequested)?,
+            directory.public_router(),
+            watcher.clone(),
+            grace,
+        ));
+        tasks.spawn(serve(
+            mtls,
+            acceptor(&material, ClientCertificates::DirectoryCa)?,
+            directory.mtls_router(),
+            watcher.clone(),
+            grace,
+        ));
+        tracing::info!(%public_url, %mtls_url, "directory listening");
+        directory_url = Some(public_url);
+        directory_mtls_url = Some(mtls_url);
+    }
+
+    let mut authz_url = None;
+    if config.roles.contains(&Part::Authz) {
+        let listener = bind(config.listen.authz).await?;
+        let issuer = format!(
+            "{}{}",
+            url_of(&listener, &config.public_host)?,
+            config.issuer_path
+        );
+        let trusted_directory = directory_url
+            .clone()
+            .or_else(|| config.directory_url.clone())
+            .unwrap_or_else(|| "https://localhost:8441".to_owned());
+        let mut scopes: Vec<String> = Vec::new();
+        for role in certbound_directory::ROLES {
+            for scope in role.scopes {
+                if !scopes.iter().any(|known| known == scope) {
+                    scopes.push((*scope).to_owned());
+                }
+            }
+        }
+        let key_source = certbound_authz::fetch::HttpsKeySource::new(&material.ca.root_pem())
+            .map_err(tls_error)?;
+        let authz = certbound_authz::Authz::new(
+            certbound_authz::AuthzConfig {
+                issuer: issuer.clone(),
+                directory_jwks_uri: format!("{trusted_directory}/jwks"),
+                directory_issuer: trusted_directory,
+                token_lifetime: config.token_lifetime_seconds,
+                algorithms: algorithms.clone(),
+                strict_audience: config.strict_audience,
+                scopes_supported: scopes,
+            },
+            database.clone(),
+            master_key.clone(),
+            Box::new(key_source),
+        )
+        .await
+        .map_err(|error| StartError::Tls(error.to_string()))?;
+        tasks.spawn(serve(
+            listener,
+            acceptor(&material, ClientCertificates::DirectoryOrSelfSigned)?,
+            authz.router(),
+            watcher.clone(),
+            grace,
+        ));
+        tracing::info!(%issuer, "authorization server listening");
+        authz_url = Some(issuer);
+    }
 
     Ok(RunningStack {
         directory_url,
         directory_mtls_url,
+        authz_url,
         data_dir: config.data_dir.clone(),
         database,
+        master_key,
         admin_token: material.admin_token.clone(),
         ca_pem: material.ca.root_pem(),
         shutdown,
@@ -218,7 +301,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn serve(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Acceptor,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -241,26 +324,29 @@ async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%remote, %error, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let peer = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|leaf| PeerCertificate {
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote, %error, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let peer = stream.get_ref().1.peer_certificates().and_then(|chain| {
+                let leaf = chain.first()?;
+                Some(PeerCertificate {
                     thumbprint: certbound_pki::thumbprint_sha256(leaf.as_ref()).into(),
                     der: leaf.as_ref().into(),
-                });
+                    issued_by_directory: acceptor
+                        .classify
+                        .as_ref()
+                        .is_none_or(|classify| classify.issued_by_directory(chain)),
+                })
+            });
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
                     if let Some(peer) = &peer {

@@ -9,16 +9,20 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::records::{
-    AccessTokenRecord, CertificateRecord, DirectoryStore, KeyMaterialRecord, KeyMaterialStore,
-    OrganisationRecord, ReplayStore, SoftwareStatementRecord,
+    AccessTokenRecord, AuthzStore, CertificateRecord, ClientRecord, DirectoryStore,
+    KeyMaterialRecord, KeyMaterialStore, OrganisationRecord, ReplayStore, SigningKeyRecord,
+    SoftwareStatementRecord,
 };
 
 /// Embedded migrations, applied in order at start.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "directory",
-    include_str!("../migrations/0001_directory.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "directory",
+        include_str!("../migrations/0001_directory.sql"),
+    ),
+    (2, "authz", include_str!("../migrations/0002_authz.sql")),
+];
 
 /// Infrastructure errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +421,154 @@ impl DirectoryStore for Database {
         .fetch_one(&self.pool)
         .await?;
         Ok(value)
+    }
+}
+
+fn client(row: &AnyRow) -> Result<ClientRecord, sqlx::Error> {
+    Ok(ClientRecord {
+        client_id: row.try_get("client_id")?,
+        software_id: row.try_get("software_id")?,
+        organisation_id: row.try_get("organisation_id")?,
+        metadata: row.try_get("metadata")?,
+        registration_token_hash: row.try_get("registration_token_hash")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn signing_key(row: &AnyRow) -> Result<SigningKeyRecord, sqlx::Error> {
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid")?,
+        sealed: row.try_get("sealed")?,
+        public_jwk: row.try_get("public_jwk")?,
+        created_at: row.try_get("created_at")?,
+        activates_at: row.try_get("activates_at")?,
+        retires_at: row.try_get("retires_at")?,
+    })
+}
+
+#[async_trait]
+impl AuthzStore for Database {
+    async fn insert_client(&self, record: &ClientRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO oauth_clients (client_id, software_id, organisation_id, metadata, \
+             registration_token_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&record.client_id)
+        .bind(&record.software_id)
+        .bind(&record.organisation_id)
+        .bind(&record.metadata)
+        .bind(&record.registration_token_hash)
+        .bind(record.created_at)
+        .bind(record.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT client_id, software_id, organisation_id, metadata, registration_token_hash, created_at, \
+             updated_at FROM oauth_clients WHERE client_id = $1 OR software_id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(client).transpose()?)
+    }
+
+    async fn update_client(
+        &self,
+        client_id: &str,
+        metadata: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE oauth_clients SET metadata = $1, updated_at = $2 WHERE client_id = $3",
+        )
+        .bind(metadata)
+        .bind(now)
+        .bind(client_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn insert_signing_key(&self, record: &SigningKeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO token_signing_keys (kid, sealed, public_jwk, created_at, activates_at, retires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&record.kid)
+        .bind(&record.sealed)
+        .bind(&record.public_jwk)
+        .bind(record.created_at)
+        .bind(record.activates_at)
+        .bind(record.retires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, sealed, public_jwk, created_at, activates_at, retires_at FROM token_signing_keys \
+             ORDER BY activates_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(signing_key).collect::<Result<_, _>>()?)
+    }
+
+    async fn retire_signing_keys(&self, before: i64, retires_at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE token_signing_keys SET retires_at = $1 WHERE activates_at < $2 AND retires_at IS NULL")
+            .bind(retires_at)
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        client_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, client_id, expires_at, revoked_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(client_id)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1")
+                .bind(jti)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
     }
 }
 

@@ -12,7 +12,8 @@ mod sealed;
 
 pub use database::{Backend, Database, StoreError};
 pub use records::{
-    AccessTokenRecord, CertificateRecord, DirectoryStore, KeyMaterialRecord, KeyMaterialStore,
-    OrganisationRecord, ReplayStore, SoftwareStatementRecord,
+    AccessTokenRecord, AuthzStore, CertificateRecord, ClientRecord, DirectoryStore,
+    KeyMaterialRecord, KeyMaterialStore, OrganisationRecord, ReplayStore, SigningKeyRecord,
+    SoftwareStatementRecord,
 };
 pub use sealed::{MasterKey, SealError};

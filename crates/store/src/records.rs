@@ -164,3 +164,73 @@ pub trait KeyMaterialStore: Send + Sync {
     /// Inserts the key unless one of that name exists; `false` if another instance won the race.
     async fn insert_key_material(&self, record: &KeyMaterialRecord) -> Result<bool, StoreError>;
 }
+
+/// A client registered at the authorization server (RFC 7591).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// `client_id` (the SSA's, URL form).
+    pub client_id: String,
+    /// The SSA's `software_id`: one registration per software.
+    pub software_id: String,
+    /// The SSA's `org_id`.
+    pub organisation_id: String,
+    /// The registered metadata, JSON.
+    pub metadata: String,
+    /// base64url SHA-256 of the registration access token (the token is never stored).
+    pub registration_token_hash: String,
+    /// Registration time.
+    pub created_at: i64,
+    /// Last update.
+    pub updated_at: i64,
+}
+
+/// A token signing key of the authorization server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// Key id.
+    pub kid: String,
+    /// The private key, sealed under the master key.
+    pub sealed: String,
+    /// The public JWK, JSON.
+    pub public_jwk: String,
+    /// Creation time.
+    pub created_at: i64,
+    /// From when it signs (published in the JWKS before that).
+    pub activates_at: i64,
+    /// When it leaves the JWKS (its last tokens have expired by then).
+    pub retires_at: Option<i64>,
+}
+
+/// What the authorization server stores.
+#[async_trait]
+pub trait AuthzStore: Send + Sync {
+    /// Registers a client; `false` if its `client_id` or `software_id` is already registered.
+    async fn insert_client(&self, record: &ClientRecord) -> Result<bool, StoreError>;
+    /// The client with this `client_id` or `software_id`.
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    /// Replaces a client's metadata; `false` if it does not exist.
+    async fn update_client(
+        &self,
+        client_id: &str,
+        metadata: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a client; `false` if it did not exist.
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    /// Stores a new token signing key.
+    async fn insert_signing_key(&self, record: &SigningKeyRecord) -> Result<(), StoreError>;
+    /// Every token signing key, oldest activation first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Sets `retires_at` on keys activated before `before` that have none.
+    async fn retire_signing_keys(&self, before: i64, retires_at: i64) -> Result<(), StoreError>;
+    /// Records an access token as revoked until it expires.
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        client_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Whether the token with this `jti` was revoked.
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+}

@@ -88,6 +88,7 @@ pub fn config(dir: &Path, database_url: Option<String>) -> StackConfig {
     };
     config.listen.directory = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listen.directory_mtls = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.listen.authz = SocketAddr::from(([127, 0, 0, 1], 0));
     config.shutdown_grace_seconds = 2;
     config
 }
@@ -102,7 +103,17 @@ impl TestStack {
 
     /// Starts a stack in an existing data dir (to test restarts).
     pub async fn start_in(dir: tempfile::TempDir, database_url: Option<String>) -> Self {
-        let config = config(dir.path(), database_url);
+        Self::start_with(dir, database_url, |_| {}).await
+    }
+
+    /// Starts a stack with a changed configuration.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        database_url: Option<String>,
+        change: impl FnOnce(&mut StackConfig),
+    ) -> Self {
+        let mut config = config(dir.path(), database_url);
+        change(&mut config);
         let database_url = config.database_url();
         let stack = certbound_server::start(config).await.unwrap();
         Self {
@@ -123,14 +134,119 @@ impl TestStack {
         self.dir.path().to_path_buf()
     }
 
-    /// A public-port URL.
+    /// A directory public-port URL.
     pub fn public(&self, path: &str) -> String {
-        format!("{}{path}", self.stack.directory_url)
+        format!(
+            "{}{path}",
+            self.stack
+                .directory_url
+                .as_deref()
+                .expect("the directory runs")
+        )
     }
 
-    /// An mTLS-port URL.
+    /// A directory mTLS-port URL.
     pub fn mtls(&self, path: &str) -> String {
-        format!("{}{path}", self.stack.directory_mtls_url)
+        format!(
+            "{}{path}",
+            self.stack
+                .directory_mtls_url
+                .as_deref()
+                .expect("the directory runs")
+        )
+    }
+
+    /// An authorization server URL (under its issuer).
+    pub fn authz(&self, path: &str) -> String {
+        format!(
+            "{}{path}",
+            self.stack.authz_url.as_deref().expect("authz runs")
+        )
+    }
+
+    /// The software's SSA from the directory.
+    pub async fn ssa(&self, software: &Software) -> String {
+        let token = self.directory_token(software).await;
+        let response = self
+            .mtls_client(&software.transport)
+            .get(self.mtls(&format!(
+                "/organisations/{}/softwarestatements/{}/assertion",
+                software.organisation_id, software.software_statement_id
+            )))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
+    /// Sends a DCR request (JSON) with the transport certificate.
+    pub async fn register_request(&self, software: &Software, body: &Value) -> reqwest::Response {
+        self.mtls_client(&software.transport)
+            .post(self.authz("/oauth2/register"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers the software with its SSA and `extra` metadata; returns the response body.
+    pub async fn register(&self, software: &Software, extra: Value) -> Value {
+        let mut body = json!({"software_statement": self.ssa(software).await});
+        if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+            body.extend(extra);
+        }
+        let response = self.register_request(software, &body).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 201, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// A client assertion for the authorization server, `aud` its issuer.
+    pub fn authz_assertion(&self, software: &Software, change: impl FnOnce(&mut Value)) -> String {
+        let issuer = self.authz("");
+        self.assertion(software, |claims| {
+            claims["aud"] = json!(issuer);
+            change(claims);
+        })
+    }
+
+    /// A token request at the authorization server with `private_key_jwt`, over `credential`.
+    pub async fn authz_token_request(
+        &self,
+        credential: &Credential,
+        assertion: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+        ];
+        form.extend_from_slice(extra);
+        self.mtls_client(credential)
+            .post(self.authz("/oauth2/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A registered client's access token (all registered scopes).
+    pub async fn access_token(&self, software: &Software) -> Value {
+        let assertion = self.authz_assertion(software, |_| {});
+        let response = self
+            .authz_token_request(&software.transport, &assertion, &[])
+            .await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
     }
 
     fn builder(&self) -> reqwest::ClientBuilder {

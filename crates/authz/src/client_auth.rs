@@ -1,0 +1,197 @@
+//! Client authentication at the token, introspection and revocation endpoints, as the client
+//! registered: `private_key_jwt` (RFC 7523, keys from its `jwks_uri`), `tls_client_auth`
+//! (RFC 8705 §2.1, a directory certificate with the registered subject DN) or
+//! `self_signed_tls_client_auth` (RFC 8705 §2.2, a certificate whose `x5t#S256` the client
+//! publishes). A client certificate is required in every case: it is what tokens are bound to.
+
+use std::collections::BTreeMap;
+
+use certbound_http::PeerCertificate;
+use certbound_jose::{AssertionRules, verify_client_assertion};
+use certbound_store::ClientRecord;
+use serde_json::Value;
+
+use crate::registration::{ClientMetadata, normalise_dn};
+use crate::{Authz, AuthzError};
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// An authenticated client.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    pub(crate) record: ClientRecord,
+    pub(crate) metadata: ClientMetadata,
+}
+
+/// Authenticates the client of a form request presenting `peer`.
+pub(crate) async fn authenticate(
+    authz: &Authz,
+    peer: Option<&PeerCertificate>,
+    form: &BTreeMap<String, String>,
+    now: i64,
+) -> Result<Client, AuthzError> {
+    let peer = peer.ok_or_else(|| {
+        AuthzError::InvalidClient(
+            "no client certificate: certificate-bound tokens need mutual TLS with your transport certificate".into(),
+        )
+    })?;
+    let assertion = form.get("client_assertion");
+    let claimed = match (form.get("client_id"), assertion) {
+        (Some(client_id), _) => client_id.clone(),
+        (None, Some(assertion)) => certbound_jose::unverified_claims(assertion)
+            .and_then(|claims| claims.get("iss").and_then(Value::as_str).map(str::to_owned))
+            .ok_or_else(|| {
+                AuthzError::InvalidClient("client_assertion is not a JWT with an iss claim".into())
+            })?,
+        (None, None) => {
+            return Err(AuthzError::InvalidClient(
+                "authenticate the client: send client_assertion (private_key_jwt) or client_id (tls_client_auth)".into(),
+            ));
+        }
+    };
+    let record = authz.store.client(&claimed).await?.ok_or_else(|| {
+        AuthzError::InvalidClient(format!("unknown client `{claimed}`: register it first"))
+    })?;
+    let metadata: ClientMetadata = serde_json::from_str(&record.metadata)
+        .map_err(|error| AuthzError::Internal(error.to_string()))?;
+    let aliases = [record.software_id.clone()];
+
+    match metadata.token_endpoint_auth_method.as_str() {
+        "private_key_jwt" => {
+            let assertion = assertion.ok_or_else(|| {
+                AuthzError::InvalidClient(
+                    "this client authenticates with private_key_jwt: send a client_assertion"
+                        .into(),
+                )
+            })?;
+            if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
+                return Err(AuthzError::InvalidClient(format!(
+                    "client_assertion_type must be {JWT_BEARER}"
+                )));
+            }
+            let info = certbound_pki::CertificateInfo::parse(&peer.der)
+                .map_err(|error| AuthzError::InvalidClient(error.0))?;
+            if !peer.issued_by_directory
+                || info.organisational_unit.as_deref() != Some(record.organisation_id.as_str())
+            {
+                return Err(AuthzError::InvalidClient(
+                    "the client certificate must be a directory certificate of the client's organisation".into(),
+                ));
+            }
+            let kid = header_kid(assertion);
+            let keys = authz
+                .key_cache
+                .keys(&metadata.jwks_uri, kid.as_deref(), now)
+                .await
+                .map_err(|error| {
+                    AuthzError::Internal(format!("client JWKS unavailable: {error}"))
+                })?;
+            let audiences: Vec<String> = if authz.config.strict_audience {
+                vec![authz.config.issuer.clone()]
+            } else {
+                vec![authz.config.issuer.clone(), authz.endpoint("/oauth2/token")]
+            };
+            let rules = AssertionRules {
+                client_id: &record.client_id,
+                client_id_aliases: &aliases,
+                audiences: &audiences,
+                algorithms: &authz.config.algorithms,
+                now,
+            };
+            if authz.config.strict_audience
+                && certbound_jose::unverified_claims(assertion)
+                    .is_some_and(|claims| !claims.get("aud").is_some_and(Value::is_string))
+            {
+                return Err(AuthzError::InvalidClient(
+                    "client assertion aud must be the issuer, as a string".into(),
+                ));
+            }
+            let verified = verify_client_assertion(assertion, &keys, &rules)
+                .map_err(|error| AuthzError::InvalidClient(error.to_string()))?;
+            if let Some(alg) = &metadata.token_endpoint_auth_signing_alg
+                && !assertion_alg_is(assertion, alg)
+            {
+                return Err(AuthzError::InvalidClient(format!(
+                    "this client registered {alg} for its assertions"
+                )));
+            }
+            let replay = format!("authz|{}|{}", record.client_id, verified.jti);
+            if !authz.store.use_once(&replay, verified.exp, now).await? {
+                return Err(AuthzError::InvalidClient(
+                    "client assertion jti has already been used".into(),
+                ));
+            }
+        }
+        "tls_client_auth" => {
+            refuse_assertion(assertion, "tls_client_auth")?;
+            let info = certbound_pki::CertificateInfo::parse(&peer.der)
+                .map_err(|error| AuthzError::InvalidClient(error.0))?;
+            if !peer.issued_by_directory
+                || normalise_dn(&info.subject) != normalise_dn(&metadata.tls_client_auth_subject_dn)
+            {
+                return Err(AuthzError::InvalidClient(
+                    "tls_client_auth: the certificate is not the directory certificate registered for this client".into(),
+                ));
+            }
+        }
+        "self_signed_tls_client_auth" => {
+            refuse_assertion(assertion, "self_signed_tls_client_auth")?;
+            let mut registered = false;
+            for uri in std::iter::once(&metadata.jwks_uri).chain(metadata.jwks_transport_uri.iter())
+            {
+                let set = authz
+                    .key_cache
+                    .raw(uri)
+                    .await
+                    .map_err(AuthzError::Internal)?;
+                registered |= set
+                    .get("keys")
+                    .and_then(Value::as_array)
+                    .is_some_and(|keys| {
+                        keys.iter().any(|key| {
+                            key.get("x5t#S256").and_then(Value::as_str) == Some(&*peer.thumbprint)
+                        })
+                    });
+            }
+            if !registered {
+                return Err(AuthzError::InvalidClient(
+                    "self_signed_tls_client_auth: the certificate is not among the client's published keys".into(),
+                ));
+            }
+        }
+        other => return Err(AuthzError::Internal(format!("stored auth method {other}"))),
+    }
+    Ok(Client { record, metadata })
+}
+
+fn refuse_assertion(assertion: Option<&String>, method: &str) -> Result<(), AuthzError> {
+    match assertion {
+        Some(_) => Err(AuthzError::InvalidClient(format!(
+            "this client authenticates with {method}: do not send a client_assertion"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn header_kid(jwt: &str) -> Option<String> {
+    header(jwt)?.get("kid")?.as_str().map(str::to_owned)
+}
+
+fn assertion_alg_is(jwt: &str, alg: &str) -> bool {
+    header(jwt)
+        .and_then(|header| {
+            header
+                .get("alg")
+                .and_then(Value::as_str)
+                .map(|found| found == alg)
+        })
+        .unwrap_or(false)
+}
+
+fn header(jwt: &str) -> Option<Value> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jwt.split('.').next()?)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}

@@ -1,0 +1,164 @@
+//! The authorization server: the seed's Cloudentity. Discovery, Dynamic Client Registration with
+//! a software statement (RFC 7591) and its management (RFC 7592), `client_credentials` with
+//! `private_key_jwt`, `tls_client_auth` or `self_signed_tls_client_auth`, certificate-bound ES256
+//! access tokens (RFC 8705), introspection (RFC 7662), revocation (RFC 7009) and a JWKS with room
+//! for rotation.
+//!
+//! No bearer token is ever issued without a client certificate. Replay protection, clients,
+//! keys and revocations live in the shared store, so any number of instances agree.
+
+#![recursion_limit = "256"]
+
+mod client_auth;
+mod discovery;
+mod error;
+pub mod fetch;
+pub mod keys;
+mod registration;
+mod token;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use certbound_jose::AlgorithmPolicy;
+use certbound_store::{AuthzStore, MasterKey, ReplayStore};
+
+pub use error::AuthzError;
+pub use token::{AccessTokenClaims, Confirmation, TokenError, verify_access_token};
+
+/// Everything the authorization server stores, as one trait object.
+pub trait Store: AuthzStore + ReplayStore {}
+impl<T: AuthzStore + ReplayStore> Store for T {}
+
+/// The authorization server's settings.
+#[derive(Clone, Debug)]
+pub struct AuthzConfig {
+    /// The issuer, `https://localhost:8443` by default; may carry a path
+    /// (`https://host/uat-thredd/confidential-clients`), under which every endpoint lives.
+    pub issuer: String,
+    /// The SSA issuer to trust: the directory's public URL.
+    pub directory_issuer: String,
+    /// Where the directory publishes its SSA signing key.
+    pub directory_jwks_uri: String,
+    /// Access token lifetime, seconds.
+    pub token_lifetime: i64,
+    /// Accepted client assertion and request object algorithms.
+    pub algorithms: AlgorithmPolicy,
+    /// FAPI 2 strictness: a client assertion's `aud` must be the issuer string alone.
+    pub strict_audience: bool,
+    /// The scopes this server may grant (discovery lists them).
+    pub scopes_supported: Vec<String>,
+}
+
+/// The maximum age of an SSA at registration, seconds.
+pub const SSA_MAX_AGE: i64 = 300;
+
+/// The authorization server.
+pub struct Authz {
+    config: AuthzConfig,
+    store: Arc<dyn Store>,
+    keys: keys::TokenKeys,
+    key_cache: fetch::KeyCache,
+}
+
+impl std::fmt::Debug for Authz {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authz")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authz {
+    /// Assembles the server, creating its first token signing key if the store has none.
+    pub async fn new(
+        config: AuthzConfig,
+        store: Arc<dyn Store>,
+        master: Arc<MasterKey>,
+        key_source: Box<dyn fetch::KeySource>,
+    ) -> Result<Arc<Self>, AuthzError> {
+        let now = certbound_store::clock::now();
+        let keys = keys::TokenKeys::load(store.clone(), master, now, config.token_lifetime).await?;
+        Ok(Arc::new(Self {
+            config,
+            store,
+            keys,
+            key_cache: fetch::KeyCache::new(key_source),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AuthzConfig {
+        &self.config
+    }
+
+    pub(crate) fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.config.issuer.trim_end_matches('/'))
+    }
+
+    /// The verification keys of the current ring (for resource servers in the same process).
+    pub async fn verification_keys(
+        &self,
+        now: i64,
+        force_reload: bool,
+    ) -> Result<Vec<certbound_jose::VerificationKey>, AuthzError> {
+        Ok(self
+            .keys
+            .ring(now, force_reload)
+            .await?
+            .verification()
+            .to_vec())
+    }
+
+    /// Whether an access token was revoked, or its client deleted.
+    pub async fn is_token_inactive(&self, claims: &AccessTokenClaims) -> Result<bool, AuthzError> {
+        Ok(self.store.is_token_revoked(&claims.jti).await?
+            || self.store.client(&claims.client_id).await?.is_none())
+    }
+
+    /// Port 8443's router. Every endpoint sits under the issuer's path; `/healthz` at the root.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let endpoints = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(discovery::discovery),
+            )
+            .route("/.well-known/jwks.json", get(discovery::jwks))
+            .route("/oauth2/register", post(registration::register))
+            .route(
+                "/oauth2/register/{client_id}",
+                get(registration::read)
+                    .put(registration::update)
+                    .delete(registration::delete),
+            )
+            .route("/oauth2/token", post(token::token))
+            .route("/oauth2/introspect", post(token::introspect))
+            .route("/oauth2/revoke", post(token::revoke))
+            .with_state(self.clone());
+        let prefix = url::Url::parse(&self.config.issuer)
+            .map(|url| url.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let routed = if prefix.is_empty() {
+            endpoints
+        } else {
+            Router::new().nest(&prefix, endpoints)
+        };
+        routed
+            .route("/healthz", get(|| async { "ok" }))
+            .fallback(error::not_found)
+    }
+}
+
+pub(crate) fn sha256_b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+pub(crate) fn random_token() -> Result<String, AuthzError> {
+    use base64::Engine as _;
+    let mut secret = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut secret).map_err(|_| AuthzError::Internal("no randomness".into()))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret))
+}

@@ -1,0 +1,769 @@
+//! Dynamic Client Registration with a software statement (RFC 7591) and its management
+//! (RFC 7592). The rules of DESIGN.md section 3, each with its RFC 7591 §3.2.2 error:
+//! the SSA is signed by the directory's `signer` key and names the directory as issuer, is at
+//! most five minutes old, and the client certificate was issued by the directory to the SSA's
+//! organisation; no `jwks` by value; `jwks_uri` and `redirect_uris` within the SSA's; scopes
+//! within the software's roles; SSA values win; one registration per software; unknown metadata
+//! is ignored; no `client_secret` is issued.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use certbound_http::PeerCertificate;
+use certbound_jose::{AlgorithmPolicy, verify_jws};
+use certbound_store::ClientRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+
+use crate::discovery::AUTH_METHODS;
+use crate::{Authz, AuthzError, SSA_MAX_AGE};
+
+/// What a registered client is: the stored metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct ClientMetadata {
+    pub(crate) client_id: String,
+    pub(crate) software_id: String,
+    pub(crate) organisation_id: String,
+    pub(crate) client_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) logo_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) description: Option<String>,
+    pub(crate) application_type: String,
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) grant_types: Vec<String>,
+    pub(crate) response_types: Vec<String>,
+    pub(crate) scope: String,
+    pub(crate) token_endpoint_auth_method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_endpoint_auth_signing_alg: Option<String>,
+    pub(crate) jwks_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwks_transport_uri: Option<String>,
+    pub(crate) tls_client_auth_subject_dn: String,
+    pub(crate) tls_client_certificate_bound_access_tokens: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) software_version: Option<String>,
+    pub(crate) software_statement: String,
+    pub(crate) client_id_issued_at: i64,
+}
+
+/// The SSA claims registration relies on.
+#[derive(Debug, Clone)]
+pub(crate) struct SoftwareStatement {
+    pub(crate) software_id: String,
+    pub(crate) client_id: String,
+    pub(crate) org_id: String,
+    pub(crate) jwks_uri: String,
+    pub(crate) jwks_transport_uri: Option<String>,
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) client_name: String,
+    pub(crate) client_uri: Option<String>,
+    pub(crate) logo_uri: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) software_version: Option<String>,
+}
+
+fn string_claim(claims: &Map<String, Value>, name: &str) -> Option<String> {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+}
+
+fn string_list(value: Option<&Value>) -> Option<Vec<String>> {
+    match value? {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect(),
+        Value::String(one) => Some(vec![one.clone()]),
+        _ => None,
+    }
+}
+
+/// Checks an SSA's signature (the directory's keys), issuer and age, and reads its claims.
+pub(crate) async fn verify_software_statement(
+    authz: &Authz,
+    ssa: &str,
+    now: i64,
+) -> Result<SoftwareStatement, AuthzError> {
+    let invalid = |message: &str| AuthzError::InvalidSoftwareStatement(message.to_owned());
+    let header_kid = certbound_jose::unverified_claims(ssa).map(|_| ());
+    if header_kid.is_none() {
+        return Err(invalid("software_statement is not a signed JWT"));
+    }
+    let keys = authz
+        .key_cache
+        .keys(&authz.config.directory_jwks_uri, Some("signer"), now)
+        .await
+        .map_err(|error| AuthzError::Internal(format!("directory JWKS unavailable: {error}")))?;
+    let verified = verify_jws(
+        ssa,
+        &keys,
+        &AlgorithmPolicy::new([certbound_jose::Algorithm::PS256]),
+    )
+    .map_err(|error| {
+        AuthzError::InvalidSoftwareStatement(format!("software_statement: {error}"))
+    })?;
+    let claims = verified.claims;
+    match string_claim(&claims, "iss") {
+        Some(iss) if iss == authz.config.directory_issuer => {}
+        Some(iss) => {
+            return Err(AuthzError::InvalidSoftwareStatement(format!(
+                "software_statement issued by `{iss}`, not by the trusted directory"
+            )));
+        }
+        None => return Err(invalid("software_statement has no iss")),
+    }
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| invalid("software_statement has no iat"))?;
+    if now - iat > SSA_MAX_AGE {
+        return Err(AuthzError::InvalidSoftwareStatement(format!(
+            "software_statement is {} s old; fetch a fresh one (at most {SSA_MAX_AGE} s)",
+            now - iat
+        )));
+    }
+    if iat > now + 60 {
+        return Err(invalid("software_statement iat is in the future"));
+    }
+    let required = |name: &str| {
+        string_claim(&claims, name).ok_or_else(|| {
+            AuthzError::InvalidSoftwareStatement(format!("software_statement has no {name}"))
+        })
+    };
+    let scopes: Vec<String> = string_claim(&claims, "scope")
+        .map(|scope| {
+            scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .ok_or_else(|| {
+            invalid(
+                "software_statement has no scope: the directory must state what its roles allow",
+            )
+        })?;
+    Ok(SoftwareStatement {
+        software_id: required("software_id")?,
+        client_id: required("client_id")?,
+        org_id: required("org_id")?,
+        jwks_uri: required("jwks_uri")?,
+        jwks_transport_uri: string_claim(&claims, "jwks_transport_uri"),
+        redirect_uris: string_list(claims.get("redirect_uris")).unwrap_or_default(),
+        scopes,
+        client_name: required("client_name")?,
+        client_uri: string_claim(&claims, "client_uri"),
+        logo_uri: string_claim(&claims, "logo_uri"),
+        description: string_claim(&claims, "client_description"),
+        software_version: string_claim(&claims, "software_version"),
+    })
+}
+
+/// The presented certificate must come from the directory and belong to the SSA's organisation.
+fn check_certificate(
+    peer: &PeerCertificate,
+    ssa: &SoftwareStatement,
+) -> Result<String, AuthzError> {
+    if !peer.issued_by_directory {
+        return Err(AuthzError::UnapprovedSoftwareStatement(
+            "registration needs a transport certificate issued by the directory".into(),
+        ));
+    }
+    let info = certbound_pki::CertificateInfo::parse(&peer.der)
+        .map_err(|error| AuthzError::InvalidClient(error.0))?;
+    let ou = info.organisational_unit.unwrap_or_default();
+    if ou != ssa.org_id {
+        return Err(AuthzError::UnapprovedSoftwareStatement(format!(
+            "the client certificate belongs to organisation `{ou}`, the software statement to `{}`",
+            ssa.org_id
+        )));
+    }
+    Ok(info.subject)
+}
+
+/// Builds the metadata to store from a request and its verified SSA. Pure: no I/O, no clock.
+pub(crate) fn build_metadata(
+    request: &Map<String, Value>,
+    ssa: &SoftwareStatement,
+    software_statement: &str,
+    subject_dn: &str,
+    algorithms: &AlgorithmPolicy,
+    issued_at: i64,
+) -> Result<ClientMetadata, AuthzError> {
+    let metadata_error = |message: String| AuthzError::InvalidClientMetadata(message);
+    if request.get("jwks").is_some_and(|jwks| !jwks.is_null()) {
+        return Err(metadata_error(
+            "jwks by value is not accepted: keys come from the software statement's jwks_uri"
+                .into(),
+        ));
+    }
+    if let Some(jwks_uri) = request.get("jwks_uri").and_then(Value::as_str)
+        && jwks_uri != ssa.jwks_uri
+    {
+        return Err(metadata_error(format!(
+            "jwks_uri must be the software statement's: {}",
+            ssa.jwks_uri
+        )));
+    }
+    let redirect_uris = match request.get("redirect_uris") {
+        None | Some(Value::Null) => ssa.redirect_uris.clone(),
+        Some(value) => {
+            let asked = string_list(Some(value)).ok_or_else(|| {
+                AuthzError::InvalidRedirectUri("redirect_uris must be an array of strings".into())
+            })?;
+            if let Some(outside) = asked.iter().find(|uri| !ssa.redirect_uris.contains(uri)) {
+                return Err(AuthzError::InvalidRedirectUri(format!(
+                    "redirect_uri `{outside}` is not in the software statement"
+                )));
+            }
+            asked
+        }
+    };
+    let scopes = match request.get("scope").and_then(Value::as_str) {
+        None => ssa.scopes.clone(),
+        Some(scope) => {
+            let asked: Vec<String> = scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if let Some(outside) = asked.iter().find(|scope| !ssa.scopes.contains(scope)) {
+                return Err(metadata_error(format!(
+                    "scope `{outside}` is not allowed by the software's roles: {}",
+                    ssa.scopes.join(" ")
+                )));
+            }
+            if asked.is_empty() {
+                ssa.scopes.clone()
+            } else {
+                asked
+            }
+        }
+    };
+    let method = request
+        .get("token_endpoint_auth_method")
+        .and_then(Value::as_str)
+        .unwrap_or("private_key_jwt")
+        .to_owned();
+    if !AUTH_METHODS.contains(&method.as_str()) {
+        return Err(metadata_error(format!(
+            "token_endpoint_auth_method `{method}` is not supported: use {}",
+            AUTH_METHODS.join(", ")
+        )));
+    }
+    let grant_types = match string_list(request.get("grant_types")) {
+        None => vec!["client_credentials".to_owned()],
+        Some(grants) => {
+            if let Some(other) = grants.iter().find(|grant| *grant != "client_credentials") {
+                return Err(metadata_error(format!(
+                    "grant_type `{other}` is not supported: use client_credentials"
+                )));
+            }
+            if grants.is_empty() {
+                vec!["client_credentials".to_owned()]
+            } else {
+                grants
+            }
+        }
+    };
+    let signing_alg = request
+        .get("token_endpoint_auth_signing_alg")
+        .and_then(Value::as_str)
+        .filter(|alg| !alg.is_empty());
+    if let Some(alg) = signing_alg
+        && !algorithms.names().iter().any(|name| name == alg)
+    {
+        return Err(metadata_error(format!(
+            "token_endpoint_auth_signing_alg `{alg}` is not accepted: use {}",
+            algorithms.names().join(", ")
+        )));
+    }
+    if let Some(dn) = request
+        .get("tls_client_auth_subject_dn")
+        .and_then(Value::as_str)
+        .filter(|dn| !dn.is_empty())
+        && normalise_dn(dn) != normalise_dn(subject_dn)
+    {
+        return Err(metadata_error(format!(
+            "tls_client_auth_subject_dn must be the subject of the certificate presented: {subject_dn}"
+        )));
+    }
+    Ok(ClientMetadata {
+        client_id: ssa.client_id.clone(),
+        software_id: ssa.software_id.clone(),
+        organisation_id: ssa.org_id.clone(),
+        client_name: ssa.client_name.clone(),
+        client_uri: ssa.client_uri.clone(),
+        logo_uri: ssa.logo_uri.clone(),
+        description: ssa.description.clone(),
+        application_type: "service".into(),
+        redirect_uris,
+        grant_types,
+        response_types: vec!["token".into()],
+        scope: scopes.join(" "),
+        token_endpoint_auth_method: method,
+        token_endpoint_auth_signing_alg: signing_alg.map(str::to_owned),
+        jwks_uri: ssa.jwks_uri.clone(),
+        jwks_transport_uri: ssa.jwks_transport_uri.clone(),
+        tls_client_auth_subject_dn: subject_dn.to_owned(),
+        tls_client_certificate_bound_access_tokens: true,
+        software_version: ssa.software_version.clone(),
+        software_statement: software_statement.to_owned(),
+        client_id_issued_at: issued_at,
+    })
+}
+
+/// Compares distinguished names insensitive to spacing after separators and attribute case.
+pub(crate) fn normalise_dn(dn: &str) -> String {
+    dn.split(',')
+        .map(|part| {
+            let part = part.trim();
+            match part.split_once('=') {
+                Some((name, value)) => {
+                    format!("{}={}", name.trim().to_ascii_uppercase(), value.trim())
+                }
+                None => part.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The request's metadata: a JSON object, or the claims of a JWT signed by the software's key.
+async fn request_metadata(
+    authz: &Authz,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<(Map<String, Value>, String, SoftwareStatement), AuthzError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match content_type.as_str() {
+        "application/json" => {
+            let request: Map<String, Value> = match serde_json::from_slice(body) {
+                Ok(Value::Object(map)) => map,
+                _ => {
+                    return Err(AuthzError::InvalidRequest(
+                        "the body must be a JSON object".into(),
+                    ));
+                }
+            };
+            let ssa = software_statement_of(&request)?;
+            let statement = verify_software_statement(authz, &ssa, now).await?;
+            Ok((request, ssa, statement))
+        }
+        "application/jwt" => {
+            let jwt = std::str::from_utf8(body)
+                .map_err(|_| AuthzError::InvalidRequest("the body must be a compact JWT".into()))?
+                .trim();
+            let unverified = certbound_jose::unverified_claims(jwt)
+                .ok_or_else(|| AuthzError::InvalidRequest("the body is not a signed JWT".into()))?;
+            let ssa = software_statement_of(&unverified)?;
+            let statement = verify_software_statement(authz, &ssa, now).await?;
+            let kid = jwt_kid(jwt);
+            let keys = authz
+                .key_cache
+                .keys(&statement.jwks_uri, kid.as_deref(), now)
+                .await
+                .map_err(|error| {
+                    AuthzError::Internal(format!("software JWKS unavailable: {error}"))
+                })?;
+            let verified = verify_jws(jwt, &keys, &authz.config.algorithms).map_err(|error| {
+                AuthzError::InvalidClientMetadata(format!(
+                    "the signed registration request: {error}"
+                ))
+            })?;
+            Ok((verified.claims, ssa, statement))
+        }
+        _ => Err(AuthzError::InvalidRequest(
+            "send the registration as application/json or as a signed application/jwt".into(),
+        )),
+    }
+}
+
+fn jwt_kid(jwt: &str) -> Option<String> {
+    use base64::Engine as _;
+    let header = jwt.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("kid")?.as_str().map(str::to_owned)
+}
+
+fn software_statement_of(request: &Map<String, Value>) -> Result<String, AuthzError> {
+    request
+        .get("software_statement")
+        .and_then(Value::as_str)
+        .filter(|ssa| !ssa.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            AuthzError::InvalidSoftwareStatement("software_statement is required".into())
+        })
+}
+
+fn registration_client_uri(authz: &Authz, client_id: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
+    authz.endpoint(&format!("/oauth2/register/{}", encoded.replace('+', "%20")))
+}
+
+fn response_body(
+    authz: &Authz,
+    metadata: &ClientMetadata,
+    registration_access_token: Option<&str>,
+) -> Result<Value, AuthzError> {
+    let mut body =
+        serde_json::to_value(metadata).map_err(|error| AuthzError::Internal(error.to_string()))?;
+    if let Value::Object(map) = &mut body {
+        map.insert(
+            "scopes".into(),
+            Value::from(
+                metadata
+                    .scope
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>(),
+            ),
+        );
+        map.insert(
+            "registration_client_uri".into(),
+            Value::from(registration_client_uri(authz, &metadata.client_id)),
+        );
+        if let Some(token) = registration_access_token {
+            map.insert("registration_access_token".into(), Value::from(token));
+        }
+    }
+    Ok(body)
+}
+
+/// `POST /oauth2/register`.
+pub(crate) async fn register(
+    State(authz): State<Arc<Authz>>,
+    peer: Option<PeerCertificate>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AuthzError> {
+    let peer = peer.ok_or_else(|| {
+        AuthzError::InvalidClient(
+            "registration requires mutual TLS: present your transport certificate".into(),
+        )
+    })?;
+    let now = certbound_store::clock::now();
+    let (request, ssa, statement) = request_metadata(&authz, &headers, &body, now).await?;
+    let subject = check_certificate(&peer, &statement)?;
+    let metadata = build_metadata(
+        &request,
+        &statement,
+        &ssa,
+        &subject,
+        &authz.config.algorithms,
+        now,
+    )?;
+    let registration_access_token = crate::random_token()?;
+    let record = ClientRecord {
+        client_id: metadata.client_id.clone(),
+        software_id: metadata.software_id.clone(),
+        organisation_id: metadata.organisation_id.clone(),
+        metadata: serde_json::to_string(&metadata)
+            .map_err(|error| AuthzError::Internal(error.to_string()))?,
+        registration_token_hash: crate::sha256_b64url(registration_access_token.as_bytes()),
+        created_at: now,
+        updated_at: now,
+    };
+    if !authz.store.insert_client(&record).await? {
+        return Err(AuthzError::InvalidClientMetadata(format!(
+            "software {} is already registered: manage it at its registration_client_uri",
+            metadata.software_id
+        )));
+    }
+    tracing::info!(client_id = %metadata.client_id, method = %metadata.token_endpoint_auth_method, "client registered");
+    let body = response_body(&authz, &metadata, Some(&registration_access_token))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// RFC 7592 §2: the registration access token and the client certificate.
+async fn managed_client(
+    authz: &Authz,
+    client_id: &str,
+    peer: Option<&PeerCertificate>,
+    headers: &HeaderMap,
+) -> Result<(ClientRecord, ClientMetadata), AuthzError> {
+    let invalid = || {
+        AuthzError::InvalidToken(
+            "the registration access token is not valid for this client".into(),
+        )
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .ok_or_else(|| {
+            AuthzError::InvalidToken(
+                "send the registration access token as Authorization: Bearer".into(),
+            )
+        })?;
+    let record = authz.store.client(client_id).await?.ok_or_else(invalid)?;
+    let presented = crate::sha256_b64url(token.trim().as_bytes());
+    if !bool::from(
+        presented
+            .as_bytes()
+            .ct_eq(record.registration_token_hash.as_bytes()),
+    ) {
+        return Err(invalid());
+    }
+    let metadata: ClientMetadata = serde_json::from_str(&record.metadata)
+        .map_err(|error| AuthzError::Internal(error.to_string()))?;
+    let peer = peer.ok_or_else(|| {
+        AuthzError::InvalidClient(
+            "client management requires mutual TLS: present your transport certificate".into(),
+        )
+    })?;
+    let info = certbound_pki::CertificateInfo::parse(&peer.der)
+        .map_err(|error| AuthzError::InvalidClient(error.0))?;
+    if !peer.issued_by_directory
+        || info.organisational_unit.as_deref() != Some(metadata.organisation_id.as_str())
+    {
+        return Err(AuthzError::InvalidClient(
+            "client management needs a directory certificate of the client's organisation".into(),
+        ));
+    }
+    Ok((record, metadata))
+}
+
+/// `GET /oauth2/register/{client_id}`.
+pub(crate) async fn read(
+    State(authz): State<Arc<Authz>>,
+    Path(client_id): Path<String>,
+    peer: Option<PeerCertificate>,
+    headers: HeaderMap,
+) -> Result<Response, AuthzError> {
+    let (_, metadata) = managed_client(&authz, &client_id, peer.as_ref(), &headers).await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(response_body(&authz, &metadata, None)?),
+    )
+        .into_response())
+}
+
+/// `PUT /oauth2/register/{client_id}`: replaces the metadata, under the same rules.
+pub(crate) async fn update(
+    State(authz): State<Arc<Authz>>,
+    Path(client_id): Path<String>,
+    peer: Option<PeerCertificate>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AuthzError> {
+    let (record, current) = managed_client(&authz, &client_id, peer.as_ref(), &headers).await?;
+    let now = certbound_store::clock::now();
+    let request: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(map)) => map,
+        _ => {
+            return Err(AuthzError::InvalidRequest(
+                "the body must be a JSON object".into(),
+            ));
+        }
+    };
+    for forbidden in [
+        "registration_access_token",
+        "registration_client_uri",
+        "client_secret_expires_at",
+        "client_id_issued_at",
+    ] {
+        if request.contains_key(forbidden) {
+            return Err(AuthzError::InvalidRequest(format!(
+                "`{forbidden}` must not be sent in an update (RFC 7592 §2.2)"
+            )));
+        }
+    }
+    match request.get("client_id").and_then(Value::as_str) {
+        Some(id) if id == record.client_id => {}
+        _ => {
+            return Err(AuthzError::InvalidRequest(
+                "the body's client_id must be the client's".into(),
+            ));
+        }
+    }
+    // A fresh SSA may come with the update; otherwise the registered one still defines the bounds.
+    let (ssa, statement) = match request.get("software_statement").and_then(Value::as_str) {
+        Some(ssa) if ssa != current.software_statement => (
+            ssa.to_owned(),
+            verify_software_statement(&authz, ssa, now).await?,
+        ),
+        _ => {
+            let statement =
+                verify_registered_statement(&authz, &current.software_statement).await?;
+            (current.software_statement.clone(), statement)
+        }
+    };
+    if statement.software_id != record.software_id {
+        return Err(AuthzError::InvalidSoftwareStatement(
+            "the software statement is for another software".into(),
+        ));
+    }
+    let subject = current.tls_client_auth_subject_dn.clone();
+    let peer_subject = peer
+        .as_ref()
+        .and_then(|peer| certbound_pki::CertificateInfo::parse(&peer.der).ok())
+        .map(|info| info.subject)
+        .unwrap_or(subject);
+    let metadata = build_metadata(
+        &request,
+        &statement,
+        &ssa,
+        &peer_subject,
+        &authz.config.algorithms,
+        current.client_id_issued_at,
+    )?;
+    let stored = serde_json::to_string(&metadata)
+        .map_err(|error| AuthzError::Internal(error.to_string()))?;
+    authz
+        .store
+        .update_client(&record.client_id, &stored, now)
+        .await?;
+    tracing::info!(client_id = %record.client_id, "client updated");
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(response_body(&authz, &metadata, None)?),
+    )
+        .into_response())
+}
+
+/// The registered SSA's claims, signature re-checked but not its age (it was fresh at registration).
+async fn verify_registered_statement(
+    authz: &Authz,
+    ssa: &str,
+) -> Result<SoftwareStatement, AuthzError> {
+    let claims = certbound_jose::unverified_claims(ssa)
+        .ok_or_else(|| AuthzError::Internal("stored software statement does not parse".into()))?;
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_i64)
+        .unwrap_or_default();
+    verify_software_statement(authz, ssa, iat).await
+}
+
+/// `DELETE /oauth2/register/{client_id}`: the client is gone; its tokens stop working.
+pub(crate) async fn delete(
+    State(authz): State<Arc<Authz>>,
+    Path(client_id): Path<String>,
+    peer: Option<PeerCertificate>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AuthzError> {
+    let (record, _) = managed_client(&authz, &client_id, peer.as_ref(), &headers).await?;
+    authz.store.delete_client(&record.client_id).await?;
+    tracing::info!(client_id = %record.client_id, "client deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ssa() -> SoftwareStatement {
+        SoftwareStatement {
+            software_id: "s1".into(),
+            client_id: "https://d/openid_relying_party/s1".into(),
+            org_id: "o1".into(),
+            jwks_uri: "https://d/keystore/o1/s1/application.jwks".into(),
+            jwks_transport_uri: None,
+            redirect_uris: vec!["https://example.com/cb".into()],
+            scopes: vec!["cards.read".into(), "cards.write".into()],
+            client_name: "App".into(),
+            client_uri: None,
+            logo_uri: None,
+            description: None,
+            software_version: None,
+        }
+    }
+
+    fn build(request: Value) -> Result<ClientMetadata, AuthzError> {
+        build_metadata(
+            request.as_object().unwrap(),
+            &ssa(),
+            "ssa",
+            "CN=s1,OU=o1",
+            &AlgorithmPolicy::default(),
+            1,
+        )
+    }
+
+    #[test]
+    fn defaults_come_from_the_ssa_and_unknown_fields_are_ignored() {
+        let metadata =
+            build(json!({"software_statement": "ssa", "frobnicate": true, "client_name": "Mine"}))
+                .unwrap();
+        assert_eq!(metadata.scope, "cards.read cards.write");
+        assert_eq!(metadata.client_name, "App", "SSA values win");
+        assert_eq!(metadata.token_endpoint_auth_method, "private_key_jwt");
+        assert_eq!(metadata.redirect_uris, vec!["https://example.com/cb"]);
+    }
+
+    #[test]
+    fn each_rule_has_its_error() {
+        let code = |request: Value| build(request).unwrap_err().as_str();
+        assert_eq!(
+            code(json!({"jwks": {"keys": []}})),
+            "invalid_client_metadata"
+        );
+        assert_eq!(
+            code(json!({"jwks_uri": "https://evil/jwks"})),
+            "invalid_client_metadata"
+        );
+        assert_eq!(
+            code(json!({"redirect_uris": ["https://evil/cb"]})),
+            "invalid_redirect_uri"
+        );
+        assert_eq!(
+            code(json!({"scope": "cards.read pin.read"})),
+            "invalid_client_metadata"
+        );
+        assert_eq!(
+            code(json!({"token_endpoint_auth_method": "client_secret_basic"})),
+            "invalid_client_metadata"
+        );
+        assert_eq!(
+            code(json!({"grant_types": ["authorization_code"]})),
+            "invalid_client_metadata"
+        );
+        assert_eq!(
+            code(json!({"token_endpoint_auth_signing_alg": "HS256"})),
+            "invalid_client_metadata"
+        );
+        assert_eq!(
+            code(json!({"tls_client_auth_subject_dn": "CN=other"})),
+            "invalid_client_metadata"
+        );
+        assert!(build(json!({"tls_client_auth_subject_dn": "cn=s1, ou=o1"})).is_ok());
+        assert_eq!(
+            build(json!({"scope": "cards.read"})).unwrap().scope,
+            "cards.read"
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! The token endpoint (`client_credentials`), introspection (RFC 7662) and revocation
+//! (RFC 7009). Access tokens are ES256 JWTs with the seed's claims and an RFC 8705 `cnf`
+//! binding them to the certificate the client presented.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use certbound_http::{PeerCertificate, parse_form};
+use certbound_jose::{AlgorithmPolicy, VerificationKey, verify_jws};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::client_auth::authenticate;
+use crate::{Authz, AuthzError};
+
+/// RFC 8705 §3.1 confirmation: the SHA-256 thumbprint of the bound certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// base64url SHA-256 of the DER certificate.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+/// The claims of a certbound access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// The issuer.
+    pub iss: String,
+    /// The client (`client_id`).
+    pub sub: String,
+    /// Audiences: the client itself.
+    pub aud: Vec<String>,
+    /// Granted scopes.
+    pub scp: Vec<String>,
+    /// The certificate binding.
+    pub cnf: Confirmation,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Token id (revocation key).
+    pub jti: String,
+    /// Tenant.
+    pub tid: String,
+    /// The client id (same as `sub`).
+    pub client_id: String,
+    /// The client's organisation: resource servers isolate tenants by it.
+    pub org_id: String,
+    /// The client's software id.
+    pub software_id: String,
+}
+
+/// Why an access token is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Signature, algorithm or shape.
+    #[error("the access token is not a valid token of this issuer: {0}")]
+    Invalid(String),
+    /// `exp` passed or `nbf` ahead.
+    #[error("the access token has expired or is not yet valid")]
+    Expired,
+    /// Another issuer.
+    #[error("the access token was issued by another issuer")]
+    Issuer,
+}
+
+/// Verifies an access token's signature (ES256 only, keys of the issuer), issuer and times.
+/// Revocation is the caller's second step ([`Authz::is_token_inactive`]).
+pub fn verify_access_token(
+    token: &str,
+    keys: &[VerificationKey],
+    issuer: &str,
+    now: i64,
+) -> Result<AccessTokenClaims, TokenError> {
+    let verified = verify_jws(
+        token,
+        keys,
+        &AlgorithmPolicy::new([certbound_jose::Algorithm::ES256]),
+    )
+    .map_err(|error| TokenError::Invalid(error.to_string()))?;
+    let claims: AccessTokenClaims = serde_json::from_value(Value::Object(verified.claims))
+        .map_err(|error| TokenError::Invalid(error.to_string()))?;
+    if claims.iss != issuer {
+        return Err(TokenError::Issuer);
+    }
+    if claims.exp <= now || claims.nbf > now + 60 {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+fn form(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<std::collections::BTreeMap<String, String>, AuthzError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    parse_form(content_type, body).map_err(|error| AuthzError::InvalidRequest(error.description()))
+}
+
+fn no_store(body: Value) -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// `POST /oauth2/token`.
+pub(crate) async fn token(
+    State(authz): State<Arc<Authz>>,
+    peer: Option<PeerCertificate>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AuthzError> {
+    let form = form(&headers, &body)?;
+    let now = certbound_store::clock::now();
+    let client = authenticate(&authz, peer.as_ref(), &form, now).await?;
+    match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(AuthzError::UnsupportedGrantType(format!(
+                "grant_type `{other}` is not supported: use client_credentials"
+            )));
+        }
+        None => return Err(AuthzError::InvalidRequest("grant_type is required".into())),
+    }
+    if !client
+        .metadata
+        .grant_types
+        .iter()
+        .any(|grant| grant == "client_credentials")
+    {
+        return Err(AuthzError::UnauthorizedClient(
+            "this client is not registered for client_credentials".into(),
+        ));
+    }
+    let registered: Vec<&str> = client
+        .metadata
+        .scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let granted: Vec<String> = match form.get("scope") {
+        None => registered.iter().map(|s| (*s).to_owned()).collect(),
+        Some(scope) => {
+            let asked: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
+            if let Some(outside) = asked.iter().find(|scope| !registered.contains(scope)) {
+                return Err(AuthzError::InvalidScope(format!(
+                    "scope `{outside}` is not registered for this client: {}",
+                    client.metadata.scope
+                )));
+            }
+            let mut granted: Vec<String> = asked.iter().map(|s| (*s).to_owned()).collect();
+            granted.dedup();
+            granted
+        }
+    };
+    let mut sorted = granted.clone();
+    sorted.sort();
+    sorted.dedup();
+    // `authenticate` refused a request without a certificate: the binding always exists.
+    let thumbprint = peer
+        .as_ref()
+        .map(|peer| peer.thumbprint.to_string())
+        .unwrap_or_default();
+    let lifetime = authz.config.token_lifetime;
+    let claims = AccessTokenClaims {
+        iss: authz.config.issuer.clone(),
+        sub: client.record.client_id.clone(),
+        aud: vec![client.record.client_id.clone()],
+        scp: sorted.clone(),
+        cnf: Confirmation {
+            x5t_s256: thumbprint.clone(),
+        },
+        exp: now + lifetime,
+        iat: now,
+        nbf: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        tid: "certbound".into(),
+        client_id: client.record.client_id.clone(),
+        org_id: client.record.organisation_id.clone(),
+        software_id: client.record.software_id.clone(),
+    };
+    let signer = authz.keys.signer(now).await?;
+    let access_token = certbound_jose::sign(&claims, &signer, "JWT")
+        .map_err(|error| AuthzError::Internal(error.to_string()))?;
+    tracing::info!(client_id = %claims.client_id, thumbprint, kid = signer.kid(), "access token issued");
+    Ok(no_store(json!({
+        "access_token": access_token,
+        "expires_in": lifetime,
+        "scope": sorted.join(" "),
+        "token_type": "bearer",
+    })))
+}
+
+/// Verifies a token presented to introspection or revocation; `None` if it is not ours.
+async fn our_token(
+    authz: &Authz,
+    token: &str,
+    now: i64,
+) -> Result<Option<AccessTokenClaims>, AuthzError> {
+    let keys = authz.keys.ring(now, false).await?.verification().to_vec();
+    match verify_access_token(token, &keys, &authz.config.issuer, now) {
+        Ok(claims) => Ok(Some(claims)),
+        Err(TokenError::Invalid(_)) => {
+            // Perhaps signed by a key rotated in at another instance: reload once.
+            let keys = authz.keys.ring(now, true).await?.verification().to_vec();
+            Ok(verify_access_token(token, &keys, &authz.config.issuer, now).ok())
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// `POST /oauth2/introspect` (RFC 7662): a client may introspect its own tokens.
+pub(crate) async fn introspect(
+    State(authz): State<Arc<Authz>>,
+    peer: Option<PeerCertificate>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AuthzError> {
+    let form = form(&headers, &body)?;
+    let now = certbound_store::clock::now();
+    let client = authenticate(&authz, peer.as_ref(), &form, now).await?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| AuthzError::InvalidRequest("token is required".into()))?;
+    let inactive = || no_store(json!({"active": false}));
+    let Some(claims) = our_token(&authz, token, now).await? else {
+        return Ok(inactive());
+    };
+    if claims.client_id != client.record.client_id || authz.is_token_inactive(&claims).await? {
+        return Ok(inactive());
+    }
+    Ok(no_store(json!({
+        "active": true,
+        "scope": claims.scp.join(" "),
+        "client_id": claims.client_id,
+        "sub": claims.sub,
+        "aud": claims.aud,
+        "iss": claims.iss,
+        "exp": claims.exp,
+        "iat": claims.iat,
+        "nbf": claims.nbf,
+        "jti": claims.jti,
+        "token_type": "Bearer",
+        "cnf": claims.cnf,
+    })))
+}
+
+/// `POST /oauth2/revoke` (RFC 7009): revokes one of the client's own access tokens at once, at
+/// every instance. An unknown or foreign token is answered 200 and changes nothing (§2.2).
+pub(crate) async fn revoke(
+    State(authz): State<Arc<Authz>>,
+    peer: Option<PeerCertificate>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AuthzError> {
+    let form = form(&headers, &body)?;
+    let now = certbound_store::clock::now();
+    let client = authenticate(&authz, peer.as_ref(), &form, now).await?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| AuthzError::InvalidRequest("token is required".into()))?;
+    if let Some(hint) = form.get("token_type_hint")
+        && hint != "access_token"
+    {
+        return Err(AuthzError::UnsupportedTokenType(format!(
+            "token_type_hint `{hint}`: this server issues access tokens only"
+        )));
+    }
+    if let Some(claims) = our_token(&authz, token, now).await?
+        && claims.client_id == client.record.client_id
+    {
+        authz
+            .store
+            .revoke_token(&claims.jti, &claims.client_id, claims.exp, now)
+            .await?;
+        tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
+    }
+    Ok(([(header::CACHE_CONTROL, "no-store")], "").into_response())
+}
