@@ -33,6 +33,15 @@ pub async fn rotate(
     activates_at: i64,
     token_lifetime: i64,
 ) -> Result<String, AuthzError> {
+    // A newer key always activates after every older one, so "the last active key signs" is
+    // never a tie.
+    let latest = store
+        .signing_keys()
+        .await?
+        .iter()
+        .map(|record| record.activates_at)
+        .max();
+    let activates_at = latest.map_or(activates_at, |latest| activates_at.max(latest + 1));
     let key = PrivateKey::generate(SigningKeyKind::EcdsaP256)
         .map_err(|error| AuthzError::Internal(error.to_string()))?;
     let kid = uuid::Uuid::new_v4().simple().to_string();

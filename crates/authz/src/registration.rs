@@ -767,3 +767,143 @@ mod tests {
         );
     }
 }
+
+/// The SSA checks against a directory key served by a fake key source, with time pinned.
+#[cfg(test)]
+mod ssa_tests {
+    use super::*;
+    use crate::fetch::KeySource;
+    use certbound_jose::{Algorithm, SigningKey, sign};
+    use certbound_pki::{CertificateAuthority, Jwk, PrivateKey, SigningKeyKind};
+    use serde_json::json;
+
+    const NOW: i64 = 1_790_000_000;
+    const DIRECTORY: &str = "https://directory.test";
+
+    struct FixedKeys(serde_json::Value);
+
+    #[async_trait::async_trait]
+    impl KeySource for FixedKeys {
+        async fn fetch(&self, _uri: &str) -> Result<serde_json::Value, String> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn signer() -> (SigningKey, Jwk) {
+        let key = PrivateKey::generate(SigningKeyKind::Rsa2048).unwrap();
+        let (ca, _) = CertificateAuthority::generate(NOW, "test").unwrap();
+        let chain = ca.issue_signer(&key, "signer", NOW).unwrap();
+        let slices: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+        let mut jwk = Jwk::from_certificate_chain(&slices, "sig", Some("PS256")).unwrap();
+        jwk.kid = "signer".into();
+        (
+            SigningKey::rsa_pem("signer", Algorithm::PS256, key.pkcs8_pem().as_bytes()).unwrap(),
+            jwk,
+        )
+    }
+
+    async fn authz(jwk: &Jwk) -> (Arc<Authz>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let database = Arc::new(certbound_store::Database::connect(&url).await.unwrap());
+        let (master, _) = certbound_store::MasterKey::generate().unwrap();
+        let config = crate::AuthzConfig {
+            issuer: "https://authz.test".into(),
+            directory_issuer: DIRECTORY.into(),
+            directory_jwks_uri: format!("{DIRECTORY}/jwks"),
+            token_lifetime: 600,
+            algorithms: AlgorithmPolicy::default(),
+            strict_audience: false,
+            scopes_supported: vec![],
+        };
+        let source = FixedKeys(json!({"keys": [jwk]}));
+        (
+            Authz::new(config, database, Arc::new(master), Box::new(source))
+                .await
+                .unwrap(),
+            dir,
+        )
+    }
+
+    fn claims() -> serde_json::Value {
+        json!({
+            "iss": DIRECTORY, "iat": NOW, "software_id": "s1", "org_id": "o1",
+            "client_id": format!("{DIRECTORY}/openid_relying_party/s1"), "client_name": "App",
+            "jwks_uri": format!("{DIRECTORY}/keystore/o1/s1/application.jwks"),
+            "redirect_uris": ["https://example.com/cb"], "scope": "cards.read",
+        })
+    }
+
+    #[tokio::test]
+    async fn ssa_rules() {
+        let (key, jwk) = signer();
+        let (authz, _dir) = authz(&jwk).await;
+        let verify = |value: serde_json::Value, key: &SigningKey| sign(&value, key, "JWT").unwrap();
+        let code = |result: Result<SoftwareStatement, AuthzError>| {
+            result.map(|_| "ok").unwrap_or_else(|error| error.as_str())
+        };
+
+        let good = verify(claims(), &key);
+        let statement = verify_software_statement(&authz, &good, NOW + 10)
+            .await
+            .unwrap();
+        assert_eq!(statement.scopes, vec!["cards.read"]);
+
+        // Older than five minutes.
+        let error = verify_software_statement(&authz, &good, NOW + SSA_MAX_AGE + 1)
+            .await
+            .unwrap_err();
+        assert_eq!(error.as_str(), "invalid_software_statement");
+        assert!(error.to_string().contains("fetch a fresh one"), "{error}");
+        assert_eq!(
+            code(verify_software_statement(&authz, &good, NOW + SSA_MAX_AGE).await),
+            "ok"
+        );
+
+        // Another issuer, signed by the right key.
+        let mut other = claims();
+        other["iss"] = json!("https://evil.test");
+        let error = verify_software_statement(&authz, &verify(other, &key), NOW)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "software_statement issued by `https://evil.test`, not by the trusted directory"
+        );
+
+        // Signed by another key under the kid `signer`.
+        let (stranger, _) = signer();
+        let error = verify_software_statement(&authz, &verify(claims(), &stranger), NOW)
+            .await
+            .unwrap_err();
+        assert_eq!(error.as_str(), "invalid_software_statement");
+        assert!(
+            error.to_string().contains("signature does not verify"),
+            "{error}"
+        );
+
+        // A broken signature.
+        let position = good.len() - 20;
+        let flipped = if &good[position..=position] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        let broken = format!("{}{flipped}{}", &good[..position], &good[position + 1..]);
+        let error = verify_software_statement(&authz, &broken, NOW)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("signature does not verify"),
+            "{error}"
+        );
+
+        // A missing claim.
+        let mut missing = claims();
+        missing.as_object_mut().unwrap().remove("org_id");
+        let error = verify_software_statement(&authz, &verify(missing, &key), NOW)
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "software_statement has no org_id");
+    }
+}

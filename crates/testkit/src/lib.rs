@@ -123,6 +123,30 @@ impl TestStack {
         }
     }
 
+    /// Stops the stack and starts it again on the same ports, data dir and database.
+    pub async fn restart(self) -> Self {
+        let port = |url: &Option<String>| {
+            url.as_deref()
+                .and_then(|url| url.rsplit(':').next())
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|port| port.parse::<u16>().ok())
+                .unwrap_or(0)
+        };
+        let ports = (
+            port(&self.stack.directory_url),
+            port(&self.stack.directory_mtls_url),
+            port(&self.stack.authz_url),
+        );
+        let (dir, database_url) = self.stop().await;
+        let database_url = Some(database_url).filter(|url| url.starts_with("postgres"));
+        Self::start_with(dir, database_url, |config| {
+            config.listen.directory.set_port(ports.0);
+            config.listen.directory_mtls.set_port(ports.1);
+            config.listen.authz.set_port(ports.2);
+        })
+        .await
+    }
+
     /// Stops the stack and hands back its data dir.
     pub async fn stop(self) -> (tempfile::TempDir, String) {
         self.stack.shutdown().await;
