@@ -83,6 +83,10 @@ struct UpArgs {
     /// FAPI 2: client assertions must carry the issuer alone as `aud`.
     #[arg(long)]
     strict_audience: bool,
+    /// The authorization server's public issuer URL, the same for every instance behind a
+    /// load balancer.
+    #[arg(long)]
+    authz_issuer: Option<String>,
     /// Access token lifetime in seconds.
     #[arg(long)]
     token_lifetime: Option<i64>,
@@ -125,6 +129,9 @@ impl UpArgs {
             config.directory_url = self.directory_url;
         }
         config.strict_audience |= self.strict_audience;
+        if self.authz_issuer.is_some() {
+            config.authz_issuer = self.authz_issuer;
+        }
         if let Some(lifetime) = self.token_lifetime {
             config.token_lifetime_seconds = lifetime;
         }

@@ -82,6 +82,10 @@ pub struct StackConfig {
     pub directory_url: Option<String>,
     /// FAPI 2 strictness: client assertions must carry the issuer alone as `aud`.
     pub strict_audience: bool,
+    /// The authorization server's public issuer URL when instances sit behind a load balancer
+    /// (every instance must announce the same one). Defaults to this listener's URL plus
+    /// `issuer_path`.
+    pub authz_issuer: Option<String>,
 }
 
 impl Default for StackConfig {
@@ -98,6 +102,7 @@ impl Default for StackConfig {
             issuer_path: String::new(),
             directory_url: None,
             strict_audience: false,
+            authz_issuer: None,
         }
     }
 }

@@ -236,11 +236,14 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     let mut authz_url = None;
     if config.roles.contains(&Part::Authz) {
         let listener = bind(config.listen.authz).await?;
-        let issuer = format!(
-            "{}{}",
-            url_of(&listener, &config.public_host)?,
-            config.issuer_path
-        );
+        let issuer = match &config.authz_issuer {
+            Some(issuer) => issuer.trim_end_matches('/').to_owned(),
+            None => format!(
+                "{}{}",
+                url_of(&listener, &config.public_host)?,
+                config.issuer_path
+            ),
+        };
         let trusted_directory = directory_url
             .clone()
             .or_else(|| config.directory_url.clone())

@@ -105,3 +105,90 @@ fn jti_of(assertion: &str) -> String {
     .unwrap();
     claims["jti"].as_str().unwrap().to_owned()
 }
+
+/// Two authorization servers announcing one issuer (as behind a load balancer), on one database.
+#[tokio::test]
+async fn two_authz_instances_share_tokens_replay_and_revocation() {
+    let first = TestStack::start().await;
+    let software = first.onboard(&["programme-manager"]).await;
+    first.register(&software, serde_json::json!({})).await;
+    let issuer = first.authz("");
+    let second_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        first.data_dir().join("master.key"),
+        second_dir.path().join("master.key"),
+    )
+    .unwrap();
+    let second = TestStack::start_with(second_dir, Some(first.database_url.clone()), |config| {
+        config.authz_issuer = Some(issuer.clone());
+    })
+    .await;
+    let form = |token: &str, assertion: &str| {
+        vec![
+            ("token".to_owned(), token.to_owned()),
+            (
+                "client_assertion_type".to_owned(),
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+            ),
+            ("client_assertion".to_owned(), assertion.to_owned()),
+        ]
+    };
+    let introspect = |stack: &TestStack, token: &str| {
+        let request = stack
+            .mtls_client(&software.transport)
+            .post(stack.authz("/oauth2/introspect"))
+            .form(&form(token, &first.authz_assertion(&software, |_| {})));
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+
+    // A token from the first is active at the second.
+    let token = first.access_token(&software).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(introspect(&second, &token).await["active"], true);
+
+    // A jti used at the first is refused at the second.
+    let assertion = first.authz_assertion(&software, |_| {});
+    assert_eq!(
+        first
+            .authz_token_request(&software.transport, &assertion, &[])
+            .await
+            .status(),
+        200
+    );
+    let response = second
+        .authz_token_request(&software.transport, &assertion, &[])
+        .await;
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error_description"],
+        "client assertion jti has already been used"
+    );
+
+    // A revocation at the first applies at the second at once.
+    let revoke = first
+        .mtls_client(&software.transport)
+        .post(first.authz("/oauth2/revoke"))
+        .form(&form(&token, &first.authz_assertion(&software, |_| {})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 200);
+    assert_eq!(
+        introspect(&second, &token).await,
+        serde_json::json!({"active": false})
+    );
+
+    second.stop().await;
+    first.stop().await;
+}
