@@ -429,5 +429,118 @@ async fn the_seed_directory_flow_with_openssl() {
             .unwrap();
         assert_eq!(response.status(), 200, "{uri}");
     }
+
+    // Cloudentity Well-Known: the authorization server's endpoints come from discovery only.
+    let authz_discovery: Value = stack
+        .client()
+        .get(stack.authz("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let registration_endpoint = authz_discovery["mtls_endpoint_aliases"]["registration_endpoint"]
+        .as_str()
+        .unwrap();
+    let authz_token_endpoint = authz_discovery["mtls_endpoint_aliases"]["token_endpoint"]
+        .as_str()
+        .unwrap();
+    let authz_issuer = authz_discovery["issuer"].as_str().unwrap();
+    let authz_jwks_uri = authz_discovery["jwks_uri"].as_str().unwrap();
+
+    // 2.3 Dynamic Client Registration with the SSA, over the same transport certificate.
+    let response = client
+        .post(registration_endpoint)
+        .json(
+            &json!({"software_statement": ssa, "redirect_uris": ["https://example.com/callback"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let registration: Value = response.json().await.unwrap();
+    assert_eq!(registration["client_id"], client_id.as_str());
+
+    // Get Access Token: private_key_jwt (PS256, the openssl signing key), aud the issuer.
+    let now = certbound_testkit::now();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
+    header.kid = Some(kid.clone());
+    let assertion = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": client_id, "sub": client_id, "aud": authz_issuer, "iat": now, "exp": now + 120, "jti": uuid::Uuid::new_v4().to_string()}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(signing_key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let response = client
+        .post(authz_token_endpoint)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id.as_str()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let token: Value = response.json().await.unwrap();
+    assert_eq!(token["token_type"], "bearer");
+    let access_token = token["access_token"].as_str().unwrap();
+
+    // The access token verifies with the AS JWKS (aws-lc-rs directly, not the JOSE crate), and
+    // its cnf is the SHA-256 of the certificate this client presented (computed by OpenSSL).
+    let parts: Vec<&str> = access_token.split('.').collect();
+    let header: Value = serde_json::from_slice(&b64url_decode(parts[0])).unwrap();
+    let jwks: Value = stack
+        .client()
+        .get(authz_jwks_uri)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["kid"] == header["kid"])
+        .unwrap();
+    let mut point = vec![0x04];
+    point.extend(b64url_decode(key["x"].as_str().unwrap()));
+    point.extend(b64url_decode(key["y"].as_str().unwrap()));
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        point,
+    )
+    .verify(
+        format!("{}.{}", parts[0], parts[1]).as_bytes(),
+        &b64url_decode(parts[2]),
+    )
+    .expect("access token signature");
+    let claims: Value = serde_json::from_slice(&b64url_decode(parts[1])).unwrap();
+    let der = run(
+        dir,
+        "openssl",
+        &["x509", "-in", "leaf.pem", "-outform", "DER"],
+    )
+    .stdout;
+    std::fs::write(dir.join("leaf.der"), der).unwrap();
+    let digest = run(dir, "openssl", &["dgst", "-sha256", "-binary", "leaf.der"]).stdout;
+    use base64::Engine as _;
+    let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+    assert_eq!(claims["cnf"]["x5t#S256"], thumbprint.as_str());
+    assert_eq!(claims["sub"], client_id.as_str());
+    assert_eq!(claims["iss"], authz_issuer);
+    assert!(
+        claims["scp"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("cards.write"))
+    );
     stack.stop().await;
 }
