@@ -1,7 +1,10 @@
 //! The seed's directory steps end to end, as a person does them by hand: the key and CSR made
 //! by `openssl` exactly as `csr-command` says, the RC token with `private_key_jwt` (PS256 by the
 //! openssl-made signing key), the SSA, and the SSA's signature verified by OpenSSL — a JOSE
-//! implementation independent of the one that signed it — against `/jwks` and `ca.pem`.
+//! implementation independent of the one that signed it — against `/jwks` and `ca.pem`. Then
+//! the authorization server's part: discovery, DCR with that SSA, the access token with
+//! `private_key_jwt`, verified against the AS JWKS, its `cnf` checked against OpenSSL's SHA-256
+//! of the presented certificate.
 
 #![allow(
     clippy::unwrap_used,
