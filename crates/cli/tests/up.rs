@@ -130,6 +130,26 @@ fn up_creates_serves_drains_and_restarts() {
         "SIGTERM must drain and exit 0, got {status}"
     );
 
+    // Rotate the token signing key while the stack is down: published at the next start.
+    let output = Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .args(["keys", "rotate", "--publish-delay", "0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let kid = stdout
+        .strip_prefix("new token signing key ")
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+
     let ca_before = std::fs::read_to_string(&ca).unwrap();
     let up = start(&data);
     assert_eq!(
@@ -137,7 +157,22 @@ fn up_creates_serves_drains_and_restarts() {
         ca_before,
         "a second start reuses the CA"
     );
+    let (ok, jwks) = curl(&ca, &format!("{}/.well-known/jwks.json", url(&up, "authz")));
+    assert!(ok && jwks.contains(&kid), "{jwks}");
     assert!(stop(up).success());
+}
+
+#[test]
+fn rotate_without_a_data_dir_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("run `certbound up` first"), "{stderr}");
 }
 
 #[test]

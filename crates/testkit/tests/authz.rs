@@ -1088,3 +1088,32 @@ async fn issuer_path() {
     assert_eq!(claims["iss"], stack.authz(""));
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn strict_fapi2_audience() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = certbound_testkit::fresh_database_url().await;
+    let stack = TestStack::start_with(dir, url, |config| config.strict_audience = true).await;
+    let software = stack.onboard(&["card-reader"]).await;
+    stack.register(&software, json!({})).await;
+    let issuer = stack.authz("");
+    for aud in [json!(stack.authz("/oauth2/token")), json!([issuer])] {
+        let assertion = stack.authz_assertion(&software, |c| c["aud"] = aud.clone());
+        let (status, error, _) = refusal(
+            stack
+                .authz_token_request(&software.transport, &assertion, &[])
+                .await,
+        )
+        .await;
+        assert_eq!((status, error.as_str()), (401, "invalid_client"), "{aud}");
+    }
+    let assertion = stack.authz_assertion(&software, |c| c["aud"] = json!(issuer));
+    assert_eq!(
+        stack
+            .authz_token_request(&software.transport, &assertion, &[])
+            .await
+            .status(),
+        200
+    );
+    stack.stop().await;
+}
