@@ -74,6 +74,9 @@ struct UpArgs {
     /// Authorization server listener address.
     #[arg(long)]
     listen_authz: Option<SocketAddr>,
+    /// Cards API listener address.
+    #[arg(long)]
+    listen_cards: Option<SocketAddr>,
     /// A path for the authorization server's issuer, e.g. /uat-thredd/confidential-clients.
     #[arg(long)]
     issuer_path: Option<String>,
@@ -122,6 +125,9 @@ impl UpArgs {
         if let Some(address) = self.listen_authz {
             config.listen.authz = address;
         }
+        if let Some(address) = self.listen_cards {
+            config.listen.cards = address;
+        }
         if let Some(path) = self.issuer_path {
             config.issuer_path = path;
         }
@@ -153,6 +159,9 @@ async fn up(args: UpArgs) -> Result<(), String> {
     }
     if let Some(authz) = &stack.authz_url {
         println!("  authz            {authz}");
+    }
+    if let Some(cards) = &stack.cards_url {
+        println!("  cards            {cards}");
     }
     println!("  trust anchor     {}", data_dir.join("ca.pem").display());
     println!(

@@ -26,6 +26,8 @@ fn start(data_dir: &std::path::Path) -> Up {
             "127.0.0.1:0",
             "--listen-authz",
             "127.0.0.1:0",
+            "--listen-cards",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data_dir)

@@ -55,6 +55,10 @@ pub struct TrustMaterial {
     pub tls: ServerIdentity,
     /// The operator's admin token.
     pub admin_token: String,
+    /// The Cards API's RSA-OAEP-256 encryption key and its chain.
+    pub cards_encryption: ServerIdentity,
+    /// The Cards API's PS256 signing key and its chain.
+    pub cards_signing: ServerIdentity,
 }
 
 fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
@@ -261,6 +265,23 @@ async fn trust_material(
     })
     .await?;
 
+    let cards_encryption_record = ensure(database, "cards.encryption", || {
+        let key = PrivateKey::generate(SigningKeyKind::Rsa2048).map_err(crypto)?;
+        let chain = ca
+            .issue_signer(&key, "certbound Cards API encryption", now)
+            .map_err(crypto)?;
+        sealed_identity(master, "cards.encryption", &key, &chain, now)
+    })
+    .await?;
+    let cards_signing_record = ensure(database, "cards.signing", || {
+        let key = PrivateKey::generate(SigningKeyKind::Rsa2048).map_err(crypto)?;
+        let chain = ca
+            .issue_signer(&key, "certbound Cards API signing", now)
+            .map_err(crypto)?;
+        sealed_identity(master, "cards.signing", &key, &chain, now)
+    })
+    .await?;
+
     let admin_record = ensure(database, "admin.token", || {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(crypto)?;
@@ -289,6 +310,8 @@ async fn trust_material(
     Ok(TrustMaterial {
         ssa_signer: load(&signer_record, SigningKeyKind::Rsa2048)?,
         tls: load(&tls_record, SigningKeyKind::EcdsaP256)?,
+        cards_encryption: load(&cards_encryption_record, SigningKeyKind::Rsa2048)?,
+        cards_signing: load(&cards_signing_record, SigningKeyKind::Rsa2048)?,
         ca,
         admin_token,
     })

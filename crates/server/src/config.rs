@@ -42,6 +42,8 @@ pub struct Listen {
     pub directory_mtls: SocketAddr,
     /// Authorization server (8443).
     pub authz: SocketAddr,
+    /// Cards API (8444).
+    pub cards: SocketAddr,
 }
 
 impl Default for Listen {
@@ -50,6 +52,7 @@ impl Default for Listen {
             directory: SocketAddr::from(([127, 0, 0, 1], 8441)),
             directory_mtls: SocketAddr::from(([127, 0, 0, 1], 8442)),
             authz: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            cards: SocketAddr::from(([127, 0, 0, 1], 8444)),
         }
     }
 }
@@ -93,7 +96,7 @@ impl Default for StackConfig {
         Self {
             data_dir: PathBuf::from("certbound-data"),
             database_url: None,
-            roles: vec![Part::Directory, Part::Authz],
+            roles: vec![Part::Directory, Part::Authz, Part::Cards],
             listen: Listen::default(),
             public_host: "localhost".into(),
             token_lifetime_seconds: 600,
@@ -148,13 +151,7 @@ impl StackConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.roles.is_empty() {
             return Err(ConfigError::Invalid(
-                "no role to run: give --role directory,authz".into(),
-            ));
-        }
-        if self.roles.contains(&Part::Cards) {
-            return Err(ConfigError::Invalid(
-                "role `cards` is not in this build yet: this release runs directory and authz"
-                    .into(),
+                "no role to run: give --role directory,authz,cards".into(),
             ));
         }
         let path = &self.issuer_path;

@@ -59,6 +59,8 @@ pub struct RunningStack {
     pub directory_mtls_url: Option<String>,
     /// Authorization server issuer, e.g. `https://localhost:8443`, if it runs here.
     pub authz_url: Option<String>,
+    /// Cards API base URL, e.g. `https://localhost:8444/api/v1`, if it runs here.
+    pub cards_url: Option<String>,
     /// The data dir.
     pub data_dir: std::path::PathBuf,
     /// The store, for tests and tools running in the same process.
@@ -285,10 +287,51 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         authz_url = Some(issuer);
     }
 
+    let mut cards_url = None;
+    if config.roles.contains(&Part::Cards) {
+        let listener = bind(config.listen.cards).await?;
+        let base = format!("{}/api/v1", url_of(&listener, &config.public_host)?);
+        let issuer = authz_url
+            .clone()
+            .or_else(|| config.authz_issuer.clone())
+            .unwrap_or_else(|| format!("https://localhost:8443{}", config.issuer_path));
+        let keys = certbound_cards::crypto::CardKeys::new(
+            material.cards_encryption.key.pkcs8_der(),
+            &material.cards_encryption.chain_der,
+            material.cards_signing.key.pkcs8_der(),
+            &material.cards_signing.chain_der,
+        )
+        .map_err(tls_error)?;
+        let key_source = certbound_authz::fetch::HttpsKeySource::new(&material.ca.root_pem())
+            .map_err(tls_error)?;
+        let cards = certbound_cards::Cards::new(
+            certbound_cards::CardsConfig {
+                jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+                issuer,
+                products: certbound_cards::model::default_products(),
+            },
+            database.clone(),
+            master_key.clone(),
+            keys,
+            Box::new(key_source),
+        );
+        tasks.spawn(cards.clone().run_bulk_worker(watcher.clone()));
+        tasks.spawn(serve(
+            listener,
+            acceptor(&material, ClientCertificates::DirectoryCa)?,
+            cards.router(),
+            watcher.clone(),
+            grace,
+        ));
+        tracing::info!(%base, "cards API listening");
+        cards_url = Some(base);
+    }
+
     Ok(RunningStack {
         directory_url,
         directory_mtls_url,
         authz_url,
+        cards_url,
         data_dir: config.data_dir.clone(),
         database,
         master_key,

@@ -9,9 +9,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::records::{
-    AccessTokenRecord, AuthzStore, CertificateRecord, ClientRecord, DirectoryStore,
-    KeyMaterialRecord, KeyMaterialStore, OrganisationRecord, ReplayStore, SigningKeyRecord,
-    SoftwareStatementRecord,
+    AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
+    ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
+    OrganisationRecord, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
 };
 
 /// Embedded migrations, applied in order at start.
@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0001_directory.sql"),
     ),
     (2, "authz", include_str!("../migrations/0002_authz.sql")),
+    (3, "cards", include_str!("../migrations/0003_cards.sql")),
 ];
 
 /// Infrastructure errors of the store.
@@ -569,6 +570,227 @@ impl AuthzStore for Database {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(found.is_some())
+    }
+}
+
+macro_rules! card_columns {
+    () => {
+        "public_token, organisation_id, client_id, details, pan_sealed, cvv_sealed, pin_sealed, \
+         status_code, status_updated, cvv_blocked, created_at, updated_at"
+    };
+}
+
+macro_rules! bulk_columns {
+    () => {
+        "id, organisation_id, client_id, request, quantity, status, public_tokens, created_at, updated_at"
+    };
+}
+
+fn card(row: &AnyRow) -> Result<CardRecord, sqlx::Error> {
+    Ok(CardRecord {
+        public_token: row.try_get("public_token")?,
+        organisation_id: row.try_get("organisation_id")?,
+        client_id: row.try_get("client_id")?,
+        details: row.try_get("details")?,
+        pan_sealed: row.try_get("pan_sealed")?,
+        cvv_sealed: row.try_get("cvv_sealed")?,
+        pin_sealed: row.try_get("pin_sealed")?,
+        status_code: row.try_get("status_code")?,
+        status_updated: row.try_get("status_updated")?,
+        cvv_blocked: row.try_get::<i64, _>("cvv_blocked")? != 0,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn bulk_job(row: &AnyRow) -> Result<BulkJobRecord, sqlx::Error> {
+    Ok(BulkJobRecord {
+        id: row.try_get("id")?,
+        organisation_id: row.try_get("organisation_id")?,
+        client_id: row.try_get("client_id")?,
+        request: row.try_get("request")?,
+        quantity: row.try_get("quantity")?,
+        status: row.try_get("status")?,
+        public_tokens: row.try_get("public_tokens")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+#[async_trait]
+impl CardsStore for Database {
+    async fn insert_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(concat!(
+            "INSERT INTO cards (",
+            card_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING"
+        ))
+        .bind(&record.public_token)
+        .bind(&record.organisation_id)
+        .bind(&record.client_id)
+        .bind(&record.details)
+        .bind(&record.pan_sealed)
+        .bind(&record.cvv_sealed)
+        .bind(&record.pin_sealed)
+        .bind(&record.status_code)
+        .bind(&record.status_updated)
+        .bind(i64::from(record.cvv_blocked))
+        .bind(record.created_at)
+        .bind(record.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn card(&self, public_token: &str) -> Result<Option<CardRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            card_columns!(),
+            " FROM cards WHERE public_token = $1"
+        ))
+        .bind(public_token)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(card).transpose()?)
+    }
+
+    async fn update_card(&self, record: &CardRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE cards SET details = $1, pin_sealed = $2, status_code = $3, status_updated = $4, \
+             cvv_blocked = $5, updated_at = $6 WHERE public_token = $7",
+        )
+        .bind(&record.details)
+        .bind(&record.pin_sealed)
+        .bind(&record.status_code)
+        .bind(&record.status_updated)
+        .bind(i64::from(record.cvv_blocked))
+        .bind(record.updated_at)
+        .bind(&record.public_token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency(
+        &self,
+        id: &str,
+        newer_than: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(newer_than)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query(
+            "SELECT id, endpoint, request_hash, status, response, created_at FROM idempotency_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(IdempotencyRecord {
+            id: row.try_get("id")?,
+            endpoint: row.try_get("endpoint")?,
+            request_hash: row.try_get("request_hash")?,
+            status: row.try_get("status")?,
+            response: row.try_get("response")?,
+            created_at: row.try_get("created_at")?,
+        }))
+    }
+
+    async fn insert_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO idempotency_keys (id, endpoint, request_hash, status, response, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&record.id)
+        .bind(&record.endpoint)
+        .bind(&record.request_hash)
+        .bind(record.status)
+        .bind(&record.response)
+        .bind(record.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn insert_bulk_job(&self, record: &BulkJobRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO bulk_jobs (",
+            bulk_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(&record.id)
+        .bind(&record.organisation_id)
+        .bind(&record.client_id)
+        .bind(&record.request)
+        .bind(record.quantity)
+        .bind(&record.status)
+        .bind(&record.public_tokens)
+        .bind(record.created_at)
+        .bind(record.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn bulk_job(&self, id: &str) -> Result<Option<BulkJobRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            bulk_columns!(),
+            " FROM bulk_jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(bulk_job).transpose()?)
+    }
+
+    async fn unfinished_bulk_jobs(&self) -> Result<Vec<BulkJobRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            bulk_columns!(),
+            " FROM bulk_jobs WHERE status IN ('Pending', 'Processing') ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(bulk_job).collect::<Result<_, _>>()?)
+    }
+
+    async fn claim_bulk_job(
+        &self,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE bulk_jobs SET status = 'Processing', updated_at = $1 WHERE id = $2 \
+             AND (status = 'Pending' OR (status = 'Processing' AND updated_at < $3))",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(stale_before)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn update_bulk_job(
+        &self,
+        id: &str,
+        status: &str,
+        public_tokens: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE bulk_jobs SET status = $1, public_tokens = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(status)
+        .bind(public_tokens)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 

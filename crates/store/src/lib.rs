@@ -12,8 +12,8 @@ mod sealed;
 
 pub use database::{Backend, Database, StoreError};
 pub use records::{
-    AccessTokenRecord, AuthzStore, CertificateRecord, ClientRecord, DirectoryStore,
-    KeyMaterialRecord, KeyMaterialStore, OrganisationRecord, ReplayStore, SigningKeyRecord,
-    SoftwareStatementRecord,
+    AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
+    ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
+    OrganisationRecord, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
 };
 pub use sealed::{MasterKey, SealError};

@@ -234,3 +234,113 @@ pub trait AuthzStore: Send + Sync {
     /// Whether the token with this `jti` was revoked.
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
 }
+
+/// A card. Non-sensitive details are JSON; PAN, CVV and PIN are sealed under the master key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardRecord {
+    /// The 9-digit public token.
+    pub public_token: String,
+    /// The owning organisation (tenant).
+    pub organisation_id: String,
+    /// The client that created it.
+    pub client_id: String,
+    /// Non-sensitive details, JSON.
+    pub details: String,
+    /// Sealed PAN.
+    pub pan_sealed: String,
+    /// Sealed CVV.
+    pub cvv_sealed: String,
+    /// Sealed PIN, once set.
+    pub pin_sealed: Option<String>,
+    /// Two-character status code.
+    pub status_code: String,
+    /// Status metadata (updated, updatedBy, description), JSON.
+    pub status_updated: String,
+    /// Whether CVV lookups are blocked.
+    pub cvv_blocked: bool,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last update.
+    pub updated_at: i64,
+}
+
+/// The first response to a write with an `IdempotencyKey`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// Tenant-scoped key id.
+    pub id: String,
+    /// The endpoint it was used on.
+    pub endpoint: String,
+    /// SHA-256 of the request body.
+    pub request_hash: String,
+    /// The response status.
+    pub status: i64,
+    /// The response body.
+    pub response: String,
+    /// When first used.
+    pub created_at: i64,
+}
+
+/// A bulk card creation job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkJobRecord {
+    /// Job id (UUID).
+    pub id: String,
+    /// Tenant.
+    pub organisation_id: String,
+    /// Creator.
+    pub client_id: String,
+    /// The request, JSON.
+    pub request: String,
+    /// Cards to create.
+    pub quantity: i64,
+    /// Pending, Processing, Complete or Failed.
+    pub status: String,
+    /// Created cards so far, JSON array.
+    pub public_tokens: String,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last update.
+    pub updated_at: i64,
+}
+
+/// What the Cards API stores.
+#[async_trait]
+pub trait CardsStore: Send + Sync {
+    /// Inserts a card; `false` if the public token is taken.
+    async fn insert_card(&self, record: &CardRecord) -> Result<bool, StoreError>;
+    /// One card.
+    async fn card(&self, public_token: &str) -> Result<Option<CardRecord>, StoreError>;
+    /// Writes a card's mutable fields.
+    async fn update_card(&self, record: &CardRecord) -> Result<(), StoreError>;
+    /// An idempotency record younger than `newer_than` (older ones are deleted).
+    async fn idempotency(
+        &self,
+        id: &str,
+        newer_than: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Stores an idempotency record; `false` if one exists.
+    async fn insert_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError>;
+    /// Stores a new bulk job.
+    async fn insert_bulk_job(&self, record: &BulkJobRecord) -> Result<(), StoreError>;
+    /// One bulk job.
+    async fn bulk_job(&self, id: &str) -> Result<Option<BulkJobRecord>, StoreError>;
+    /// Jobs still Pending or Processing, oldest first.
+    async fn unfinished_bulk_jobs(&self) -> Result<Vec<BulkJobRecord>, StoreError>;
+    /// Records a job's progress.
+    async fn update_bulk_job(
+        &self,
+        id: &str,
+        status: &str,
+        public_tokens: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Takes a job to work on: Pending, or Processing with no progress since `stale_before`
+    /// (its worker died). `false` if another worker holds it.
+    async fn claim_bulk_job(
+        &self,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<bool, StoreError>;
+}

@@ -89,6 +89,7 @@ pub fn config(dir: &Path, database_url: Option<String>) -> StackConfig {
     config.listen.directory = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listen.directory_mtls = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listen.authz = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.listen.cards = SocketAddr::from(([127, 0, 0, 1], 0));
     config.shutdown_grace_seconds = 2;
     config
 }
@@ -136,6 +137,7 @@ impl TestStack {
             port(&self.stack.directory_url),
             port(&self.stack.directory_mtls_url),
             port(&self.stack.authz_url),
+            port(&self.stack.cards_url),
         );
         let (dir, database_url) = self.stop().await;
         let database_url = Some(database_url).filter(|url| url.starts_with("postgres"));
@@ -143,6 +145,7 @@ impl TestStack {
             config.listen.directory.set_port(ports.0);
             config.listen.directory_mtls.set_port(ports.1);
             config.listen.authz.set_port(ports.2);
+            config.listen.cards.set_port(ports.3);
         })
         .await
     }
@@ -186,6 +189,25 @@ impl TestStack {
             "{}{path}",
             self.stack.authz_url.as_deref().expect("authz runs")
         )
+    }
+
+    /// A Cards API URL (under `/api/v1`).
+    pub fn cards(&self, path: &str) -> String {
+        format!(
+            "{}{path}",
+            self.stack.cards_url.as_deref().expect("cards runs")
+        )
+    }
+
+    /// Onboards and registers a software with `roles`; returns it with an access token.
+    pub async fn client_with_token(&self, roles: &[&str]) -> (Software, String) {
+        let software = self.onboard(roles).await;
+        self.register(&software, json!({})).await;
+        let token = self.access_token(&software).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (software, token)
     }
 
     /// The software's SSA from the directory.

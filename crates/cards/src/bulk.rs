@@ -1,0 +1,230 @@
+//! Bulk card creation: `POST /cards/bulk` records a job and answers 202 at once; a worker creates
+//! the cards in the background, recording each one as it goes, so a job survives a restart (the
+//! next start resumes it) and an instance that dies mid-job (another takes it over once it has
+//! made no progress for [`STALE_AFTER`] seconds).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use certbound_store::BulkJobRecord;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::auth::Caller;
+use crate::handlers::{Tenant, issue_card, parse, product};
+use crate::idempotency::idempotent;
+use crate::model::BulkRequest;
+use crate::{Cards, CardsError};
+
+/// A Processing job without progress for this long is taken over.
+pub(crate) const STALE_AFTER: i64 = 30;
+/// How often the worker looks for work when not notified.
+const POLL: Duration = Duration::from_secs(2);
+
+/// `POST /cards/bulk`.
+pub(crate) async fn create(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    caller.require("bulkcard.write")?;
+    let request: BulkRequest = parse(&body)?;
+    if !(1..=50).contains(&request.quantity) {
+        return Err(CardsError::field(
+            "quantity",
+            "quantity must be between 1 and 50",
+        ));
+    }
+    if product(&cards, &request.card_product).is_none() {
+        return Err(CardsError::field("cardProduct", "unknown card product"));
+    }
+    idempotent(
+        &cards,
+        &caller,
+        &headers,
+        "POST /cards/bulk".into(),
+        &body,
+        || async {
+            let now = certbound_store::clock::now();
+            let id = uuid::Uuid::new_v4().to_string();
+            cards
+                .store
+                .insert_bulk_job(&BulkJobRecord {
+                    id: id.clone(),
+                    organisation_id: caller.claims.org_id.clone(),
+                    client_id: caller.claims.client_id.clone(),
+                    request: serde_json::to_string(&request)
+                        .map_err(|error| CardsError::Internal(error.to_string()))?,
+                    quantity: request.quantity,
+                    status: "Pending".into(),
+                    public_tokens: "[]".into(),
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await?;
+            cards.work.notify_one();
+            tracing::info!(
+                id,
+                quantity = request.quantity,
+                "bulk card request accepted"
+            );
+            Ok((StatusCode::ACCEPTED, Some(json!({"id": id}))))
+        },
+    )
+    .await
+}
+
+/// The query of `GET /cards/bulk`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BulkQuery {
+    bulk_card_request_id: Option<String>,
+}
+
+/// `GET /cards/bulk?bulkCardRequestId=`.
+pub(crate) async fn show(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Query(query): Query<BulkQuery>,
+) -> Result<Json<Value>, CardsError> {
+    caller.require("bulkcard.read")?;
+    let id = query
+        .bulk_card_request_id
+        .ok_or_else(|| CardsError::field("bulkCardRequestId", "bulkCardRequestId is required"))?;
+    let job = cards
+        .store
+        .bulk_job(&id)
+        .await?
+        .filter(|job| job.organisation_id == caller.claims.org_id)
+        .ok_or_else(|| CardsError::NotFound(format!("bulk card request {id} does not exist")))?;
+    let tokens: Value = serde_json::from_str(&job.public_tokens).unwrap_or_else(|_| json!([]));
+    Ok(Json(
+        json!({"id": job.id, "status": job.status, "quantity": job.quantity, "publicTokens": tokens}),
+    ))
+}
+
+/// The worker loop.
+pub(crate) async fn run(cards: Arc<Cards>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match cards.store.unfinished_bulk_jobs().await {
+            Ok(jobs) => {
+                for job in jobs {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    if let Err(error) = process(&cards, job, &shutdown).await {
+                        tracing::warn!(%error, "bulk job step failed; it will be retried");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read bulk jobs"),
+        }
+        tokio::select! {
+            _ = cards.work.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn process(
+    cards: &Cards,
+    job: BulkJobRecord,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), CardsError> {
+    let now = certbound_store::clock::now();
+    if !cards
+        .store
+        .claim_bulk_job(&job.id, now, now - STALE_AFTER)
+        .await?
+    {
+        return Ok(());
+    }
+    let request: BulkRequest = serde_json::from_str(&job.request)
+        .map_err(|error| CardsError::Internal(error.to_string()))?;
+    let mut tokens: Vec<String> = serde_json::from_str(&job.public_tokens).unwrap_or_default();
+    let Some(product) = product(cards, &request.card_product).cloned() else {
+        cards
+            .store
+            .update_bulk_job(&job.id, "Failed", &job.public_tokens, now)
+            .await?;
+        return Ok(());
+    };
+    while i64::try_from(tokens.len()).unwrap_or(i64::MAX) < job.quantity {
+        if *shutdown.borrow() {
+            // Stop between cards: what is done is recorded; back to Pending so the next start
+            // (of this or any instance) resumes at once.
+            let recorded = serde_json::to_string(&tokens)
+                .map_err(|error| CardsError::Internal(error.to_string()))?;
+            cards
+                .store
+                .update_bulk_job(&job.id, "Pending", &recorded, certbound_store::clock::now())
+                .await?;
+            return Ok(());
+        }
+        let now = certbound_store::clock::now();
+        let today = time::OffsetDateTime::from_unix_timestamp(now)
+            .map(|at| at.date())
+            .unwrap_or(time::Date::MIN);
+        let year = today.year() + 3;
+        let expiry = time::Date::from_calendar_date(
+            year,
+            today.month(),
+            time::util::days_in_month(today.month(), year),
+        )
+        .unwrap_or(today);
+        let details = json!({
+            "cardType": request.card_type,
+            "cardProduct": request.card_product,
+            "customerReference": format!("bulk-{}", job.id),
+            "cardHolder": null,
+            "address": null,
+            "fulfilment": null,
+            "designId": null,
+            "embossName": "",
+        });
+        let (public_token, _) = issue_card(
+            cards,
+            Tenant {
+                organisation_id: &job.organisation_id,
+                client_id: &job.client_id,
+            },
+            &product,
+            details,
+            true,
+            expiry,
+            now,
+        )
+        .await?;
+        tokens.push(public_token);
+        let recorded = serde_json::to_string(&tokens)
+            .map_err(|error| CardsError::Internal(error.to_string()))?;
+        cards
+            .store
+            .update_bulk_job(&job.id, "Processing", &recorded, now)
+            .await?;
+    }
+    let recorded =
+        serde_json::to_string(&tokens).map_err(|error| CardsError::Internal(error.to_string()))?;
+    cards
+        .store
+        .update_bulk_job(
+            &job.id,
+            "Complete",
+            &recorded,
+            certbound_store::clock::now(),
+        )
+        .await?;
+    tracing::info!(id = %job.id, cards = tokens.len(), "bulk card request complete");
+    Ok(())
+}

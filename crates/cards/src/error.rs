@@ -1,0 +1,160 @@
+//! The Cards API's errors: the Thredd shape `{type, title, status, traceId, errors}` for request
+//! errors, RFC 6750 `WWW-Authenticate` for token errors. One mapping, one place.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Everything the Cards API refuses or fails at.
+#[derive(Debug, thiserror::Error)]
+pub enum CardsError {
+    /// 409: the card's state forbids it (a terminal status, a blocked CVV).
+    #[error("{0}")]
+    Conflict(String),
+    /// 403 `insufficient_scope` (RFC 6750 §3.1): the token lacks the scope.
+    #[error("this call needs the `{0}` scope")]
+    InsufficientScope(&'static str),
+    /// 500, logged with the trace id.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// 401 `invalid_token` (RFC 6750 §3.1): missing, expired, revoked, unknown or wrongly bound.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 404: no such card for this organisation.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413.
+    #[error("the request body is too large")]
+    TooLarge,
+    /// 422: well-formed but not applicable (fulfilment on a virtual card).
+    #[error("{field}: {message}")]
+    Unprocessable {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// 400 with field errors.
+    #[error("one or more validation errors occurred")]
+    Validation(BTreeMap<String, Vec<String>>),
+}
+
+impl CardsError {
+    /// A 400 for one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(BTreeMap::from([(field.to_owned(), vec![message.into()])]))
+    }
+}
+
+impl From<certbound_store::StoreError> for CardsError {
+    fn from(error: certbound_store::StoreError) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+fn problem(
+    status: StatusCode,
+    title: &str,
+    errors: BTreeMap<String, Vec<String>>,
+    trace_id: &str,
+) -> Response {
+    let kind = match status.as_u16() {
+        400 => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+        401 => "https://tools.ietf.org/html/rfc9110#section-15.5.2",
+        403 => "https://tools.ietf.org/html/rfc9110#section-15.5.4",
+        404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+        409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
+        413 => "https://tools.ietf.org/html/rfc9110#section-15.5.14",
+        422 => "https://tools.ietf.org/html/rfc9110#section-15.5.21",
+        _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
+    };
+    let body = json!({"type": kind, "title": title, "status": status.as_u16(), "traceId": trace_id, "errors": errors});
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for CardsError {
+    fn into_response(self) -> Response {
+        let trace_id = uuid::Uuid::new_v4().to_string();
+        let one = |key: &str, message: String| BTreeMap::from([(key.to_owned(), vec![message])]);
+        match self {
+            Self::Validation(errors) => problem(
+                StatusCode::BAD_REQUEST,
+                "One or more validation errors occurred.",
+                errors,
+                &trace_id,
+            ),
+            Self::Conflict(message) => problem(
+                StatusCode::CONFLICT,
+                "Conflict",
+                one("card", message),
+                &trace_id,
+            ),
+            Self::NotFound(message) => problem(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+                one("card", message),
+                &trace_id,
+            ),
+            Self::TooLarge => problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                one(
+                    "body",
+                    "the request body is larger than the API accepts".into(),
+                ),
+                &trace_id,
+            ),
+            Self::Unprocessable { field, message } => problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Unprocessable Entity",
+                one(&field, message),
+                &trace_id,
+            ),
+            Self::InvalidToken(message) => {
+                let mut response = problem(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    one("token", message.clone()),
+                    &trace_id,
+                );
+                let challenge = format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    certbound_http::clean_description(&message)
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
+                }
+                response
+            }
+            Self::InsufficientScope(scope) => {
+                let mut response = problem(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    one("token", format!("this call needs the `{scope}` scope")),
+                    &trace_id,
+                );
+                let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
+                }
+                response
+            }
+            Self::Internal(detail) => {
+                tracing::error!(trace_id, detail, "cards internal error");
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                    BTreeMap::new(),
+                    &trace_id,
+                )
+            }
+        }
+    }
+}

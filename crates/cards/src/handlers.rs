@@ -1,0 +1,621 @@
+//! The Cards API endpoints: extract, check, call the store, map.
+
+// `serde_json::Value["key"]` answers `Null` for a missing key or a non-object; it never panics.
+#![allow(clippy::indexing_slicing)]
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use certbound_store::CardRecord;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::idempotency::idempotent;
+use crate::model::{
+    self, CardType, ChangeStatus, CreateCard, CvvStatus, EncryptedRequest, Errors, Product, SetPin,
+    UpdateCard,
+};
+use crate::{Cards, CardsError};
+
+/// Parses a JSON body, naming the field of any error (`cardHolder.firstName`).
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, CardsError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        };
+        let message = error.inner().to_string();
+        CardsError::field(&field, message)
+    })
+}
+
+fn date(unix: i64) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(|at| at.date())
+        .unwrap_or(time::Date::MIN)
+}
+
+fn iso(date: time::Date) -> String {
+    date.format(time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default()
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The last day of the month three years from `today`.
+fn default_expiry(today: time::Date) -> time::Date {
+    let year = today.year() + 3;
+    let day = time::util::days_in_month(today.month(), year);
+    time::Date::from_calendar_date(year, today.month(), day).unwrap_or(today)
+}
+
+pub(crate) fn seal(
+    cards: &Cards,
+    public_token: &str,
+    what: &str,
+    value: &str,
+) -> Result<String, CardsError> {
+    cards
+        .master
+        .seal(&format!("card:{public_token}:{what}"), value.as_bytes())
+        .map_err(|error| CardsError::Internal(error.to_string()))
+}
+
+fn open(cards: &Cards, public_token: &str, what: &str, sealed: &str) -> Result<String, CardsError> {
+    let bytes = cards
+        .master
+        .open(&format!("card:{public_token}:{what}"), sealed)
+        .map_err(|error| CardsError::Internal(error.to_string()))?;
+    String::from_utf8(bytes.to_vec()).map_err(|error| CardsError::Internal(error.to_string()))
+}
+
+pub(crate) fn product<'a>(cards: &'a Cards, code: &str) -> Option<&'a Product> {
+    cards
+        .config
+        .products
+        .iter()
+        .find(|product| product.code == code)
+}
+
+/// The caller's card, or 404 (another tenant's card does not exist for it).
+async fn owned(
+    cards: &Cards,
+    caller: &Caller,
+    public_token: &str,
+) -> Result<CardRecord, CardsError> {
+    let not_found = || CardsError::NotFound(format!("card {public_token} does not exist"));
+    if public_token.len() != 9 || !public_token.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_found());
+    }
+    cards
+        .store
+        .card(public_token)
+        .await?
+        .filter(|card| card.organisation_id == caller.claims.org_id)
+        .ok_or_else(not_found)
+}
+
+fn details(card: &CardRecord) -> Result<Value, CardsError> {
+    serde_json::from_str(&card.details).map_err(|error| CardsError::Internal(error.to_string()))
+}
+
+/// Who a new card belongs to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tenant<'a> {
+    /// The organisation.
+    pub(crate) organisation_id: &'a str,
+    /// The client that asked.
+    pub(crate) client_id: &'a str,
+}
+
+/// Creates and stores a card; used by `POST /cards` and bulk jobs.
+pub(crate) async fn issue_card(
+    cards: &Cards,
+    tenant: Tenant<'_>,
+    product: &Product,
+    mut details: Value,
+    active: bool,
+    expiry: time::Date,
+    now: i64,
+) -> Result<(String, Value), CardsError> {
+    let pan = model::new_pan(product)?;
+    let cvv = model::random_digits(3)?;
+    let today = date(now);
+    if let Value::Object(map) = &mut details {
+        map.insert("maskedPan".into(), Value::from(model::masked(&pan)));
+        map.insert("startDate".into(), Value::from(iso(today)));
+        map.insert("expiryDate".into(), Value::from(iso(expiry)));
+        map.insert("currencyCode".into(), Value::from(product.currency.clone()));
+    }
+    let status = if active { "00" } else { "02" };
+    for _ in 0..5 {
+        let public_token = model::new_public_token()?;
+        let record = CardRecord {
+            public_token: public_token.clone(),
+            organisation_id: tenant.organisation_id.to_owned(),
+            client_id: tenant.client_id.to_owned(),
+            details: details.to_string(),
+            pan_sealed: seal(cards, &public_token, "pan", &pan)?,
+            cvv_sealed: seal(cards, &public_token, "cvv", &cvv)?,
+            pin_sealed: None,
+            status_code: status.to_owned(),
+            status_updated: json!({"updated": rfc3339(now), "updatedBy": tenant.client_id, "description": "Card issued"}).to_string(),
+            cvv_blocked: false,
+            created_at: now,
+            updated_at: now,
+        };
+        if cards.store.insert_card(&record).await? {
+            tracing::info!(
+                public_token,
+                organisation_id = tenant.organisation_id,
+                "card issued"
+            );
+            return Ok((public_token, details));
+        }
+    }
+    Err(CardsError::Internal(
+        "could not find a free public token".into(),
+    ))
+}
+
+/// `POST /cards`.
+pub(crate) async fn create_card(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    caller.require("cards.write")?;
+    let request: CreateCard = parse(&body)?;
+    let now = certbound_store::clock::now();
+    let today = date(now);
+    let mut errors = Errors::default();
+    let product = product(&cards, &request.card_product);
+    if product.is_none() {
+        let known: Vec<&str> = cards
+            .config
+            .products
+            .iter()
+            .map(|product| product.code.as_str())
+            .collect();
+        errors.add(
+            "cardProduct",
+            format!(
+                "unknown card product; the products are {}",
+                known.join(", ")
+            ),
+        );
+    }
+    if request.customer_reference.trim().is_empty()
+        || request.customer_reference.chars().count() > 50
+    {
+        errors.add(
+            "customerReference",
+            "customerReference is required, at most 50 characters",
+        );
+    }
+    model::check_card_holder(&request.card_holder, "cardHolder", &mut errors);
+    model::check_address(&request.address, "address", &mut errors);
+    if let Some(address) = request
+        .fulfilment
+        .as_ref()
+        .and_then(|fulfilment| fulfilment.address.as_ref())
+    {
+        model::check_address(address, "fulfilment.address", &mut errors);
+    }
+    if let Some(expiry) = &request.expiry_date {
+        model::check_expiry(expiry, &iso(today), &mut errors);
+    }
+    errors.finish()?;
+    if request.fulfilment.is_some() && request.card_type != CardType::Physical {
+        return Err(CardsError::Unprocessable {
+            field: "fulfilment".into(),
+            message: "fulfilment applies to physical cards only".into(),
+        });
+    }
+    let Some(product) = product.cloned() else {
+        return Err(CardsError::field("cardProduct", "unknown card product"));
+    };
+    let endpoint = "POST /cards".to_owned();
+    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
+        let expiry = request
+            .expiry_date
+            .as_deref()
+            .and_then(|value| {
+                time::Date::parse(
+                    value,
+                    time::macros::format_description!("[year]-[month]-[day]"),
+                )
+                .ok()
+            })
+            .unwrap_or_else(|| default_expiry(today));
+        let emboss: String = format!(
+            "{} {}",
+            request.card_holder.first_name.trim(),
+            request.card_holder.last_name.trim()
+        )
+        .to_uppercase()
+        .chars()
+        .take(26)
+        .collect();
+        let details = json!({
+            "cardType": request.card_type,
+            "cardProduct": request.card_product,
+            "customerReference": request.customer_reference,
+            "cardHolder": request.card_holder,
+            "address": request.address,
+            "fulfilment": request.fulfilment,
+            "designId": request.design_id,
+            "embossName": emboss,
+        });
+        let (public_token, details) = issue_card(
+            &cards,
+            Tenant {
+                organisation_id: &caller.claims.org_id,
+                client_id: &caller.claims.client_id,
+            },
+            &product,
+            details,
+            request.activate_now.unwrap_or(true),
+            expiry,
+            now,
+        )
+        .await?;
+        Ok((
+            StatusCode::CREATED,
+            Some(json!({
+                "publicToken": public_token,
+                "customerReference": details["customerReference"],
+                "embossName": details["embossName"],
+                "maskedPan": details["maskedPan"],
+                "startDate": details["startDate"],
+                "expiryDate": details["expiryDate"],
+            })),
+        ))
+    })
+    .await
+}
+
+fn status_view(card: &CardRecord) -> Result<Value, CardsError> {
+    let status = model::status(&card.status_code)
+        .ok_or_else(|| CardsError::Internal("unknown stored status".into()))?;
+    let updated: Value = serde_json::from_str(&card.status_updated).unwrap_or_else(|_| json!({}));
+    Ok(json!({
+        "status": status.name,
+        "cardStatusCode": status.code,
+        "updated": updated["updated"],
+        "updatedBy": updated["updatedBy"],
+        "description": updated["description"],
+    }))
+}
+
+/// `GET /cards/{publicToken}`.
+pub(crate) async fn show_card(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+) -> Result<Json<Value>, CardsError> {
+    caller.require("cards.read")?;
+    let card = owned(&cards, &caller, &public_token).await?;
+    let details = details(&card)?;
+    let status = model::status(&card.status_code)
+        .ok_or_else(|| CardsError::Internal("unknown stored status".into()))?;
+    Ok(Json(json!({
+        "cardType": details["cardType"],
+        "publicToken": card.public_token,
+        "status": status.name,
+        "cardStatusCode": status.code,
+        "cardStatusDescription": status.description,
+        "balance": {
+            "currencyCode": details["currencyCode"],
+            "cardBalance": 0.0,
+            "pendingAmount": 0.0,
+            "availableBalance": 0.0,
+        },
+        "cardDetails": {
+            "cardProduct": details["cardProduct"],
+            "customerReference": details["customerReference"],
+            "maskedPan": details["maskedPan"],
+            "embossName": details["embossName"],
+            "startDate": details["startDate"],
+            "expiryDate": details["expiryDate"],
+            "designId": details["designId"],
+            "cardHolder": details["cardHolder"],
+            "address": details["address"],
+            "fulfilment": details["fulfilment"],
+        },
+    })))
+}
+
+/// `PATCH /cards/{publicToken}`.
+pub(crate) async fn update_card(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    caller.require("cards.write")?;
+    let mut card = owned(&cards, &caller, &public_token).await?;
+    let request: UpdateCard = parse(&body)?;
+    let mut details = details(&card)?;
+    let mut errors = Errors::default();
+    if let Some(reference) = &request.customer_reference
+        && (reference.trim().is_empty() || reference.chars().count() > 50)
+    {
+        errors.add(
+            "customerReference",
+            "customerReference must be 1 to 50 characters",
+        );
+    }
+    if let Some(holder) = &request.card_holder {
+        model::check_card_holder(holder, "cardHolder", &mut errors);
+    }
+    if let Some(address) = &request.address {
+        model::check_address(address, "address", &mut errors);
+    }
+    errors.finish()?;
+    if request.fulfilment.is_some() && details["cardType"] != json!(CardType::Physical) {
+        return Err(CardsError::Unprocessable {
+            field: "fulfilment".into(),
+            message: "fulfilment applies to physical cards only".into(),
+        });
+    }
+    let endpoint = format!("PATCH /cards/{public_token}");
+    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
+        if let Value::Object(map) = &mut details {
+            let mut set = |key: &str, value: Option<Value>| {
+                if let Some(value) = value {
+                    map.insert(key.to_owned(), value);
+                }
+            };
+            set(
+                "customerReference",
+                request.customer_reference.map(Value::from),
+            );
+            set(
+                "cardHolder",
+                request.card_holder.map(|holder| json!(holder)),
+            );
+            set("address", request.address.map(|address| json!(address)));
+            set(
+                "fulfilment",
+                request.fulfilment.map(|fulfilment| json!(fulfilment)),
+            );
+            set("designId", request.design_id.map(Value::from));
+        }
+        card.details = details.to_string();
+        card.updated_at = certbound_store::clock::now();
+        cards.store.update_card(&card).await?;
+        Ok((StatusCode::NO_CONTENT, None))
+    })
+    .await
+}
+
+/// `GET /cards/{publicToken}/status`.
+pub(crate) async fn show_status(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+) -> Result<Json<Value>, CardsError> {
+    caller.require("cards.read")?;
+    let card = owned(&cards, &caller, &public_token).await?;
+    Ok(Json(status_view(&card)?))
+}
+
+/// `PUT /cards/{publicToken}/status`.
+pub(crate) async fn change_status(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    caller.require("cards.write")?;
+    let mut card = owned(&cards, &caller, &public_token).await?;
+    let request: ChangeStatus = parse(&body)?;
+    let wanted = request
+        .card_status_code
+        .as_deref()
+        .or(request.status.as_deref())
+        .ok_or_else(|| {
+            CardsError::field(
+                "cardStatusCode",
+                "give cardStatusCode (e.g. \"41\") or status (e.g. \"Lost\")",
+            )
+        })?;
+    let known: Vec<String> = model::STATUSES
+        .iter()
+        .map(|status| format!("{} {}", status.code, status.name))
+        .collect();
+    let to = model::status(wanted).ok_or_else(|| {
+        CardsError::field(
+            "cardStatusCode",
+            format!("unknown status; the statuses are {}", known.join(", ")),
+        )
+    })?;
+    if let (Some(code), Some(name)) = (&request.card_status_code, &request.status)
+        && model::status(name).map(|status| status.code) != Some(to.code)
+    {
+        return Err(CardsError::field(
+            "status",
+            format!("status `{name}` does not match cardStatusCode `{code}`"),
+        ));
+    }
+    let from = model::status(&card.status_code)
+        .ok_or_else(|| CardsError::Internal("unknown stored status".into()))?;
+    model::transition(from, to)?;
+    let endpoint = format!("PUT /cards/{public_token}/status");
+    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
+        let now = certbound_store::clock::now();
+        card.status_code = to.code.to_owned();
+        card.status_updated = json!({
+            "updated": rfc3339(now),
+            "updatedBy": request.updated_by.unwrap_or_else(|| caller.claims.client_id.clone()),
+            "description": request.description.unwrap_or_else(|| to.description.to_owned()),
+        })
+        .to_string();
+        card.updated_at = now;
+        cards.store.update_card(&card).await?;
+        tracing::info!(public_token = %card.public_token, status = to.code, "card status changed");
+        Ok((StatusCode::OK, Some(status_view(&card)?)))
+    })
+    .await
+}
+
+/// `POST /cards/{publicToken}/pin`.
+pub(crate) async fn set_pin(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    caller.require("pin.write")?;
+    let mut card = owned(&cards, &caller, &public_token).await?;
+    let request: SetPin = parse(&body)?;
+    model::check_pin(&request.pin)?;
+    let endpoint = format!("POST /cards/{public_token}/pin");
+    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
+        card.pin_sealed = Some(seal(&cards, &card.public_token, "pin", &request.pin)?);
+        card.updated_at = certbound_store::clock::now();
+        cards.store.update_card(&card).await?;
+        Ok((StatusCode::NO_CONTENT, None))
+    })
+    .await
+}
+
+/// `GET /cards/{publicToken}/pin`.
+pub(crate) async fn show_pin(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+) -> Result<Json<Value>, CardsError> {
+    caller.require("pin.read")?;
+    let card = owned(&cards, &caller, &public_token).await?;
+    let sealed = card
+        .pin_sealed
+        .as_deref()
+        .ok_or_else(|| CardsError::NotFound("no PIN has been set on this card".into()))?;
+    Ok(Json(
+        json!({"pin": open(&cards, &card.public_token, "pin", sealed)?}),
+    ))
+}
+
+/// `GET /cards/{publicToken}/cvv`.
+pub(crate) async fn show_cvv(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+) -> Result<Json<Value>, CardsError> {
+    caller.require("cvv.read")?;
+    let card = owned(&cards, &caller, &public_token).await?;
+    if card.cvv_blocked {
+        return Err(CardsError::Conflict(
+            "CVV lookups are blocked on this card: unblock them first".into(),
+        ));
+    }
+    Ok(Json(
+        json!({"cvv": open(&cards, &card.public_token, "cvv", &card.cvv_sealed)?, "resultStatus": "Success"}),
+    ))
+}
+
+/// `GET /cards/{publicToken}/cvv/status`.
+pub(crate) async fn show_cvv_status(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+) -> Result<Json<Value>, CardsError> {
+    caller.require("cvv.read")?;
+    let card = owned(&cards, &caller, &public_token).await?;
+    Ok(Json(
+        json!({"status": if card.cvv_blocked { "Blocked" } else { "Unblocked" }}),
+    ))
+}
+
+/// `POST /cards/{publicToken}/cvv/status`.
+pub(crate) async fn change_cvv_status(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    caller.require("cvv.write")?;
+    let mut card = owned(&cards, &caller, &public_token).await?;
+    let request: CvvStatus = parse(&body)?;
+    let blocked = match request.status.as_str() {
+        "Blocked" => true,
+        "Unblocked" => false,
+        _ => {
+            return Err(CardsError::field(
+                "status",
+                "status must be Blocked or Unblocked",
+            ));
+        }
+    };
+    let endpoint = format!("POST /cards/{public_token}/cvv/status");
+    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
+        card.cvv_blocked = blocked;
+        card.updated_at = certbound_store::clock::now();
+        cards.store.update_card(&card).await?;
+        Ok((StatusCode::OK, Some(json!({"status": request.status}))))
+    })
+    .await
+}
+
+/// `POST /cards/{publicToken}/encrypted`: PAN, CVV, expiry and emboss name, encrypted to the
+/// client's AES key and signed by the card service.
+pub(crate) async fn encrypted(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    caller.require("cards.encrypted")?;
+    let card = owned(&cards, &caller, &public_token).await?;
+    let request: EncryptedRequest = parse(&body)?;
+    let details = details(&card)?;
+    let plaintext = zeroize::Zeroizing::new(
+        json!({
+            "pan": open(&cards, &card.public_token, "pan", &card.pan_sealed)?,
+            "cvv": open(&cards, &card.public_token, "cvv", &card.cvv_sealed)?,
+            "expiryDate": details["expiryDate"],
+            "embossName": details["embossName"],
+        })
+        .to_string(),
+    );
+    let payload = cards
+        .keys
+        .encrypt_for_client(&request.key, plaintext.as_bytes())?;
+    Ok(Json(payload).into_response())
+}
+
+/// `GET /keys`: the Cards API's encryption and signing keys. mTLS only, no token.
+pub(crate) async fn keys(
+    State(cards): State<Arc<Cards>>,
+    peer: Option<certbound_http::PeerCertificate>,
+) -> Result<Json<certbound_pki::JwkSet>, CardsError> {
+    if peer.is_none() {
+        return Err(CardsError::InvalidToken(
+            "present your transport certificate (mutual TLS)".into(),
+        ));
+    }
+    Ok(Json(cards.keys.jwks().clone()))
+}

@@ -1,0 +1,121 @@
+//! The Cards API: the Thredd Cards API the seed exists to reach. Card issuing, status, PIN, CVV,
+//! encrypted card data and bulk creation, behind mTLS and certificate-bound access tokens.
+//!
+//! Every call proves three things before it touches a card: the access token verifies with the
+//! authorization server's keys and is unexpired and unrevoked; its `cnf.x5t#S256` is the
+//! certificate on this connection (RFC 8705 §3); it carries the call's scope. A card belongs to
+//! the organisation (`org_id`) of the client that made it, and no other tenant can see it.
+//! PAN, PIN and CVV are sealed under the master key and leave only through their endpoints.
+
+mod auth;
+mod bulk;
+pub mod crypto;
+mod error;
+mod handlers;
+mod idempotency;
+pub mod model;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use certbound_authz::fetch::KeyCache;
+use certbound_store::{AuthzStore, CardsStore, MasterKey};
+
+pub use error::CardsError;
+
+/// Everything the Cards API reads and writes, as one trait object.
+pub trait Store: CardsStore + AuthzStore {}
+impl<T: CardsStore + AuthzStore> Store for T {}
+
+/// The largest request body the API reads.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The Cards API's settings.
+#[derive(Clone, Debug)]
+pub struct CardsConfig {
+    /// The authorization server whose tokens are accepted (`iss`).
+    pub issuer: String,
+    /// Its JWKS.
+    pub jwks_uri: String,
+    /// Card products.
+    pub products: Vec<model::Product>,
+}
+
+/// The Cards API.
+pub struct Cards {
+    config: CardsConfig,
+    store: Arc<dyn Store>,
+    master: Arc<MasterKey>,
+    keys: crypto::CardKeys,
+    token_keys: KeyCache,
+    work: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Cards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cards")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cards {
+    /// Assembles the API.
+    pub fn new(
+        config: CardsConfig,
+        store: Arc<dyn Store>,
+        master: Arc<MasterKey>,
+        keys: crypto::CardKeys,
+        token_key_source: Box<dyn certbound_authz::fetch::KeySource>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            store,
+            master,
+            keys,
+            token_keys: KeyCache::new(token_key_source),
+            work: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Runs the bulk job worker until `shutdown` flips: it resumes unfinished jobs at start.
+    pub async fn run_bulk_worker(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        bulk::run(self, shutdown).await;
+    }
+
+    /// Port 8444's router: everything under `/api/v1`, `/healthz` at the root.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let api = Router::new()
+            .route("/cards", post(handlers::create_card))
+            .route("/cards/bulk", post(bulk::create).get(bulk::show))
+            .route(
+                "/cards/{public_token}",
+                get(handlers::show_card).patch(handlers::update_card),
+            )
+            .route(
+                "/cards/{public_token}/status",
+                get(handlers::show_status).put(handlers::change_status),
+            )
+            .route(
+                "/cards/{public_token}/pin",
+                get(handlers::show_pin).post(handlers::set_pin),
+            )
+            .route("/cards/{public_token}/cvv", get(handlers::show_cvv))
+            .route(
+                "/cards/{public_token}/cvv/status",
+                get(handlers::show_cvv_status).post(handlers::change_cvv_status),
+            )
+            .route("/cards/{public_token}/encrypted", post(handlers::encrypted))
+            .route("/keys", get(handlers::keys))
+            .route("/openapi.json", get(openapi::document))
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .with_state(self.clone());
+        Router::new()
+            .nest("/api/v1", api)
+            .route("/healthz", get(|| async { "ok" }))
+            .fallback(|| async { CardsError::NotFound("no such endpoint".into()) })
+    }
+}

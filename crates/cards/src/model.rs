@@ -1,0 +1,495 @@
+//! The Cards API's data: requests as the Thredd API names them (camelCase, unknown fields
+//! refused), the status code table, card products and PAN generation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CardsError;
+
+/// `cardType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CardType {
+    /// A virtual card that issues other virtual cards.
+    #[serde(rename = "Master Virtual")]
+    MasterVirtual,
+    /// A plastic card: may have fulfilment details.
+    Physical,
+    /// A card with no plastic.
+    Virtual,
+}
+
+/// `cardHolder`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CardHolder {
+    /// Mr, Ms...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// `YYYY-MM-DD`.
+    pub date_of_birth: String,
+}
+
+/// `address`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Address {
+    /// First line.
+    pub address_line1: String,
+    /// Second line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_line2: Option<String>,
+    /// City.
+    pub city: String,
+    /// County.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub county: Option<String>,
+    /// Post code.
+    pub post_code: String,
+    /// ISO 3166-1 alpha-3.
+    pub country: String,
+}
+
+/// `fulfilment` (physical cards only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fulfilment {
+    /// Where to send the plastic; the card holder's address if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// Delivery method (e.g. `Standard`, `Courier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_method: Option<String>,
+    /// Name on the carrier letter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_name: Option<String>,
+}
+
+/// `POST /cards`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateCard {
+    /// Physical, Virtual or Master Virtual.
+    pub card_type: CardType,
+    /// A configured product (`10001`...).
+    pub card_product: String,
+    /// The issuer's own reference.
+    pub customer_reference: String,
+    /// Who the card is for.
+    pub card_holder: CardHolder,
+    /// Where they live.
+    pub address: Address,
+    /// Physical only.
+    #[serde(default)]
+    pub fulfilment: Option<Fulfilment>,
+    /// Active at once (status 00) or inactive until activated (02). Default true.
+    #[serde(default)]
+    pub activate_now: Option<bool>,
+    /// Card design.
+    #[serde(default)]
+    pub design_id: Option<String>,
+    /// `YYYY-MM-DD`; default the end of the month three years ahead.
+    #[serde(default)]
+    pub expiry_date: Option<String>,
+}
+
+/// `PATCH /cards/{publicToken}`: any subset.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateCard {
+    /// New reference.
+    #[serde(default)]
+    pub customer_reference: Option<String>,
+    /// New holder details.
+    #[serde(default)]
+    pub card_holder: Option<CardHolder>,
+    /// New address.
+    #[serde(default)]
+    pub address: Option<Address>,
+    /// New fulfilment (physical only: 422 otherwise).
+    #[serde(default)]
+    pub fulfilment: Option<Fulfilment>,
+    /// New design.
+    #[serde(default)]
+    pub design_id: Option<String>,
+}
+
+/// `PUT /cards/{publicToken}/status`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChangeStatus {
+    /// Two-character code.
+    #[serde(default)]
+    pub card_status_code: Option<String>,
+    /// Or its name.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Who changed it; the client by default.
+    #[serde(default)]
+    pub updated_by: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `POST /cards/{publicToken}/pin`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPin {
+    /// 4 to 12 digits.
+    pub pin: String,
+}
+
+/// `POST /cards/{publicToken}/cvv/status`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CvvStatus {
+    /// `Blocked` or `Unblocked`.
+    pub status: String,
+}
+
+/// `POST /cards/{publicToken}/encrypted`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptedRequest {
+    /// base64(RSA-OAEP-256(cards encryption key, 32-byte AES key)).
+    pub key: String,
+}
+
+/// `POST /cards/bulk`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkRequest {
+    /// A configured product.
+    pub card_product: String,
+    /// The type of every card.
+    pub card_type: CardType,
+    /// 1 to 50.
+    pub quantity: i64,
+}
+
+/// A status of the table below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The two-character code.
+    pub code: &'static str,
+    /// Its name.
+    pub name: &'static str,
+    /// What it means.
+    pub description: &'static str,
+    /// No way back to Active.
+    pub terminal: bool,
+}
+
+/// The card status codes. A card starts `00` (or `02` with `activateNow: false`); terminal
+/// states cannot change again (409).
+pub const STATUSES: &[Status] = &[
+    Status {
+        code: "00",
+        name: "Active",
+        description: "Card is active",
+        terminal: false,
+    },
+    Status {
+        code: "02",
+        name: "Inactive",
+        description: "Issued, awaiting activation",
+        terminal: false,
+    },
+    Status {
+        code: "05",
+        name: "Blocked",
+        description: "Temporarily blocked (do not honour)",
+        terminal: false,
+    },
+    Status {
+        code: "41",
+        name: "Lost",
+        description: "Reported lost",
+        terminal: true,
+    },
+    Status {
+        code: "43",
+        name: "Stolen",
+        description: "Reported stolen",
+        terminal: true,
+    },
+    Status {
+        code: "46",
+        name: "Closed",
+        description: "Account closed",
+        terminal: true,
+    },
+    Status {
+        code: "83",
+        name: "Destroyed",
+        description: "Card destroyed",
+        terminal: true,
+    },
+];
+
+/// The status with this code or name.
+pub fn status(code_or_name: &str) -> Option<&'static Status> {
+    STATUSES.iter().find(|status| {
+        status.code == code_or_name || status.name.eq_ignore_ascii_case(code_or_name)
+    })
+}
+
+/// Whether a card may move from `from` to `to`.
+pub fn transition(from: &Status, to: &Status) -> Result<(), CardsError> {
+    if from.terminal {
+        return Err(CardsError::Conflict(format!(
+            "the card is {} ({}), a terminal status: it cannot change to {} ({})",
+            from.name, from.code, to.name, to.code
+        )));
+    }
+    if to.code == "02" && from.code != "02" {
+        return Err(CardsError::Conflict(
+            "a card that was activated cannot become inactive again".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A card product: BIN and currency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Product {
+    /// Product code.
+    pub code: String,
+    /// The six-digit BIN PANs start with.
+    pub bin: String,
+    /// ISO 4217 currency.
+    pub currency: String,
+}
+
+/// The default products `10001`, `10002`, `10003`.
+pub fn default_products() -> Vec<Product> {
+    [
+        ("10001", "459999", "GBP"),
+        ("10002", "535522", "EUR"),
+        ("10003", "400000", "USD"),
+    ]
+    .into_iter()
+    .map(|(code, bin, currency)| Product {
+        code: code.into(),
+        bin: bin.into(),
+        currency: currency.into(),
+    })
+    .collect()
+}
+
+/// The Luhn check digit of `digits`.
+pub fn luhn_check_digit(digits: &str) -> u32 {
+    let sum: u32 = digits
+        .chars()
+        .rev()
+        .filter_map(|c| c.to_digit(10))
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let doubled = d * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+/// Whether a number passes the Luhn check.
+pub fn luhn_valid(number: &str) -> bool {
+    match number
+        .len()
+        .checked_sub(1)
+        .and_then(|last| number.get(..last).zip(number.get(last..)))
+    {
+        Some((body, check)) => check.parse::<u32>().ok() == Some(luhn_check_digit(body)),
+        None => false,
+    }
+}
+
+/// `count` random decimal digits.
+pub fn random_digits(count: usize) -> Result<String, CardsError> {
+    let mut bytes = vec![0u8; count * 2];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CardsError::Internal("no randomness".into()))?;
+    // Two bytes per digit, reduced mod 10: a bias of under 0.01 %.
+    Ok(bytes
+        .chunks(2)
+        .map(|pair| {
+            let value = u16::from_be_bytes([
+                pair.first().copied().unwrap_or_default(),
+                pair.get(1).copied().unwrap_or_default(),
+            ]);
+            char::from(b'0' + (value % 10) as u8)
+        })
+        .collect())
+}
+
+/// A 16-digit Luhn-valid PAN from the product's BIN.
+pub fn new_pan(product: &Product) -> Result<String, CardsError> {
+    let body = format!("{}{}", product.bin, random_digits(15 - product.bin.len())?);
+    Ok(format!("{body}{}", luhn_check_digit(&body)))
+}
+
+/// A 9-digit public token not starting with 0.
+pub fn new_public_token() -> Result<String, CardsError> {
+    let digits = random_digits(9)?;
+    Ok(match digits.strip_prefix('0') {
+        Some(rest) => format!("1{rest}"),
+        None => digits,
+    })
+}
+
+/// First six and last four digits.
+pub fn masked(pan: &str) -> String {
+    let first = pan.get(..6).unwrap_or_default();
+    let last = pan.get(pan.len().saturating_sub(4)..).unwrap_or_default();
+    format!("{first}{}{last}", "*".repeat(pan.len().saturating_sub(10)))
+}
+
+/// Collects field errors.
+#[derive(Debug, Default)]
+pub struct Errors(BTreeMap<String, Vec<String>>);
+
+impl Errors {
+    /// Adds an error for `field`.
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0
+            .entry(field.to_owned())
+            .or_default()
+            .push(message.into());
+    }
+
+    /// Ok if empty.
+    pub fn finish(self) -> Result<(), CardsError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(CardsError::Validation(self.0))
+        }
+    }
+}
+
+fn is_date(value: &str) -> bool {
+    time::Date::parse(
+        value,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .is_ok()
+}
+
+/// Checks a card holder.
+pub fn check_card_holder(holder: &CardHolder, prefix: &str, errors: &mut Errors) {
+    for (field, value, max) in [
+        ("firstName", &holder.first_name, 50),
+        ("lastName", &holder.last_name, 50),
+    ] {
+        if value.trim().is_empty() || value.chars().count() > max {
+            errors.add(
+                &format!("{prefix}.{field}"),
+                format!("{field} is required, at most {max} characters"),
+            );
+        }
+    }
+    if !is_date(&holder.date_of_birth) {
+        errors.add(
+            &format!("{prefix}.dateOfBirth"),
+            "dateOfBirth must be a date, YYYY-MM-DD",
+        );
+    }
+}
+
+/// Checks an address.
+pub fn check_address(address: &Address, prefix: &str, errors: &mut Errors) {
+    for (field, value) in [
+        ("addressLine1", &address.address_line1),
+        ("city", &address.city),
+        ("postCode", &address.post_code),
+    ] {
+        if value.trim().is_empty() || value.chars().count() > 100 {
+            errors.add(
+                &format!("{prefix}.{field}"),
+                format!("{field} is required, at most 100 characters"),
+            );
+        }
+    }
+    if !(address.country.len() == 3 && address.country.bytes().all(|b| b.is_ascii_uppercase())) {
+        errors.add(
+            &format!("{prefix}.country"),
+            "country must be an ISO 3166-1 alpha-3 code such as GBR",
+        );
+    }
+}
+
+/// Checks a PIN: 4 to 12 digits.
+pub fn check_pin(pin: &str) -> Result<(), CardsError> {
+    if (4..=12).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(CardsError::field("pin", "pin must be 4 to 12 digits"))
+    }
+}
+
+/// Checks an expiry date given at creation: a date in the future.
+pub fn check_expiry(value: &str, today: &str, errors: &mut Errors) {
+    if !is_date(value) || value <= today {
+        errors.add("expiryDate", "expiryDate must be a future date, YYYY-MM-DD");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pans_are_luhn_valid_with_the_bin() {
+        for product in default_products() {
+            let pan = new_pan(&product).unwrap();
+            assert_eq!(pan.len(), 16);
+            assert!(pan.starts_with(&product.bin));
+            assert!(luhn_valid(&pan), "{pan}");
+        }
+        assert!(luhn_valid("4539578763621486"));
+        assert!(!luhn_valid("4539578763621487"));
+        assert_eq!(masked("4599991234567890"), "459999******7890");
+    }
+
+    #[test]
+    fn terminal_states_do_not_come_back() {
+        let active = status("00").unwrap();
+        let lost = status("Lost").unwrap();
+        assert!(transition(active, lost).is_ok());
+        assert!(matches!(
+            transition(lost, active),
+            Err(CardsError::Conflict(_))
+        ));
+        assert!(matches!(
+            transition(active, status("02").unwrap()),
+            Err(CardsError::Conflict(_))
+        ));
+        assert!(transition(status("02").unwrap(), active).is_ok());
+    }
+
+    #[test]
+    fn pins_are_four_to_twelve_digits() {
+        assert!(check_pin("1234").is_ok());
+        assert!(check_pin("123456789012").is_ok());
+        assert!(check_pin("123").is_err());
+        assert!(check_pin("1234567890123").is_err());
+        assert!(check_pin("12a4").is_err());
+    }
+
+    #[test]
+    fn public_tokens_are_nine_digits() {
+        for _ in 0..50 {
+            let token = new_public_token().unwrap();
+            assert_eq!(token.len(), 9);
+            assert!(!token.starts_with('0'));
+        }
+    }
+}

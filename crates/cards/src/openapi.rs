@@ -1,0 +1,270 @@
+//! The OpenAPI 3 document of the Cards API, served at `/api/v1/openapi.json`. It is written here
+//! next to the router, and a test checks that every route of the router is documented and every
+//! documented path is routed (`ROUTES`).
+
+use axum::Json;
+use serde_json::{Value, json};
+
+/// Every (method, path) the router serves under `/api/v1`, as documented.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/cards"),
+    ("get", "/cards/{publicToken}"),
+    ("patch", "/cards/{publicToken}"),
+    ("get", "/cards/{publicToken}/status"),
+    ("put", "/cards/{publicToken}/status"),
+    ("get", "/cards/{publicToken}/pin"),
+    ("post", "/cards/{publicToken}/pin"),
+    ("get", "/cards/{publicToken}/cvv"),
+    ("get", "/cards/{publicToken}/cvv/status"),
+    ("post", "/cards/{publicToken}/cvv/status"),
+    ("post", "/cards/{publicToken}/encrypted"),
+    ("get", "/keys"),
+    ("post", "/cards/bulk"),
+    ("get", "/cards/bulk"),
+];
+
+fn error_responses(extra: &[(&str, &str)]) -> Value {
+    let mut responses = json!({
+        "400": {"description": "Validation error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+        "401": {"description": "Missing, expired, revoked or wrongly bound token (WWW-Authenticate: Bearer error=\"invalid_token\")", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+        "403": {"description": "Missing scope (insufficient_scope)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+        "404": {"description": "No such card for this organisation", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+        "413": {"description": "Body too large", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+    });
+    if let Value::Object(map) = &mut responses {
+        for (code, description) in extra {
+            map.insert((*code).to_owned(), json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}));
+        }
+    }
+    responses
+}
+
+fn operation(
+    summary: &str,
+    scope: Option<&str>,
+    body: Option<&str>,
+    ok: (&str, Option<&str>),
+    extra: &[(&str, &str)],
+) -> Value {
+    let mut responses = error_responses(extra);
+    let (code, schema) = ok;
+    let success = match schema {
+        Some(schema) => {
+            json!({"description": "Success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+        }
+        None => json!({"description": "Success"}),
+    };
+    if let Value::Object(map) = &mut responses {
+        map.insert(code.to_owned(), success);
+    }
+    let mut op = json!({
+        "summary": summary,
+        "responses": responses,
+        "security": match scope { Some(scope) => json!([{"bearer": [scope]}]), None => json!([]) },
+    });
+    if let (Some(schema), Value::Object(map)) = (body, &mut op) {
+        map.insert("requestBody".into(), json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}));
+    }
+    op
+}
+
+fn with_token(mut op: Value) -> Value {
+    if let Value::Object(map) = &mut op {
+        map.insert(
+            "parameters".into(),
+            json!([{"$ref": "#/components/parameters/publicToken"}]),
+        );
+    }
+    op
+}
+
+fn idempotent(mut op: Value) -> Value {
+    if let Some(Value::Array(parameters)) = op.get_mut("parameters") {
+        parameters.push(json!({"$ref": "#/components/parameters/IdempotencyKey"}));
+    } else if let Value::Object(map) = &mut op {
+        map.insert(
+            "parameters".into(),
+            json!([{"$ref": "#/components/parameters/IdempotencyKey"}]),
+        );
+    }
+    op
+}
+
+/// The document.
+pub fn spec() -> Value {
+    let address = json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["addressLine1", "city", "postCode", "country"],
+        "properties": {
+            "addressLine1": {"type": "string", "minLength": 1, "maxLength": 100},
+            "addressLine2": {"type": "string", "maxLength": 100},
+            "city": {"type": "string", "minLength": 1, "maxLength": 100},
+            "county": {"type": "string", "maxLength": 100},
+            "postCode": {"type": "string", "minLength": 1, "maxLength": 100},
+            "country": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 3166-1 alpha-3"}
+        }
+    });
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "certbound Cards API",
+            "version": "1.0.0",
+            "description": "The Thredd Cards API as certbound serves it: every call needs mutual TLS with the certificate the access token is bound to (RFC 8705) and `Authorization: Bearer`. Card status codes: 00 Active, 02 Inactive (activateNow: false), 05 Blocked, 41 Lost, 43 Stolen, 46 Closed, 83 Destroyed; 41, 43, 46 and 83 are terminal."
+        },
+        "servers": [{"url": "/api/v1"}],
+        "paths": {
+            "/cards": {
+                "post": idempotent(operation("Create a card", Some("cards.write"), Some("CreateCard"), ("201", Some("CreatedCard")), &[("422", "fulfilment on a virtual card")]))
+            },
+            "/cards/{publicToken}": {
+                "get": with_token(operation("Get a card", Some("cards.read"), None, ("200", Some("Card")), &[])),
+                "patch": idempotent(with_token(operation("Update a card", Some("cards.write"), Some("UpdateCard"), ("204", None), &[("422", "fulfilment on a virtual card")])))
+            },
+            "/cards/{publicToken}/status": {
+                "get": with_token(operation("Get the status", Some("cards.read"), None, ("200", Some("CardStatus")), &[])),
+                "put": idempotent(with_token(operation("Change the status", Some("cards.write"), Some("ChangeStatus"), ("200", Some("CardStatus")), &[("409", "a terminal status cannot change")])))
+            },
+            "/cards/{publicToken}/pin": {
+                "get": with_token(operation("Get the PIN", Some("pin.read"), None, ("200", Some("Pin")), &[])),
+                "post": idempotent(with_token(operation("Set the PIN", Some("pin.write"), Some("Pin"), ("204", None), &[])))
+            },
+            "/cards/{publicToken}/cvv": {
+                "get": with_token(operation("Get the CVV", Some("cvv.read"), None, ("200", Some("Cvv")), &[("409", "CVV lookups are blocked")]))
+            },
+            "/cards/{publicToken}/cvv/status": {
+                "get": with_token(operation("Get the CVV status", Some("cvv.read"), None, ("200", Some("CvvStatus")), &[])),
+                "post": idempotent(with_token(operation("Block or unblock CVV lookups", Some("cvv.write"), Some("CvvStatus"), ("200", Some("CvvStatus")), &[])))
+            },
+            "/cards/{publicToken}/encrypted": {
+                "post": with_token(operation("Get the card data encrypted to the client's key", Some("cards.encrypted"), Some("EncryptedRequest"), ("200", Some("EncryptedPayload")), &[]))
+            },
+            "/keys": {
+                "get": operation("The Cards API's encryption and signing keys (mTLS only)", None, None, ("200", Some("Jwks")), &[])
+            },
+            "/cards/bulk": {
+                "post": idempotent(operation("Create cards in bulk, in the background", Some("bulkcard.write"), Some("BulkRequest"), ("202", Some("BulkAccepted")), &[])),
+                "get": {
+                    "summary": "Get a bulk request",
+                    "security": [{"bearer": ["bulkcard.read"]}],
+                    "parameters": [{"name": "bulkCardRequestId", "in": "query", "required": true, "schema": {"type": "string", "format": "uuid"}}],
+                    "responses": {
+                        "200": {"description": "Success", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BulkJob"}}}},
+                        "400": {"description": "Validation error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+                        "401": {"description": "Token error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+                        "403": {"description": "Missing scope", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+                        "404": {"description": "No such request", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+                    }
+                }
+            }
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT, certificate-bound (RFC 8705)"}},
+            "parameters": {
+                "publicToken": {"name": "publicToken", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9]{9}$"}},
+                "IdempotencyKey": {"name": "IdempotencyKey", "in": "header", "required": false, "schema": {"type": "string", "format": "uuid"}, "description": "Kept one hour: the same key replays the first response; on another endpoint or with another body it is refused with 400."}
+            },
+            "schemas": {
+                "Problem": {"type": "object", "required": ["type", "title", "status", "traceId", "errors"], "properties": {
+                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "traceId": {"type": "string"},
+                    "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}
+                }},
+                "CardHolder": {"type": "object", "additionalProperties": false, "required": ["firstName", "lastName", "dateOfBirth"], "properties": {
+                    "title": {"type": "string"}, "firstName": {"type": "string", "minLength": 1, "maxLength": 50},
+                    "lastName": {"type": "string", "minLength": 1, "maxLength": 50}, "dateOfBirth": {"type": "string", "format": "date"}
+                }},
+                "Address": address,
+                "Fulfilment": {"type": "object", "additionalProperties": false, "properties": {
+                    "address": {"$ref": "#/components/schemas/Address"}, "deliveryMethod": {"type": "string"}, "carrierName": {"type": "string"}
+                }},
+                "CreateCard": {"type": "object", "additionalProperties": false, "required": ["cardType", "cardProduct", "customerReference", "cardHolder", "address"], "properties": {
+                    "cardType": {"type": "string", "enum": ["Physical", "Virtual", "Master Virtual"]},
+                    "cardProduct": {"type": "string", "enum": ["10001", "10002", "10003"]},
+                    "customerReference": {"type": "string", "minLength": 1, "maxLength": 50},
+                    "cardHolder": {"$ref": "#/components/schemas/CardHolder"},
+                    "address": {"$ref": "#/components/schemas/Address"},
+                    "fulfilment": {"$ref": "#/components/schemas/Fulfilment"},
+                    "activateNow": {"type": "boolean"},
+                    "designId": {"type": "string"},
+                    "expiryDate": {"type": "string", "format": "date"}
+                }},
+                "CreatedCard": {"type": "object", "properties": {
+                    "publicToken": {"type": "string"}, "customerReference": {"type": "string"}, "embossName": {"type": "string"},
+                    "maskedPan": {"type": "string"}, "startDate": {"type": "string"}, "expiryDate": {"type": "string"}
+                }},
+                "UpdateCard": {"type": "object", "additionalProperties": false, "properties": {
+                    "customerReference": {"type": "string", "minLength": 1, "maxLength": 50},
+                    "cardHolder": {"$ref": "#/components/schemas/CardHolder"},
+                    "address": {"$ref": "#/components/schemas/Address"},
+                    "fulfilment": {"$ref": "#/components/schemas/Fulfilment"},
+                    "designId": {"type": "string"}
+                }},
+                "Card": {"type": "object", "properties": {
+                    "cardType": {"type": "string"}, "publicToken": {"type": "string"}, "status": {"type": "string"},
+                    "cardStatusCode": {"type": "string"}, "cardStatusDescription": {"type": "string"},
+                    "balance": {"type": "object", "properties": {"currencyCode": {"type": "string"}, "cardBalance": {"type": "number"}, "pendingAmount": {"type": "number"}, "availableBalance": {"type": "number"}}},
+                    "cardDetails": {"type": "object"}
+                }},
+                "ChangeStatus": {"type": "object", "additionalProperties": false, "properties": {
+                    "cardStatusCode": {"type": "string", "enum": ["00", "02", "05", "41", "43", "46", "83"]},
+                    "status": {"type": "string", "enum": ["Active", "Inactive", "Blocked", "Lost", "Stolen", "Closed", "Destroyed"]},
+                    "updatedBy": {"type": "string"}, "description": {"type": "string"}
+                }},
+                "CardStatus": {"type": "object", "properties": {
+                    "status": {"type": "string"}, "cardStatusCode": {"type": "string"}, "updated": {"type": "string"},
+                    "updatedBy": {"type": "string"}, "description": {"type": "string"}
+                }},
+                "Pin": {"type": "object", "additionalProperties": false, "required": ["pin"], "properties": {"pin": {"type": "string", "pattern": "^[0-9]{4,12}$"}}},
+                "Cvv": {"type": "object", "properties": {"cvv": {"type": "string"}, "resultStatus": {"type": "string"}}},
+                "CvvStatus": {"type": "object", "additionalProperties": false, "required": ["status"], "properties": {"status": {"type": "string", "enum": ["Blocked", "Unblocked"]}}},
+                "EncryptedRequest": {"type": "object", "additionalProperties": false, "required": ["key"], "properties": {"key": {"type": "string", "description": "base64(RSA-OAEP-256(encryption key of /keys, 32-byte AES key))"}}},
+                "EncryptedPayload": {"type": "object", "properties": {
+                    "iv": {"type": "string"}, "encryptedPayload": {"type": "string"}, "signatureOfPayloadAndIv": {"type": "string"}
+                }},
+                "Jwks": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
+                "BulkRequest": {"type": "object", "additionalProperties": false, "required": ["cardProduct", "cardType", "quantity"], "properties": {
+                    "cardProduct": {"type": "string", "enum": ["10001", "10002", "10003"]},
+                    "cardType": {"type": "string", "enum": ["Physical", "Virtual", "Master Virtual"]},
+                    "quantity": {"type": "integer", "minimum": 1, "maximum": 50}
+                }},
+                "BulkAccepted": {"type": "object", "properties": {"id": {"type": "string"}}},
+                "BulkJob": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "status": {"type": "string", "enum": ["Pending", "Processing", "Complete", "Failed"]},
+                    "quantity": {"type": "integer"}, "publicTokens": {"type": "array", "items": {"type": "string"}}
+                }}
+            }
+        }
+    })
+}
+
+/// `GET /api/v1/openapi.json`.
+pub(crate) async fn document() -> Json<Value> {
+    Json(spec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_and_every_documented_path_is_a_route() {
+        let spec = spec();
+        let paths = spec["paths"].as_object().unwrap();
+        let mut documented: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(path, methods)| {
+                methods
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        documented.sort();
+        let mut routed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+            .collect();
+        routed.sort();
+        assert_eq!(documented, routed);
+    }
+}
