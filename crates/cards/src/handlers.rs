@@ -26,6 +26,12 @@ use crate::{Cards, CardsError};
 pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, CardsError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        if !matches!(error.inner().classify(), serde_json::error::Category::Data) {
+            return CardsError::field(
+                "body",
+                format!("the body is not valid JSON: {}", error.inner()),
+            );
+        }
         let path = error.path().to_string();
         let field = if path == "." || path.is_empty() {
             "body".to_owned()
