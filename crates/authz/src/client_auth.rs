@@ -35,6 +35,7 @@ pub(crate) async fn authenticate(
             "no client certificate: certificate-bound tokens need mutual TLS with your transport certificate".into(),
         )
     })?;
+    refuse_revoked(authz, peer).await?;
     let assertion = form.get("client_assertion");
     let claimed = match (form.get("client_id"), assertion) {
         (Some(client_id), _) => client_id.clone(),
@@ -162,6 +163,24 @@ pub(crate) async fn authenticate(
         other => return Err(AuthzError::Internal(format!("stored auth method {other}"))),
     }
     Ok(Client { record, metadata })
+}
+
+/// A certificate the directory revoked authenticates nothing and binds nothing.
+pub(crate) async fn refuse_revoked(
+    authz: &Authz,
+    peer: &PeerCertificate,
+) -> Result<(), AuthzError> {
+    let certificate = authz
+        .store
+        .certificate_by_thumbprint(&peer.thumbprint)
+        .await?;
+    if certificate.is_some_and(|certificate| certificate.revoked_at.is_some()) {
+        return Err(AuthzError::InvalidClient(
+            "the client certificate has been revoked by the directory: have a new one issued"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn refuse_assertion(assertion: Option<&String>, method: &str) -> Result<(), AuthzError> {

@@ -22,14 +22,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use certbound_jose::AlgorithmPolicy;
-use certbound_store::{AuthzStore, MasterKey, ReplayStore};
+use certbound_store::{AuthzStore, DirectoryStore, MasterKey, ReplayStore};
 
 pub use error::AuthzError;
 pub use token::{AccessTokenClaims, Confirmation, TokenError, verify_access_token};
 
 /// Everything the authorization server stores, as one trait object.
-pub trait Store: AuthzStore + ReplayStore {}
-impl<T: AuthzStore + ReplayStore> Store for T {}
+/// The directory's certificate revocations are included: a revoked certificate gets nothing here.
+pub trait Store: AuthzStore + ReplayStore + DirectoryStore {}
+impl<T: AuthzStore + ReplayStore + DirectoryStore> Store for T {}
 
 /// The authorization server's settings.
 #[derive(Clone, Debug)]

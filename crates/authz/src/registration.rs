@@ -467,6 +467,7 @@ pub(crate) async fn register(
     })?;
     let now = certbound_store::clock::now();
     let (request, ssa, statement) = request_metadata(&authz, &headers, &body, now).await?;
+    crate::client_auth::refuse_revoked(&authz, &peer).await?;
     let subject = check_certificate(&peer, &statement)?;
     let metadata = build_metadata(
         &request,

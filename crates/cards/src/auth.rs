@@ -96,6 +96,15 @@ impl FromRequestParts<Arc<Cards>> for Caller {
                 "the access token is bound to another certificate: present the one it was issued to".into(),
             ));
         }
+        let certificate = cards
+            .store
+            .certificate_by_thumbprint(&peer.thumbprint)
+            .await?;
+        if certificate.is_some_and(|certificate| certificate.revoked_at.is_some()) {
+            return Err(CardsError::InvalidToken(
+                "the certificate this token is bound to was revoked by the directory".into(),
+            ));
+        }
         if cards.store.is_token_revoked(&claims.jti).await?
             || cards.store.client(&claims.client_id).await?.is_none()
         {

@@ -22,13 +22,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use certbound_authz::fetch::KeyCache;
-use certbound_store::{AuthzStore, CardsStore, MasterKey};
+use certbound_store::{AuthzStore, CardsStore, DirectoryStore, MasterKey};
 
 pub use error::CardsError;
 
-/// Everything the Cards API reads and writes, as one trait object.
-pub trait Store: CardsStore + AuthzStore {}
-impl<T: CardsStore + AuthzStore> Store for T {}
+/// Everything the Cards API reads and writes, as one trait object: its cards, the authorization
+/// server's revocations and clients, the directory's certificate revocations.
+pub trait Store: CardsStore + AuthzStore + DirectoryStore {}
+impl<T: CardsStore + AuthzStore + DirectoryStore> Store for T {}
 
 /// The largest request body the API reads.
 pub const BODY_LIMIT: usize = 64 * 1024;

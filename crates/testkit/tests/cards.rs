@@ -954,3 +954,48 @@ async fn pan_pin_and_cvv_are_not_in_the_database() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn revoking_the_transport_certificate_stops_its_tokens_at_once() {
+    let stack = TestStack::start().await;
+    let (alice, software) = client(&stack, &["programme-manager"]).await;
+    let (status, created, _) = alice
+        .call(Method::POST, "/cards", Some(new_card("Virtual")))
+        .await;
+    assert_eq!(status, 201);
+    let path = format!("/cards/{}", created["publicToken"].as_str().unwrap());
+    let revoke = format!(
+        "/organisations/{}/softwarestatements/{}/certificates/{}",
+        software.organisation_id, software.software_statement_id, software.transport.certificate_id
+    );
+    assert_eq!(
+        stack
+            .admin(Method::DELETE, &revoke)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let (status, body, _) = alice.call(Method::GET, &path, None).await;
+    assert_problem(status, &body, 401, "token");
+    assert!(
+        body["errors"]["token"][0]
+            .as_str()
+            .unwrap()
+            .contains("revoked by the directory"),
+        "{body}"
+    );
+    // ... and the authorization server issues nothing more for it.
+    let assertion = stack.authz_assertion(&software, |_| {});
+    let response = stack
+        .authz_token_request(&software.transport, &assertion, &[])
+        .await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error_description"],
+        "the client certificate has been revoked by the directory: have a new one issued"
+    );
+    stack.stop().await;
+}
