@@ -1,0 +1,113 @@
+//! The profile: what onboarding learned (the Postman collection's variables `org_id`, `ssa_id`,
+//! `kid`, `client_id`), the endpoints, the key and certificate files beside it, and the cached
+//! access token. Written 0600: it holds the registration access token and access token.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ClientError;
+
+/// The file name inside the profile directory.
+pub(crate) const FILE: &str = "profile.toml";
+
+/// A client profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Organisation ID (UUID): the collection's `org_id`.
+    pub org_id: Option<String>,
+    /// Application (software statement) ID: `ssa_id`.
+    pub ssa_id: Option<String>,
+    /// Signing certificate key ID: `kid`.
+    pub kid: Option<String>,
+    /// Client ID (URL form): `client_id`.
+    pub client_id: Option<String>,
+    /// Directory public base URL.
+    pub directory: String,
+    /// Authorization server base URL (its issuer).
+    pub authz: String,
+    /// Cards API base URL (`.../api/v1`).
+    pub cards: String,
+    /// The trust anchor file (the stack's `ca.pem`), relative to the profile; system roots if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Transport certificate chain (PEM), relative to the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_certificate: Option<String>,
+    /// Transport key (PKCS#8 PEM, 0600), relative to the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_key: Option<String>,
+    /// Signing certificate chain (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_certificate: Option<String>,
+    /// Signing key (PKCS#8 PEM, 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    /// RFC 7592 registration_client_uri, once registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_client_uri: Option<String>,
+    /// RFC 7592 registration_access_token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_access_token: Option<String>,
+    /// The cached access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Its expiry, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_expires_at: Option<i64>,
+    /// Its scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl Profile {
+    /// Reads `DIR/profile.toml`.
+    pub fn load(dir: &Path) -> Result<Self, ClientError> {
+        let path = dir.join(FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ClientError::Invalid(format!(
+                    "no profile at {}: run `certbound onboard --out {}` first, or pass --profile DIR",
+                    path.display(),
+                    dir.display()
+                ))
+            } else {
+                ClientError::Io { path: path.clone(), source }
+            }
+        })?;
+        toml::from_str(&text).map_err(|error| ClientError::Invalid(format!("{} is not a valid profile: {error}", path.display())))
+    }
+
+    /// Writes `DIR/profile.toml`, owner-only.
+    pub fn save(&self, dir: &Path) -> Result<(), ClientError> {
+        let text = toml::to_string(self).map_err(|error| ClientError::Invalid(error.to_string()))?;
+        write_private(&dir.join(FILE), text.as_bytes())
+    }
+
+    /// A required field, or an error naming it and the step that sets it.
+    pub fn field<'a>(dir: &Path, value: &'a Option<String>, field: &'static str, hint: &'static str) -> Result<&'a str, ClientError> {
+        value.as_deref().ok_or_else(|| ClientError::MissingField { path: dir.join(FILE), field, hint })
+    }
+}
+
+/// Writes a file readable by the owner only.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), ClientError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(ClientError::io(path))?;
+    file.write_all(contents).map_err(ClientError::io(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(ClientError::io(path))
+}
+
+/// Reads a file of the profile.
+pub(crate) fn read(dir: &Path, name: &str) -> Result<String, ClientError> {
+    let path: PathBuf = dir.join(name);
+    std::fs::read_to_string(&path).map_err(ClientError::io(path))
+}
