@@ -7,10 +7,16 @@ use std::process::ExitCode;
 use certbound_server::{Part, StackConfig};
 use clap::{Parser, Subcommand};
 
+mod client_commands;
+mod demo;
+
 /// certbound: a self-hostable trust stack for FAPI-grade card-issuing APIs.
 #[derive(Debug, Parser)]
 #[command(name = "certbound", version)]
 struct Cli {
+    /// The profile directory `certbound onboard --out` wrote (for the single steps).
+    #[arg(long, global = true, default_value = "certbound-client")]
+    profile: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +28,14 @@ enum Command {
     /// Manage the authorization server's token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Onboard a client: organisation, application, keys and certificates, RC token, SSA,
+    /// registration and access token, each step as the seed names it.
+    Onboard(Box<client_commands::OnboardArgs>),
+    /// Start the whole stack in-process, onboard, tour the Cards API, clean up.
+    Demo,
+    /// The seed's single steps, on a profile made by `onboard`.
+    #[command(flatten)]
+    Step(client_commands::StepCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,14 +233,20 @@ async fn wait_for_stop() {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The server logs what it does; client commands and the demo keep the terminal for their steps.
+    let default_filter = match cli.command {
+        Command::Up(_) => "warn,certbound=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CERTBOUND_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,certbound=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let profile = cli.profile.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -242,6 +262,13 @@ fn main() -> ExitCode {
             Command::Up(args) => up(*args).await,
 
             Command::Keys(KeysCommand::Rotate(args)) => rotate(args).await,
+            Command::Onboard(args) => client_commands::run_onboard(*args)
+                .await
+                .map_err(|error| error.to_string()),
+            Command::Demo => demo::run().await,
+            Command::Step(step) => client_commands::run_step(&profile, step)
+                .await
+                .map_err(|error| error.to_string()),
         }
     });
     match result {

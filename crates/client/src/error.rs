@@ -51,7 +51,9 @@ pub enum ClientError {
         hint: String,
     },
     /// No TCP connection.
-    #[error("cannot reach {url}: {detail}\n  → is certbound running there? `certbound up` prints its URLs; check the host and port")]
+    #[error(
+        "cannot reach {url}: {detail}\n  → is certbound running there? `certbound up` prints its URLs; check the host and port"
+    )]
     Unreachable {
         /// The URL.
         url: String,
@@ -85,13 +87,20 @@ impl ClientError {
                     .into(),
             };
         }
-        if lower.contains("invalid peer certificate") || lower.contains("unknownissuer") || lower.contains("certificate") {
+        if lower.contains("invalid peer certificate")
+            || lower.contains("unknownissuer")
+            || lower.contains("certificate")
+        {
             return Self::Tls {
                 url: url.to_owned(),
                 detail: chain,
-                hint: "cannot verify the server's certificate: pass the stack's ca.pem with --ca".into(),
+                hint: "cannot verify the server's certificate: pass the stack's ca.pem with --ca"
+                    .into(),
             };
         }
-        Self::Unreachable { url: url.to_owned(), detail: chain }
+        Self::Unreachable {
+            url: url.to_owned(),
+            detail: chain,
+        }
     }
 }

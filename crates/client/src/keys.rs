@@ -36,7 +36,10 @@ pub fn new_key_and_csr(
         .serialize_request(&key)
         .and_then(|csr| csr.pem())
         .map_err(|error| ClientError::Invalid(format!("CSR creation failed: {error}")))?;
-    Ok(KeyAndCsr { key_pem: Zeroizing::new(key.serialize_pem()), csr_pem: csr })
+    Ok(KeyAndCsr {
+        key_pem: Zeroizing::new(key.serialize_pem()),
+        csr_pem: csr,
+    })
 }
 
 /// A PKCS#12 file (AES-256/PBES2, HMAC-SHA256: what OpenSSL 3 reads) with the key and its chain.
@@ -47,20 +50,29 @@ pub fn pkcs12(key_pem: &str, chain_pem: &str, password: &str) -> Result<Vec<u8>,
         .map_err(|_| ClientError::Invalid("the key file holds no PKCS#8 PRIVATE KEY".into()))?;
     let certificates = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| ClientError::Invalid(format!("the certificate file does not parse: {error}")))?
+        .map_err(|error| {
+            ClientError::Invalid(format!("the certificate file does not parse: {error}"))
+        })?
         .iter()
         .map(|der| p12_keystore::Certificate::from_der(der))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| ClientError::Invalid(format!("the certificate file does not parse: {error}")))?;
+        .map_err(|error| {
+            ClientError::Invalid(format!("the certificate file does not parse: {error}"))
+        })?;
     if certificates.is_empty() {
-        return Err(ClientError::Invalid("the certificate file holds no CERTIFICATE".into()));
+        return Err(ClientError::Invalid(
+            "the certificate file holds no CERTIFICATE".into(),
+        ));
     }
     let private = p12_keystore::PrivateKey::from_der(key.secret_pkcs8_der())
         .map_err(|error| ClientError::Invalid(format!("the key does not parse: {error}")))?;
     let local_key_id = p12_keystore::LocalKeyId(uuid::Uuid::new_v4().as_bytes().to_vec());
     let chain = p12_keystore::PrivateKeyChain::new(local_key_id, private, certificates);
     let mut store = p12_keystore::KeyStore::new();
-    store.add_entry("certbound transport", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+    store.add_entry(
+        "certbound transport",
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
+    );
     store
         .writer(password)
         .encryption_algorithm(p12_keystore::EncryptionAlgorithm::PbeWithHmacSha256AndAes256)

@@ -2,6 +2,9 @@
 //! the profile after each so that a second run with the same directory reuses what exists
 //! instead of registering twice.
 
+// `serde_json::Value["key"]` answers `Null` for a missing key or a non-object; it never panics.
+#![allow(clippy::indexing_slicing)]
+
 use std::path::PathBuf;
 
 use reqwest::Method;
@@ -46,11 +49,17 @@ pub trait Reporter {
 const TOTAL: usize = 9;
 
 fn id_of(value: &Value, field: &str) -> Result<String, ClientError> {
-    value[field].as_str().map(str::to_owned).ok_or_else(|| ClientError::Invalid(format!("the answer has no {field}")))
+    value[field]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ClientError::Invalid(format!("the answer has no {field}")))
 }
 
 /// Runs the whole onboarding; returns the session over the finished profile.
-pub async fn onboard(options: &OnboardOptions, report: &dyn Reporter) -> Result<Session, ClientError> {
+pub async fn onboard(
+    options: &OnboardOptions,
+    report: &dyn Reporter,
+) -> Result<Session, ClientError> {
     let out = &options.out;
     std::fs::create_dir_all(out).map_err(ClientError::io(out))?;
     let mut profile = match Profile::load(out) {
@@ -80,21 +89,42 @@ pub async fn onboard(options: &OnboardOptions, report: &dyn Reporter) -> Result<
     report.step(1, TOTAL, "Raidiam Connect Well-Known");
     let directory = session.directory_discovery().await?;
     report.detail("issuer", directory["issuer"].as_str().unwrap_or_default());
-    report.detail("mTLS token endpoint", directory["mtls_endpoint_aliases"]["token_endpoint"].as_str().unwrap_or_default());
+    report.detail(
+        "mTLS token endpoint",
+        directory["mtls_endpoint_aliases"]["token_endpoint"]
+            .as_str()
+            .unwrap_or_default(),
+    );
 
     report.step(2, TOTAL, "Cloudentity Well-Known");
     let authz = session.authz_discovery().await?;
     report.detail("issuer", authz["issuer"].as_str().unwrap_or_default());
-    report.detail("scopes", &authz["scopes_supported"].as_array().map(|s| s.len()).unwrap_or(0).to_string());
+    report.detail(
+        "scopes",
+        &authz["scopes_supported"]
+            .as_array()
+            .map(|s| s.len())
+            .unwrap_or(0)
+            .to_string(),
+    );
 
     report.step(3, TOTAL, "Create an Application");
     let plain = session.plain_client();
     let admin = |method: Method, path: &str| {
-        plain.request(method, format!("{}{path}", options.directory)).bearer_auth(&options.admin_token)
+        plain
+            .request(method, format!("{}{path}", options.directory))
+            .bearer_auth(&options.admin_token)
     };
     if session.profile.org_id.is_none() {
-        let body = json!({"OrganisationName": options.organisation_name, "Country": options.country});
-        let organisation = session.expect("Create an organisation", false, admin(Method::POST, "/organisations").json(&body)).await?;
+        let body =
+            json!({"OrganisationName": options.organisation_name, "Country": options.country});
+        let organisation = session
+            .expect(
+                "Create an organisation",
+                false,
+                admin(Method::POST, "/organisations").json(&body),
+            )
+            .await?;
         session.profile.org_id = Some(id_of(&organisation.json, "OrganisationId")?);
         session.save()?;
     }
@@ -106,7 +136,13 @@ pub async fn onboard(options: &OnboardOptions, report: &dyn Reporter) -> Result<
             "Roles": options.roles, "Description": format!("{} (certbound onboard)", options.client_name),
         });
         let path = format!("/organisations/{org}/softwarestatements");
-        let statement = session.expect("Create an Application", false, admin(Method::POST, &path).json(&body)).await?;
+        let statement = session
+            .expect(
+                "Create an Application",
+                false,
+                admin(Method::POST, &path).json(&body),
+            )
+            .await?;
         session.profile.ssa_id = Some(id_of(&statement.json, "SoftwareStatementId")?);
         session.profile.client_id = Some(id_of(&statement.json, "ClientId")?);
         session.save()?;
@@ -114,10 +150,17 @@ pub async fn onboard(options: &OnboardOptions, report: &dyn Reporter) -> Result<
     let ssa = session.profile.ssa_id.clone().unwrap_or_default();
     report.detail("org_id", &org);
     report.detail("ssa_id", &ssa);
-    report.detail("client_id", session.profile.client_id.as_deref().unwrap_or_default());
+    report.detail(
+        "client_id",
+        session.profile.client_id.as_deref().unwrap_or_default(),
+    );
 
     for (index, kind) in [(4, "transport"), (5, "signing")] {
-        report.step(index, TOTAL, &format!("Prepare the New Certificate ({kind})"));
+        report.step(
+            index,
+            TOTAL,
+            &format!("Prepare the New Certificate ({kind})"),
+        );
         let has = match kind {
             "transport" => session.profile.transport_certificate.is_some(),
             _ => session.profile.signing_certificate.is_some(),
@@ -126,19 +169,26 @@ pub async fn onboard(options: &OnboardOptions, report: &dyn Reporter) -> Result<
             report.detail("reused", &format!("{kind}.pem"));
             continue;
         }
-        let KeyAndCsr { key_pem, csr_pem } =
-            new_key_and_csr(Some(&options.country), &options.organisation_name, &org, &ssa)?;
+        let KeyAndCsr { key_pem, csr_pem } = new_key_and_csr(
+            Some(&options.country),
+            &options.organisation_name,
+            &org,
+            &ssa,
+        )?;
         write_private(&out.join(format!("{kind}.key")), key_pem.as_bytes())?;
         let path = format!("/organisations/{org}/softwarestatements/{ssa}/certificates/{kind}");
         let certificate = session
             .expect(
                 &format!("Upload the {kind} CSR"),
                 false,
-                admin(Method::POST, &path).header("content-type", "application/pkcs10").body(csr_pem),
+                admin(Method::POST, &path)
+                    .header("content-type", "application/pkcs10")
+                    .body(csr_pem),
             )
             .await?;
         let chain = id_of(&certificate.json, "Certificate")?;
-        std::fs::write(out.join(format!("{kind}.pem")), chain).map_err(ClientError::io(out.join(format!("{kind}.pem"))))?;
+        std::fs::write(out.join(format!("{kind}.pem")), chain)
+            .map_err(ClientError::io(out.join(format!("{kind}.pem"))))?;
         let kid = id_of(&certificate.json, "KeyId")?;
         report.detail("kid", &kid);
         report.detail("files", &format!("{kind}.pem, {kind}.key (0600)"));
@@ -164,21 +214,44 @@ pub async fn onboard(options: &OnboardOptions, report: &dyn Reporter) -> Result<
 
     report.step(7, TOTAL, "2.2 Get RC SSA");
     let software_statement = session.ssa(&rc).await?;
-    report.detail("ssa", &format!("{}… ({} bytes, PS256, kid signer)", software_statement.chars().take(24).collect::<String>(), software_statement.len()));
+    report.detail(
+        "ssa",
+        &format!(
+            "{}… ({} bytes, PS256, kid signer)",
+            software_statement.chars().take(24).collect::<String>(),
+            software_statement.len()
+        ),
+    );
 
     report.step(8, TOTAL, "2.3 Dynamic Client Registration");
     if session.profile.registration_client_uri.is_some() {
         report.detail("reused", "already registered: not registering twice");
     } else {
         let registration = session.register(&software_statement).await?;
-        report.detail("client_id", registration["client_id"].as_str().unwrap_or_default());
+        report.detail(
+            "client_id",
+            registration["client_id"].as_str().unwrap_or_default(),
+        );
         report.detail("scope", registration["scope"].as_str().unwrap_or_default());
     }
 
     report.step(9, TOTAL, "Get Access Token");
     session.access_token(true).await?;
-    report.detail("scope", session.profile.scope.as_deref().unwrap_or_default());
-    report.detail("expires_at", &session.profile.access_token_expires_at.unwrap_or_default().to_string());
-    report.detail("profile", &out.join(crate::profile::FILE).display().to_string());
+    report.detail(
+        "scope",
+        session.profile.scope.as_deref().unwrap_or_default(),
+    );
+    report.detail(
+        "expires_at",
+        &session
+            .profile
+            .access_token_expires_at
+            .unwrap_or_default()
+            .to_string(),
+    );
+    report.detail(
+        "profile",
+        &out.join(crate::profile::FILE).display().to_string(),
+    );
     Ok(session)
 }

@@ -78,18 +78,33 @@ impl Profile {
                 ClientError::Io { path: path.clone(), source }
             }
         })?;
-        toml::from_str(&text).map_err(|error| ClientError::Invalid(format!("{} is not a valid profile: {error}", path.display())))
+        toml::from_str(&text).map_err(|error| {
+            ClientError::Invalid(format!(
+                "{} is not a valid profile: {error}",
+                path.display()
+            ))
+        })
     }
 
     /// Writes `DIR/profile.toml`, owner-only.
     pub fn save(&self, dir: &Path) -> Result<(), ClientError> {
-        let text = toml::to_string(self).map_err(|error| ClientError::Invalid(error.to_string()))?;
+        let text =
+            toml::to_string(self).map_err(|error| ClientError::Invalid(error.to_string()))?;
         write_private(&dir.join(FILE), text.as_bytes())
     }
 
     /// A required field, or an error naming it and the step that sets it.
-    pub fn field<'a>(dir: &Path, value: &'a Option<String>, field: &'static str, hint: &'static str) -> Result<&'a str, ClientError> {
-        value.as_deref().ok_or_else(|| ClientError::MissingField { path: dir.join(FILE), field, hint })
+    pub fn field<'a>(
+        dir: &Path,
+        value: &'a Option<String>,
+        field: &'static str,
+        hint: &'static str,
+    ) -> Result<&'a str, ClientError> {
+        value.as_deref().ok_or_else(|| ClientError::MissingField {
+            path: dir.join(FILE),
+            field,
+            hint,
+        })
     }
 }
 
@@ -103,7 +118,8 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), ClientEr
         .open(path)
         .map_err(ClientError::io(path))?;
     file.write_all(contents).map_err(ClientError::io(path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(ClientError::io(path))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(ClientError::io(path))
 }
 
 /// Reads a file of the profile.

@@ -1,6 +1,9 @@
 //! HTTP with the profile's trust anchor and transport certificate, and the seed's single steps:
 //! discovery, RC token, SSA, registration, access token (cached), and calls to the Cards API.
 
+// `serde_json::Value["key"]` answers `Null` for a missing key or a non-object; it never panics.
+#![allow(clippy::indexing_slicing)]
+
 use std::path::{Path, PathBuf};
 
 use reqwest::Method;
@@ -35,12 +38,17 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
 fn hint(step: &str, status: u16, body: &Value) -> String {
-    let error = body.get("error").and_then(Value::as_str).unwrap_or_default();
+    let error = body
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match (status, error) {
         (401, "invalid_token") => "the access token is expired, revoked or bound to another certificate: run `certbound token --refresh`".into(),
         (401, "unauthorized") => "the admin token is wrong: pass the stack's admin.token with --admin-token-file".into(),
@@ -60,25 +68,42 @@ impl Session {
     pub fn new(dir: &Path, profile: Profile) -> Result<Self, ClientError> {
         let ca = profile.ca.as_deref().map(|ca| read(dir, ca)).transpose()?;
         let builder = || -> Result<reqwest::ClientBuilder, ClientError> {
-            let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+            let mut builder =
+                reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
             if let Some(ca) = &ca {
-                let ca = reqwest::Certificate::from_pem(ca.as_bytes())
-                    .map_err(|error| ClientError::Invalid(format!("the CA file is not a PEM certificate: {error}")))?;
+                let ca = reqwest::Certificate::from_pem(ca.as_bytes()).map_err(|error| {
+                    ClientError::Invalid(format!("the CA file is not a PEM certificate: {error}"))
+                })?;
                 builder = builder.tls_certs_only([ca]);
             }
             Ok(builder)
         };
-        let plain = builder()?.build().map_err(|error| ClientError::Invalid(error.to_string()))?;
+        let plain = builder()?
+            .build()
+            .map_err(|error| ClientError::Invalid(error.to_string()))?;
         let mtls = match (&profile.transport_certificate, &profile.transport_key) {
             (Some(certificate), Some(key)) => {
                 let pem = format!("{}{}", read(dir, certificate)?, read(dir, key)?);
-                let identity = reqwest::Identity::from_pem(pem.as_bytes())
-                    .map_err(|error| ClientError::Invalid(format!("the transport certificate or key does not parse: {error}")))?;
-                Some(builder()?.identity(identity).build().map_err(|error| ClientError::Invalid(error.to_string()))?)
+                let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|error| {
+                    ClientError::Invalid(format!(
+                        "the transport certificate or key does not parse: {error}"
+                    ))
+                })?;
+                Some(
+                    builder()?
+                        .identity(identity)
+                        .build()
+                        .map_err(|error| ClientError::Invalid(error.to_string()))?,
+                )
             }
             _ => None,
         };
-        Ok(Self { dir: dir.to_path_buf(), profile, plain, mtls })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            profile,
+            plain,
+            mtls,
+        })
     }
 
     /// Opens the profile in `dir`.
@@ -106,31 +131,68 @@ impl Session {
 
     /// Sends a request (with the transport certificate if `mtls`) and maps transport failures to
     /// actionable errors; any HTTP status is returned.
-    pub async fn send(&self, mtls: bool, request: reqwest::RequestBuilder) -> Result<Response, ClientError> {
-        let built = request.build().map_err(|error| ClientError::Invalid(error.to_string()))?;
+    pub async fn send(
+        &self,
+        mtls: bool,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        let built = request
+            .build()
+            .map_err(|error| ClientError::Invalid(error.to_string()))?;
         let url = built.url().to_string();
         let client = if mtls { self.mtls()? } else { &self.plain };
-        let response = client.execute(built).await.map_err(|error| ClientError::transport(&url, &error))?;
+        let response = client
+            .execute(built)
+            .await
+            .map_err(|error| ClientError::transport(&url, &error))?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|error| ClientError::transport(&url, &error))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|error| ClientError::transport(&url, &error))?;
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(Response { status, json, text })
     }
 
     /// Sends and requires a 2xx.
-    pub async fn expect(&self, step: &str, mtls: bool, request: reqwest::RequestBuilder) -> Result<Response, ClientError> {
-        let url = request.try_clone().and_then(|r| r.build().ok()).map(|r| r.url().to_string()).unwrap_or_default();
+    pub async fn expect(
+        &self,
+        step: &str,
+        mtls: bool,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        let url = request
+            .try_clone()
+            .and_then(|r| r.build().ok())
+            .map(|r| r.url().to_string())
+            .unwrap_or_default();
         let response = self.send(mtls, request).await?;
         if (200..300).contains(&response.status) {
             return Ok(response);
         }
-        let detail = match (&response.json.get("error"), &response.json.get("error_description"), response.json.get("errors")) {
-            (Some(error), Some(description), _) => format!(": {} — {}", error.as_str().unwrap_or_default(), description.as_str().unwrap_or_default()),
+        let detail = match (
+            &response.json.get("error"),
+            &response.json.get("error_description"),
+            response.json.get("errors"),
+        ) {
+            (Some(error), Some(description), _) => format!(
+                ": {} — {}",
+                error.as_str().unwrap_or_default(),
+                description.as_str().unwrap_or_default()
+            ),
             (_, _, Some(errors)) => format!(": {errors}"),
-            _ if !response.text.is_empty() => format!(": {}", response.text.chars().take(300).collect::<String>()),
+            _ if !response.text.is_empty() => {
+                format!(": {}", response.text.chars().take(300).collect::<String>())
+            }
             _ => String::new(),
         };
-        Err(ClientError::Http { step: step.to_owned(), url, status: response.status, detail, hint: hint(step, response.status, &response.json) })
+        Err(ClientError::Http {
+            step: step.to_owned(),
+            url,
+            status: response.status,
+            detail,
+            hint: hint(step, response.status, &response.json),
+        })
     }
 
     /// The client without a certificate (cheap to clone).
@@ -145,14 +207,34 @@ impl Session {
 
     /// The directory's discovery document ("Raidiam Connect Well-Known").
     pub async fn directory_discovery(&self) -> Result<Value, ClientError> {
-        let url = format!("{}/.well-known/openid-configuration", self.profile.directory);
-        Ok(self.expect("Raidiam Connect Well-Known", false, self.request(Method::GET, &url)).await?.json)
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.profile.directory
+        );
+        Ok(self
+            .expect(
+                "Raidiam Connect Well-Known",
+                false,
+                self.request(Method::GET, &url),
+            )
+            .await?
+            .json)
     }
 
     /// The authorization server's discovery document ("Cloudentity Well-Known").
     pub async fn authz_discovery(&self) -> Result<Value, ClientError> {
-        let url = format!("{}/.well-known/openid-configuration", self.profile.authz.trim_end_matches('/'));
-        Ok(self.expect("Cloudentity Well-Known", false, self.request(Method::GET, &url)).await?.json)
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.profile.authz.trim_end_matches('/')
+        );
+        Ok(self
+            .expect(
+                "Cloudentity Well-Known",
+                false,
+                self.request(Method::GET, &url),
+            )
+            .await?
+            .json)
     }
 
     fn endpoint(document: &Value, name: &str) -> Result<String, ClientError> {
@@ -168,17 +250,27 @@ impl Session {
     /// A PS256 client assertion signed by the profile's signing key.
     pub fn assertion(&self, audience: &str) -> Result<String, ClientError> {
         let hint = "run `certbound onboard` to get a signing certificate";
-        let client_id = Profile::field(&self.dir, &self.profile.client_id, "client_id", "run `certbound onboard`")?;
+        let client_id = Profile::field(
+            &self.dir,
+            &self.profile.client_id,
+            "client_id",
+            "run `certbound onboard`",
+        )?;
         let kid = Profile::field(&self.dir, &self.profile.kid, "kid", hint)?;
-        let key = read(&self.dir, Profile::field(&self.dir, &self.profile.signing_key, "signing_key", hint)?)?;
+        let key = read(
+            &self.dir,
+            Profile::field(&self.dir, &self.profile.signing_key, "signing_key", hint)?,
+        )?;
         let now = now();
         let claims = json!({"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string()});
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
         header.kid = Some(kid.to_owned());
         header.typ = Some("JWT".into());
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes())
-            .map_err(|error| ClientError::Invalid(format!("the signing key does not parse: {error}")))?;
-        jsonwebtoken::encode(&header, &claims, &key).map_err(|error| ClientError::Invalid(error.to_string()))
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes()).map_err(|error| {
+            ClientError::Invalid(format!("the signing key does not parse: {error}"))
+        })?;
+        jsonwebtoken::encode(&header, &claims, &key)
+            .map_err(|error| ClientError::Invalid(error.to_string()))
     }
 
     /// 2.1 RC Access Token: the directory token (`directory:software`) with `private_key_jwt`.
@@ -192,8 +284,17 @@ impl Session {
             ("client_assertion_type", JWT_BEARER),
             ("client_assertion", assertion.as_str()),
         ];
-        let response = self.expect("2.1 RC Access Token", true, self.request(Method::POST, &endpoint).form(&form)).await?;
-        response.json["access_token"].as_str().map(str::to_owned).ok_or_else(|| ClientError::Invalid("no access_token in the answer".into()))
+        let response = self
+            .expect(
+                "2.1 RC Access Token",
+                true,
+                self.request(Method::POST, &endpoint).form(&form),
+            )
+            .await?;
+        response.json["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::Invalid("no access_token in the answer".into()))
     }
 
     /// 2.2 Get RC SSA.
@@ -201,10 +302,27 @@ impl Session {
         let discovery = self.directory_discovery().await?;
         let token_endpoint = Self::endpoint(&discovery, "token_endpoint")?;
         let base = token_endpoint.trim_end_matches("/token");
-        let org = Profile::field(&self.dir, &self.profile.org_id, "org_id", "run `certbound onboard`")?;
-        let ssa = Profile::field(&self.dir, &self.profile.ssa_id, "ssa_id", "run `certbound onboard`")?;
+        let org = Profile::field(
+            &self.dir,
+            &self.profile.org_id,
+            "org_id",
+            "run `certbound onboard`",
+        )?;
+        let ssa = Profile::field(
+            &self.dir,
+            &self.profile.ssa_id,
+            "ssa_id",
+            "run `certbound onboard`",
+        )?;
         let url = format!("{base}/organisations/{org}/softwarestatements/{ssa}/assertion");
-        Ok(self.expect("2.2 Get RC SSA", true, self.request(Method::GET, &url).bearer_auth(rc_token)).await?.text)
+        Ok(self
+            .expect(
+                "2.2 Get RC SSA",
+                true,
+                self.request(Method::GET, &url).bearer_auth(rc_token),
+            )
+            .await?
+            .text)
     }
 
     /// 2.3 Dynamic Client Registration; stores the RFC 7592 handle in the profile.
@@ -212,9 +330,19 @@ impl Session {
         let discovery = self.authz_discovery().await?;
         let endpoint = Self::endpoint(&discovery, "registration_endpoint")?;
         let body = json!({"software_statement": ssa});
-        let response = self.expect("2.3 Dynamic Client Registration", true, self.request(Method::POST, &endpoint).json(&body)).await?;
-        self.profile.registration_client_uri = response.json["registration_client_uri"].as_str().map(str::to_owned);
-        self.profile.registration_access_token = response.json["registration_access_token"].as_str().map(str::to_owned);
+        let response = self
+            .expect(
+                "2.3 Dynamic Client Registration",
+                true,
+                self.request(Method::POST, &endpoint).json(&body),
+            )
+            .await?;
+        self.profile.registration_client_uri = response.json["registration_client_uri"]
+            .as_str()
+            .map(str::to_owned);
+        self.profile.registration_access_token = response.json["registration_access_token"]
+            .as_str()
+            .map(str::to_owned);
         self.save()?;
         Ok(response.json)
     }
@@ -222,7 +350,10 @@ impl Session {
     /// Get Access Token: cached in the profile until 30 s before expiry unless `refresh`.
     pub async fn access_token(&mut self, refresh: bool) -> Result<String, ClientError> {
         if !refresh
-            && let (Some(token), Some(expires_at)) = (&self.profile.access_token, self.profile.access_token_expires_at)
+            && let (Some(token), Some(expires_at)) = (
+                &self.profile.access_token,
+                self.profile.access_token_expires_at,
+            )
             && expires_at - TOKEN_MARGIN > now()
         {
             return Ok(token.clone());
@@ -230,7 +361,13 @@ impl Session {
         let discovery = self.authz_discovery().await?;
         let endpoint = Self::endpoint(&discovery, "token_endpoint")?;
         let issuer = discovery["issuer"].as_str().unwrap_or_default().to_owned();
-        let client_id = Profile::field(&self.dir, &self.profile.client_id, "client_id", "run `certbound onboard`")?.to_owned();
+        let client_id = Profile::field(
+            &self.dir,
+            &self.profile.client_id,
+            "client_id",
+            "run `certbound onboard`",
+        )?
+        .to_owned();
         let assertion = self.assertion(&issuer)?;
         let form = [
             ("grant_type", "client_credentials"),
@@ -238,10 +375,20 @@ impl Session {
             ("client_assertion_type", JWT_BEARER),
             ("client_assertion", assertion.as_str()),
         ];
-        let response = self.expect("Get Access Token", true, self.request(Method::POST, &endpoint).form(&form)).await?;
-        let token = response.json["access_token"].as_str().map(str::to_owned).ok_or_else(|| ClientError::Invalid("no access_token in the answer".into()))?;
+        let response = self
+            .expect(
+                "Get Access Token",
+                true,
+                self.request(Method::POST, &endpoint).form(&form),
+            )
+            .await?;
+        let token = response.json["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::Invalid("no access_token in the answer".into()))?;
         self.profile.access_token = Some(token.clone());
-        self.profile.access_token_expires_at = Some(now() + response.json["expires_in"].as_i64().unwrap_or(0));
+        self.profile.access_token_expires_at =
+            Some(now() + response.json["expires_in"].as_i64().unwrap_or(0));
         self.profile.scope = response.json["scope"].as_str().map(str::to_owned);
         self.save()?;
         Ok(token)
@@ -249,8 +396,21 @@ impl Session {
 
     /// Calls the Cards API (a path under the profile's `cards` URL, or a full URL) with the
     /// transport certificate and a fresh token; retries once with a new token on `invalid_token`.
-    pub async fn call(&mut self, method: Method, path: &str, body: Option<&Value>) -> Result<Response, ClientError> {
-        let url = if path.starts_with("https://") { path.to_owned() } else { format!("{}/{}", self.profile.cards.trim_end_matches('/'), path.trim_start_matches('/')) };
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, ClientError> {
+        let url = if path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!(
+                "{}/{}",
+                self.profile.cards.trim_end_matches('/'),
+                path.trim_start_matches('/')
+            )
+        };
         let mut refresh = false;
         loop {
             let token = self.access_token(refresh).await?;

@@ -1,0 +1,461 @@
+//! The client commands: `onboard` and the seed's single steps, over certbound-client.
+
+// `serde_json::Value["key"]` answers `Null` for a missing key or a non-object; it never panics.
+#![allow(clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+
+use certbound_client::{ClientError, OnboardOptions, Reporter, Session, onboard};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Prints steps as `[3/9] Name` with indented details.
+pub(crate) struct Terminal;
+
+impl Reporter for Terminal {
+    fn step(&self, index: usize, total: usize, name: &str) {
+        println!("[{index}/{total}] {name}");
+    }
+
+    fn detail(&self, key: &str, value: &str) {
+        println!("      {key:<20} {value}");
+    }
+}
+
+/// `certbound onboard`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OnboardArgs {
+    /// The directory's public URL.
+    #[arg(long, default_value = "https://localhost:8441")]
+    directory: String,
+    /// The authorization server's URL (issuer).
+    #[arg(long, default_value = "https://localhost:8443")]
+    authz: String,
+    /// The Cards API's base URL.
+    #[arg(long, default_value = "https://localhost:8444/api/v1")]
+    cards: String,
+    /// The directory operator's token file (DATA_DIR/admin.token).
+    #[arg(long, default_value = "certbound-data/admin.token")]
+    admin_token_file: PathBuf,
+    /// The trust anchor (DATA_DIR/ca.pem); the system's roots if omitted.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Organisation name.
+    #[arg(long, default_value = "Test Company 1")]
+    org_name: String,
+    /// Organisation country (ISO 3166 alpha-2).
+    #[arg(long, default_value = "GB")]
+    country: String,
+    /// Application (client) name.
+    #[arg(long, default_value = "Test Company App 1")]
+    client_name: String,
+    /// Software roles, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "programme-manager,ws")]
+    roles: Vec<String>,
+    /// Where the profile, keys and certificates go.
+    #[arg(long, default_value = "certbound-client")]
+    out: PathBuf,
+}
+
+fn read(path: &Path, what: &str) -> Result<String, ClientError> {
+    std::fs::read_to_string(path).map_err(|source| {
+        ClientError::Invalid(format!(
+            "cannot read the {what} {}: {source}",
+            path.display()
+        ))
+    })
+}
+
+pub(crate) async fn run_onboard(args: OnboardArgs) -> Result<(), ClientError> {
+    let options = OnboardOptions {
+        directory: args.directory.trim_end_matches('/').to_owned(),
+        authz: args.authz.trim_end_matches('/').to_owned(),
+        cards: args.cards.trim_end_matches('/').to_owned(),
+        admin_token: read(&args.admin_token_file, "admin token file")?
+            .trim()
+            .to_owned(),
+        ca_pem: args
+            .ca
+            .as_deref()
+            .map(|path| read(path, "CA file"))
+            .transpose()?,
+        organisation_name: args.org_name,
+        country: args.country,
+        client_name: args.client_name,
+        roles: args.roles,
+        out: args.out,
+    };
+    onboard(&options, &Terminal).await?;
+    println!(
+        "done: try `certbound call --profile {} GET /keys`",
+        options.out.display()
+    );
+    Ok(())
+}
+
+/// The commands that work on a profile.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum StepCommand {
+    /// Raidiam Connect Well-Known and Cloudentity Well-Known.
+    Discover,
+    /// 2.1 RC Access Token: the directory token (directory:software).
+    RcToken,
+    /// 2.2 Get RC SSA: prints the SSA and its claims.
+    Ssa,
+    /// 2.3 Dynamic Client Registration with a fresh SSA.
+    Register,
+    /// Get Access Token (cached in the profile until 30 s before expiry).
+    Token {
+        /// Get a new one even if the cached one is still good.
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// Call the Cards API with the transport certificate and a fresh token.
+    Call {
+        /// GET, POST, PUT, PATCH or DELETE.
+        method: String,
+        /// A path under the Cards API base (e.g. /cards/123456789), or a full https URL.
+        path: String,
+        /// A JSON body, or @FILE.
+        #[arg(long)]
+        data: Option<String>,
+    },
+    /// Write the transport key and certificate chain as PKCS#12 (the seed's note for Windows).
+    Pkcs12 {
+        /// The .p12 / .pfx file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Its password (or CERTBOUND_P12_PASSWORD).
+        #[arg(long, env = "CERTBOUND_P12_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Card conveniences over `call`.
+    #[command(subcommand)]
+    Cards(CardsCommand),
+}
+
+/// `certbound cards ...`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum CardsCommand {
+    /// Issue a card.
+    Create {
+        /// Card product.
+        #[arg(long, default_value = "10001")]
+        product: String,
+        /// Physical, Virtual or "Master Virtual".
+        #[arg(long = "type", default_value = "Virtual")]
+        card_type: String,
+        /// Card holder's first name.
+        #[arg(long, default_value = "Ada")]
+        first_name: String,
+        /// Card holder's last name.
+        #[arg(long, default_value = "Lovelace")]
+        last_name: String,
+    },
+    /// Show a card.
+    Get {
+        /// The card's publicToken.
+        public_token: String,
+    },
+    /// Show or change a card's status.
+    Status {
+        /// The card's publicToken.
+        public_token: String,
+        /// A status code (00, 05, 41...) or name to set.
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Show or set a card's PIN.
+    Pin {
+        /// The card's publicToken.
+        public_token: String,
+        /// A new PIN (4 to 12 digits).
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Show a card's CVV.
+    Cvv {
+        /// The card's publicToken.
+        public_token: String,
+    },
+    /// Request cards in bulk, or show a bulk request.
+    Bulk {
+        /// How many cards (1 to 50).
+        #[arg(long, conflicts_with = "id")]
+        quantity: Option<i64>,
+        /// A bulk request id to show.
+        #[arg(long)]
+        id: Option<String>,
+        /// Card product.
+        #[arg(long, default_value = "10001")]
+        product: String,
+    },
+}
+
+fn print_response(response: &certbound_client::Response) -> Result<(), ClientError> {
+    println!("HTTP {}", response.status);
+    if !response.json.is_null() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&response.json).unwrap_or_default()
+        );
+    } else if !response.text.is_empty() {
+        println!("{}", response.text);
+    }
+    if response.status >= 400 {
+        return Err(ClientError::Invalid(format!(
+            "the Cards API answered {}",
+            response.status
+        )));
+    }
+    Ok(())
+}
+
+fn claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    jwt.split('.')
+        .nth(1)
+        .and_then(|part| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null)
+}
+
+pub(crate) async fn run_step(profile: &Path, command: StepCommand) -> Result<(), ClientError> {
+    let mut session = Session::open(profile)?;
+    match command {
+        StepCommand::Discover => {
+            let directory = session.directory_discovery().await?;
+            println!("Raidiam Connect Well-Known: {}", session.profile.directory);
+            println!(
+                "      issuer               {}",
+                directory["issuer"].as_str().unwrap_or_default()
+            );
+            println!(
+                "      mTLS token endpoint  {}",
+                directory["mtls_endpoint_aliases"]["token_endpoint"]
+                    .as_str()
+                    .unwrap_or_default()
+            );
+            let authz = session.authz_discovery().await?;
+            println!("Cloudentity Well-Known: {}", session.profile.authz);
+            for field in [
+                "issuer",
+                "registration_endpoint",
+                "token_endpoint",
+                "introspection_endpoint",
+                "revocation_endpoint",
+            ] {
+                println!(
+                    "      {field:<24} {}",
+                    authz[field].as_str().unwrap_or_default()
+                );
+            }
+            println!(
+                "      auth methods             {}",
+                authz["token_endpoint_auth_methods_supported"]
+            );
+        }
+        StepCommand::RcToken => {
+            let token = session.rc_token().await?;
+            println!("2.1 RC Access Token");
+            println!("{token}");
+        }
+        StepCommand::Ssa => {
+            let rc = session.rc_token().await?;
+            let ssa = session.ssa(&rc).await?;
+            println!("2.2 Get RC SSA");
+            println!("{ssa}");
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&claims(&ssa)).unwrap_or_default()
+            );
+        }
+        StepCommand::Register => {
+            let rc = session.rc_token().await?;
+            let ssa = session.ssa(&rc).await?;
+            let registration = session.register(&ssa).await?;
+            println!("2.3 Dynamic Client Registration");
+            for field in [
+                "client_id",
+                "scope",
+                "token_endpoint_auth_method",
+                "registration_client_uri",
+            ] {
+                println!(
+                    "      {field:<28} {}",
+                    registration[field].as_str().unwrap_or_default()
+                );
+            }
+        }
+        StepCommand::Token { refresh } => {
+            let cached = !refresh
+                && session
+                    .profile
+                    .access_token_expires_at
+                    .is_some_and(|expires| expires - 30 > certbound_client::now());
+            let token = session.access_token(refresh).await?;
+            println!("Get Access Token{}", if cached { " (cached)" } else { "" });
+            println!("{token}");
+            let claims = claims(&token);
+            println!(
+                "      scope                {}",
+                session.profile.scope.as_deref().unwrap_or_default()
+            );
+            println!("      expires_at           {}", claims["exp"]);
+            println!(
+                "      cnf.x5t#S256         {}",
+                claims["cnf"]["x5t#S256"].as_str().unwrap_or_default()
+            );
+        }
+        StepCommand::Call { method, path, data } => {
+            let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| ClientError::Invalid(format!("`{method}` is not an HTTP method")))?;
+            let body = match data {
+                None => None,
+                Some(data) => {
+                    let text = match data.strip_prefix('@') {
+                        Some(file) => read(Path::new(file), "data file")?,
+                        None => data,
+                    };
+                    Some(serde_json::from_str::<Value>(&text).map_err(|error| {
+                        ClientError::Invalid(format!("--data is not JSON: {error}"))
+                    })?)
+                }
+            };
+            let response = session.call(method, &path, body.as_ref()).await?;
+            print_response(&response)?;
+        }
+        StepCommand::Pkcs12 { out, password } => {
+            if password.is_empty() {
+                return Err(ClientError::Invalid(
+                    "give the PKCS#12 file a password: --password or CERTBOUND_P12_PASSWORD".into(),
+                ));
+            }
+            let certificate = session
+                .profile
+                .transport_certificate
+                .clone()
+                .unwrap_or_else(|| "transport.pem".into());
+            let key = session
+                .profile
+                .transport_key
+                .clone()
+                .unwrap_or_else(|| "transport.key".into());
+            let chain = read(&profile.join(certificate), "transport certificate")?;
+            let key = read(&profile.join(key), "transport key")?;
+            let bytes = certbound_client::pkcs12(&key, &chain, &password)?;
+            std::fs::write(&out, bytes).map_err(|source| {
+                ClientError::Invalid(format!("cannot write {}: {source}", out.display()))
+            })?;
+            println!(
+                "wrote {} (AES-256 / PBES2, HMAC-SHA256): openssl pkcs12 -in {} -info",
+                out.display(),
+                out.display()
+            );
+        }
+        StepCommand::Cards(command) => cards(&mut session, command).await?,
+    }
+    Ok(())
+}
+
+async fn cards(session: &mut Session, command: CardsCommand) -> Result<(), ClientError> {
+    let response = match command {
+        CardsCommand::Create {
+            product,
+            card_type,
+            first_name,
+            last_name,
+        } => {
+            let body = json!({
+                "cardType": card_type, "cardProduct": product, "customerReference": format!("cli-{}", certbound_client::now()),
+                "cardHolder": {"firstName": first_name, "lastName": last_name, "dateOfBirth": "1990-12-10"},
+                "address": {"addressLine1": "1 High Street", "city": "London", "postCode": "EC1A 1BB", "country": "GBR"},
+            });
+            session.call(Method::POST, "/cards", Some(&body)).await?
+        }
+        CardsCommand::Get { public_token } => {
+            session
+                .call(Method::GET, &format!("/cards/{public_token}"), None)
+                .await?
+        }
+        CardsCommand::Status {
+            public_token,
+            set: None,
+        } => {
+            session
+                .call(Method::GET, &format!("/cards/{public_token}/status"), None)
+                .await?
+        }
+        CardsCommand::Status {
+            public_token,
+            set: Some(status),
+        } => {
+            let body = if status.bytes().all(|b| b.is_ascii_digit()) {
+                json!({"cardStatusCode": status})
+            } else {
+                json!({"status": status})
+            };
+            session
+                .call(
+                    Method::PUT,
+                    &format!("/cards/{public_token}/status"),
+                    Some(&body),
+                )
+                .await?
+        }
+        CardsCommand::Pin {
+            public_token,
+            set: None,
+        } => {
+            session
+                .call(Method::GET, &format!("/cards/{public_token}/pin"), None)
+                .await?
+        }
+        CardsCommand::Pin {
+            public_token,
+            set: Some(pin),
+        } => {
+            session
+                .call(
+                    Method::POST,
+                    &format!("/cards/{public_token}/pin"),
+                    Some(&json!({"pin": pin})),
+                )
+                .await?
+        }
+        CardsCommand::Cvv { public_token } => {
+            session
+                .call(Method::GET, &format!("/cards/{public_token}/cvv"), None)
+                .await?
+        }
+        CardsCommand::Bulk {
+            quantity: Some(quantity),
+            product,
+            ..
+        } => {
+            let body = json!({"cardProduct": product, "cardType": "Virtual", "quantity": quantity});
+            session
+                .call(Method::POST, "/cards/bulk", Some(&body))
+                .await?
+        }
+        CardsCommand::Bulk { id: Some(id), .. } => {
+            session
+                .call(
+                    Method::GET,
+                    &format!("/cards/bulk?bulkCardRequestId={id}"),
+                    None,
+                )
+                .await?
+        }
+        CardsCommand::Bulk { .. } => {
+            return Err(ClientError::Invalid(
+                "give --quantity N to request cards, or --id ID to show a request".into(),
+            ));
+        }
+    };
+    print_response(&response)
+}

@@ -1,0 +1,359 @@
+//! The `certbound` binary as a client, against `certbound up`: onboard (and again, reusing),
+//! token (cached), call, pkcs12 (read back by OpenSSL), the errors a person gets, and the demo.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+struct Up {
+    child: Child,
+    urls: Vec<(String, String)>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Up {
+    fn url(&self, label: &str) -> String {
+        self.urls
+            .iter()
+            .find(|(name, _)| name == label)
+            .map(|(_, url)| url.clone())
+            .unwrap()
+    }
+}
+
+fn up(data: &Path) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .arg("up")
+        .args([
+            "--listen-directory",
+            "127.0.0.1:0",
+            "--listen-directory-mtls",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--listen-authz",
+            "127.0.0.1:0",
+            "--listen-cards",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut urls = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "certbound up exited early"
+        );
+        if line.starts_with("Stop with Ctrl-C") {
+            break;
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if let Some(url) = parts.last().filter(|url| url.starts_with("https://")) {
+            urls.push((parts[..parts.len() - 1].join(" "), (*url).to_owned()));
+        }
+    }
+    std::thread::spawn(move || for _ in reader.lines() {});
+    Up { child, urls }
+}
+
+fn certbound(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn onboard_token_call_and_pkcs12_through_the_binary() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let stack = up(&data);
+    let onboard = |out: &str| {
+        certbound(
+            &[
+                "onboard",
+                "--directory",
+                &stack.url("directory"),
+                "--authz",
+                &stack.url("authz"),
+                "--cards",
+                &stack.url("cards"),
+                "--admin-token-file",
+                data.join("admin.token").to_str().unwrap(),
+                "--ca",
+                data.join("ca.pem").to_str().unwrap(),
+                "--roles",
+                "programme-manager",
+                "--out",
+                out,
+            ],
+            work.path(),
+        )
+    };
+    let output = onboard("client");
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    for step in [
+        "[1/9] Raidiam Connect Well-Known",
+        "[2/9] Cloudentity Well-Known",
+        "[3/9] Create an Application",
+        "Prepare the New Certificate (transport)",
+        "Prepare the New Certificate (signing)",
+        "[6/9] 2.1 RC Access Token",
+        "[7/9] 2.2 Get RC SSA",
+        "[8/9] 2.3 Dynamic Client Registration",
+        "[9/9] Get Access Token",
+    ] {
+        assert!(stdout.contains(step), "missing `{step}` in:\n{stdout}");
+    }
+    let client = work.path().join("client");
+    let profile = std::fs::read_to_string(client.join("profile.toml")).unwrap();
+    for field in [
+        "org_id",
+        "ssa_id",
+        "kid",
+        "client_id",
+        "directory",
+        "authz",
+        "cards",
+        "registration_client_uri",
+    ] {
+        assert!(
+            profile.contains(&format!("{field} = ")),
+            "profile lacks {field}:\n{profile}"
+        );
+    }
+    for file in ["profile.toml", "transport.key", "signing.key"] {
+        let mode = std::fs::metadata(client.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    assert!(client.join("transport.pem").exists() && client.join("signing.pem").exists());
+
+    // Again with the same --out: nothing is created twice.
+    let output = onboard("client");
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("already registered: not registering twice"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(client.join("profile.toml"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("org_id")),
+        profile.lines().find(|l| l.starts_with("org_id"))
+    );
+
+    // token: cached until 30 s before expiry.
+    let (stdout, _) = text(&certbound(&["token", "--profile", "client"], work.path()));
+    assert!(stdout.starts_with("Get Access Token (cached)"), "{stdout}");
+    let (stdout, _) = text(&certbound(
+        &["token", "--profile", "client", "--refresh"],
+        work.path(),
+    ));
+    assert!(stdout.starts_with("Get Access Token\n"), "{stdout}");
+
+    // call: a card from a data file, then read back.
+    std::fs::write(
+        work.path().join("card.json"),
+        r#"{"cardType":"Virtual","cardProduct":"10003","customerReference":"cli-1",
+            "cardHolder":{"firstName":"Grace","lastName":"Hopper","dateOfBirth":"1906-12-09"},
+            "address":{"addressLine1":"1 Navy Way","city":"Arlington","postCode":"22202","country":"USA"}}"#,
+    )
+    .unwrap();
+    let output = certbound(
+        &[
+            "call",
+            "--profile",
+            "client",
+            "POST",
+            "/cards",
+            "--data",
+            "@card.json",
+        ],
+        work.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.starts_with("HTTP 201"), "{stdout}");
+    let body: serde_json::Value = serde_json::from_str(stdout.split_once('\n').unwrap().1).unwrap();
+    let card = body["publicToken"].as_str().unwrap();
+    let (stdout, _) = text(&certbound(
+        &["cards", "--profile", "client", "get", card],
+        work.path(),
+    ));
+    assert!(
+        stdout.starts_with("HTTP 200") && stdout.contains("\"currencyCode\": \"USD\""),
+        "{stdout}"
+    );
+
+    // pkcs12, read back by OpenSSL with its password.
+    let output = certbound(
+        &[
+            "pkcs12",
+            "--profile",
+            "client",
+            "--out",
+            "client.p12",
+            "--password",
+            "s3cret",
+        ],
+        work.path(),
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let read = Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-in",
+            "client.p12",
+            "-passin",
+            "pass:s3cret",
+            "-nodes",
+        ])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&read);
+    assert!(read.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("BEGIN PRIVATE KEY") && stdout.matches("BEGIN CERTIFICATE").count() == 2,
+        "{stdout}"
+    );
+    let wrong = Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-in",
+            "client.p12",
+            "-passin",
+            "pass:wrong",
+            "-nodes",
+        ])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+
+    // Errors a person can act on, without a backtrace.
+    let output = certbound(
+        &["call", "--profile", "client", "GET", "/no/such/path"],
+        work.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stdout.starts_with("HTTP 404") && stderr.contains("the Cards API answered 404"),
+        "{stdout}{stderr}"
+    );
+    let output = certbound(&["token", "--profile", "nowhere"], work.path());
+    let (_, stderr) = text(&output);
+    assert!(
+        stderr.contains("run `certbound onboard --out nowhere` first"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
+    // A host nobody listens on.
+    std::fs::create_dir_all(work.path().join("offline")).unwrap();
+    for file in [
+        "transport.pem",
+        "transport.key",
+        "signing.pem",
+        "signing.key",
+        "ca.pem",
+    ] {
+        std::fs::copy(client.join(file), work.path().join("offline").join(file)).unwrap();
+    }
+    let offline = profile
+        .lines()
+        .filter(|line| !line.starts_with("access_token"))
+        .map(|line| {
+            if line.starts_with("authz = ") {
+                "authz = \"https://localhost:1\"".to_owned()
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(work.path().join("offline/profile.toml"), offline).unwrap();
+    let (_, stderr) = text(&certbound(&["token", "--profile", "offline"], work.path()));
+    assert!(
+        stderr.contains("cannot reach https://localhost:1")
+            && stderr.contains("is certbound running there?"),
+        "{stderr}"
+    );
+    // A profile without a signing key.
+    let partial: String = profile
+        .lines()
+        .filter(|line| !line.starts_with("kid"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(work.path().join("offline/profile.toml"), partial).unwrap();
+    let (_, stderr) = text(&certbound(
+        &["rc-token", "--profile", "offline"],
+        work.path(),
+    ));
+    assert!(
+        stderr.contains("has no `kid`") && stderr.contains("certbound onboard"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_runs_and_leaves_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .arg("demo")
+        .env("TMPDIR", work.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    for line in [
+        "[9/9] Get Access Token",
+        "POST /cards",
+        "GET /cards/bulk                    Complete",
+        "HTTP 409 (a lost card never comes back)",
+    ] {
+        assert!(stdout.contains(line), "missing `{line}`:\n{stdout}");
+    }
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "the demo left files behind"
+    );
+}
