@@ -50,7 +50,13 @@ pub enum Backend {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// When this instance last deleted expired `jti`s and revocations: at most once a minute,
+    /// so the token path does one write, not two.
+    last_prune: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// How often expired rows are pruned, seconds.
+const PRUNE_INTERVAL: i64 = 60;
 
 impl Database {
     /// Connects (creating a SQLite file if needed) and applies the migrations.
@@ -92,7 +98,11 @@ impl Database {
                     .await?
             }
         };
-        let database = Self { pool, backend };
+        let database = Self {
+            pool,
+            backend,
+            last_prune: Default::default(),
+        };
         database.migrate().await?;
         Ok(database)
     }
@@ -105,6 +115,17 @@ impl Database {
     /// The pool, for tests and diagnostics.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Whether this call should prune expired rows (true at most once per interval).
+    fn prune_due(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.last_prune.load(Ordering::Relaxed);
+        now - last >= PRUNE_INTERVAL
+            && self
+                .last_prune
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -546,10 +567,6 @@ impl AuthzStore for Database {
         expires_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
         sqlx::query(
             "INSERT INTO revoked_tokens (jti, client_id, expires_at, revoked_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (jti) DO NOTHING",
@@ -798,10 +815,16 @@ impl CardsStore for Database {
 impl ReplayStore for Database {
     async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         // Expired entries can go: their tokens are refused for `exp` before they get here.
-        sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        if self.prune_due(now) {
+            sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        }
         let result = sqlx::query(
             "INSERT INTO used_jti (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
         )

@@ -1,0 +1,132 @@
+//! The load: `connections` tasks sending requests until a deadline (or until pre-generated
+//! inputs run out), recording each latency; then the numbers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A task's source of requests; `None` when its pre-generated inputs run out.
+pub(crate) type Generator = Box<dyn FnMut() -> Option<reqwest::RequestBuilder> + Send>;
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Stats {
+    pub(crate) requests: usize,
+    pub(crate) errors: usize,
+    pub(crate) seconds: f64,
+    pub(crate) latencies_us: Vec<u64>,
+    pub(crate) first_error: Option<String>,
+}
+
+impl Stats {
+    pub(crate) fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.requests as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let index = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us.get(index).copied().unwrap_or_default() as f64 / 1000.0
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": self.seconds,
+            "requests_per_second": self.rate(),
+            "latency_ms": {"p50": self.percentile(0.5), "p90": self.percentile(0.9), "p99": self.percentile(0.99), "max": self.percentile(1.0)},
+            "first_error": self.first_error,
+        })
+    }
+}
+
+/// Runs one task per generator (one connection each) for `duration`: as fast as each connection
+/// goes, or paced so that all together send `rate` requests per second (open loop: latency is
+/// measured from each request's scheduled time, so a slow server cannot hide queueing).
+pub(crate) async fn run(
+    generators: Vec<Generator>,
+    duration: Duration,
+    rate: Option<f64>,
+) -> Stats {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    let count = generators.len().max(1) as f64;
+    let interval = rate.map(|rate| Duration::from_secs_f64(count / rate.max(1.0)));
+    for (index, mut next) in generators.into_iter().enumerate() {
+        // Stagger the connections evenly within one interval.
+        let offset = interval.map(|interval| interval.mul_f64(index as f64 / count));
+        tasks.push(tokio::spawn(async move {
+            let mut scheduled = start + offset.unwrap_or_default();
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            let mut first_error = None;
+            while Instant::now() < deadline {
+                let Some(request) = next() else { break };
+                let sent = match interval {
+                    Some(interval) => {
+                        tokio::time::sleep_until(scheduled.into()).await;
+                        let at = scheduled;
+                        scheduled += interval;
+                        at
+                    }
+                    None => Instant::now(),
+                };
+                match request.send().await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let body = response.bytes().await;
+                        latencies
+                            .push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                        if !status.is_success() || body.is_err() {
+                            errors += 1;
+                            if first_error.is_none() {
+                                first_error = Some(format!(
+                                    "{status}: {}",
+                                    body.map(|b| String::from_utf8_lossy(&b).into_owned())
+                                        .unwrap_or_default()
+                                ));
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        errors += 1;
+                        latencies
+                            .push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                        if first_error.is_none() {
+                            first_error = Some(error.to_string());
+                        }
+                    }
+                }
+            }
+            (latencies, errors, first_error)
+        }));
+    }
+    let mut stats = Stats {
+        requests: 0,
+        errors: 0,
+        seconds: 0.0,
+        latencies_us: Vec::new(),
+        first_error: None,
+    };
+    for task in tasks {
+        if let Ok((latencies, errors, first_error)) = task.await {
+            stats.requests += latencies.len();
+            stats.errors += errors;
+            stats.latencies_us.extend(latencies);
+            if stats.first_error.is_none() {
+                stats.first_error = first_error;
+            }
+        }
+    }
+    stats.seconds = start.elapsed().as_secs_f64();
+    stats.latencies_us.sort_unstable();
+    stats
+}

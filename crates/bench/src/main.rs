@@ -1,0 +1,322 @@
+//! `certbound-bench`: measures certbound against the cryptography it cannot avoid and, in the
+//! same invocation, against a peer (node-oidc-provider). See DESIGN.md section 9.
+//!
+//! The server runs as its own process so its CPU time is read from `/proc/<pid>/stat` apart from
+//! this load generator's. Client assertions are pre-generated before timing (RSA signing would
+//! otherwise measure the load generator), round-robin over many clients.
+
+// `serde_json::Value["key"]` answers `Null` for a missing key; it never panics. Bench code.
+#![allow(clippy::indexing_slicing)]
+
+mod floor;
+mod load;
+mod peer;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+use load::{Generator, Stats};
+use server::{Server, cpu_seconds};
+
+/// Load generator and crypto-floor measurement.
+#[derive(Debug, Parser)]
+#[command(name = "certbound-bench")]
+struct Args {
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent connections (one onboarded client each).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Scenarios, comma separated: token-keepalive, token-newconn, cards, register.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "token-keepalive,token-newconn,cards,register"
+    )]
+    scenarios: Vec<String>,
+    /// Client assertions pre-generated per connection for each token scenario.
+    #[arg(long, default_value_t = 2500)]
+    assertions: usize,
+    /// Software statements pre-created for the register scenario.
+    #[arg(long, default_value_t = 60)]
+    registrations: usize,
+    /// The certbound binary to start (a release build for real numbers).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Also run the token scenarios against a peer: `oidc-provider`.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a Markdown table here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Pace every scenario at this many requests per second in total (open loop), instead of
+    /// as fast as the connections go: for latency at a given load.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Fail (exit 1) if any request errs: for CI smoke runs.
+    #[arg(long)]
+    require_no_errors: bool,
+}
+
+/// A scenario's result.
+struct Row {
+    server: String,
+    scenario: String,
+    stats: Stats,
+    cpu_per_request_us: f64,
+    floor_us: Option<f64>,
+}
+
+impl Row {
+    fn json(&self) -> Value {
+        json!({
+            "server": self.server,
+            "scenario": self.scenario,
+            "stats": self.stats.json(),
+            "server_cpu_per_request_us": self.cpu_per_request_us,
+            "requests_per_server_cpu_second": if self.cpu_per_request_us > 0.0 { 1e6 / self.cpu_per_request_us } else { 0.0 },
+            "crypto_floor_us": self.floor_us,
+            "floor_over_server_cpu": self.floor_us.map(|floor| if self.cpu_per_request_us > 0.0 { floor / self.cpu_per_request_us } else { 0.0 }),
+        })
+    }
+}
+
+async fn measure(
+    pid: u32,
+    generators: Vec<Generator>,
+    duration: Duration,
+    rate: Option<f64>,
+) -> (Stats, f64) {
+    let before = cpu_seconds(pid);
+    let stats = load::run(generators, duration, rate).await;
+    let after = cpu_seconds(pid);
+    let per_request = if stats.requests > 0 {
+        (after - before) * 1e6 / stats.requests as f64
+    } else {
+        0.0
+    };
+    (stats, per_request)
+}
+
+fn print_row(row: &Row) {
+    let floor = row
+        .floor_us
+        .map(|floor| {
+            format!(
+                "{floor:.0} µs floor, ratio {:.2}",
+                floor / row.cpu_per_request_us.max(1e-9)
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "  {:<16} {:<16} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {}  server CPU {:>7.1} µs/req  {}",
+        row.server,
+        row.scenario,
+        row.stats.rate(),
+        row.stats.percentile(0.5),
+        row.stats.percentile(0.99),
+        row.stats.percentile(1.0),
+        row.stats.errors,
+        row.cpu_per_request_us,
+        floor
+    );
+    if let Some(error) = &row.stats.first_error {
+        println!(
+            "    first error: {}",
+            error.chars().take(300).collect::<String>()
+        );
+    }
+}
+
+fn markdown(rows: &[Row], args: &Args) -> String {
+    let mut out = String::from(
+        "| server | scenario | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU µs/req | req per CPU-second | crypto floor µs | floor / CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {} | {} |\n",
+            row.server,
+            row.scenario,
+            row.stats.rate(),
+            row.stats.percentile(0.5),
+            row.stats.percentile(0.9),
+            row.stats.percentile(0.99),
+            row.stats.percentile(1.0),
+            row.stats.errors,
+            row.cpu_per_request_us,
+            if row.cpu_per_request_us > 0.0 {
+                1e6 / row.cpu_per_request_us
+            } else {
+                0.0
+            },
+            row.floor_us
+                .map(|floor| format!("{floor:.0}"))
+                .unwrap_or_else(|| "—".into()),
+            row.floor_us
+                .map(|floor| format!("{:.2}", floor / row.cpu_per_request_us.max(1e-9)))
+                .unwrap_or_else(|| "—".into()),
+        ));
+    }
+    out.push_str(&format!(
+        "\n{} s per scenario, {} connections, {} pre-generated PS256 assertions per connection, load generator on the same machine.\n",
+        args.duration, args.connections, args.assertions
+    ));
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    match run(Args::parse()).await {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let binary = match &args.server {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|error| error.to_string())?
+            .with_file_name("certbound"),
+    };
+    let work = tempfile::tempdir().map_err(|error| error.to_string())?;
+    let data = work.path().join("data");
+    println!("Starting {} ...", binary.display());
+    let server = Server::certbound(&binary, &data)?;
+    let stack = certbound::Stack::prepare(&server, &data, work.path(), args.connections).await?;
+    let duration = Duration::from_secs(args.duration);
+    let mut rows = Vec::new();
+    println!(
+        "Measuring ({} s per scenario, {} connections):",
+        args.duration, args.connections
+    );
+
+    for scenario in &args.scenarios {
+        let row = match scenario.as_str() {
+            "token-keepalive" | "token-newconn" => {
+                let keep_alive = scenario == "token-keepalive";
+                let generators = stack.token_generators(args.assertions, keep_alive).await?;
+                let (stats, cpu) = measure(server.pid(), generators, duration, args.rate).await;
+                Row {
+                    server: "certbound".into(),
+                    scenario: scenario.clone(),
+                    stats,
+                    cpu_per_request_us: cpu,
+                    floor_us: Some(stack.token_floor()? * 1e6),
+                }
+            }
+            "cards" => {
+                let generators = stack.cards_generators().await?;
+                let (stats, cpu) = measure(server.pid(), generators, duration, args.rate).await;
+                Row {
+                    server: "certbound".into(),
+                    scenario: scenario.clone(),
+                    stats,
+                    cpu_per_request_us: cpu,
+                    floor_us: Some(stack.cards_floor().await? * 1e6),
+                }
+            }
+            "register" => {
+                let generators = stack.register_generators(args.registrations).await?;
+                let (stats, cpu) = measure(server.pid(), generators, duration, args.rate).await;
+                Row {
+                    server: "certbound".into(),
+                    scenario: scenario.clone(),
+                    stats,
+                    cpu_per_request_us: cpu,
+                    floor_us: None,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown scenario `{other}`: use token-keepalive, token-newconn, cards, register"
+                ));
+            }
+        };
+        print_row(&row);
+        rows.push(row);
+    }
+
+    if let Some(peer) = &args.peer {
+        if peer != "oidc-provider" {
+            return Err(format!("unknown peer `{peer}`: the peer is oidc-provider"));
+        }
+        let peer_rows = peer::run(&stack, &args, work.path()).await?;
+        for row in peer_rows {
+            print_row(&row);
+            rows.push(row);
+        }
+        compare(&rows);
+    }
+
+    let document = json!({
+        "machine": machine(),
+        "duration_seconds": args.duration,
+        "connections": args.connections,
+        "assertions_per_connection": args.assertions,
+        "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
+    });
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&document).unwrap_or_default(),
+        )
+        .map_err(|error| error.to_string())?;
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, markdown(&rows, &args)).map_err(|error| error.to_string())?;
+    }
+    let errors: usize = rows.iter().map(|row| row.stats.errors).sum();
+    Ok(!(args.require_no_errors && errors > 0))
+}
+
+fn compare(rows: &[Row]) {
+    for scenario in ["token-keepalive", "token-newconn"] {
+        let find = |server: &str| {
+            rows.iter()
+                .find(|row| row.server == server && row.scenario == scenario)
+        };
+        if let (Some(ours), Some(theirs)) = (find("certbound"), find("oidc-provider"))
+            && ours.cpu_per_request_us > 0.0
+            && theirs.cpu_per_request_us > 0.0
+            && ours.stats.errors == 0
+            && theirs.stats.errors == 0
+        {
+            println!(
+                "  {scenario}: certbound serves {:.1}× the tokens per server CPU-second of oidc-provider ({:.0} vs {:.0})",
+                theirs.cpu_per_request_us / ours.cpu_per_request_us,
+                1e6 / ours.cpu_per_request_us,
+                1e6 / theirs.cpu_per_request_us
+            );
+        }
+    }
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .map(|line| line.split(':').nth(1).unwrap_or_default().trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    json!({"cpu": cpu, "cores": cores})
+}
+
+mod certbound;
