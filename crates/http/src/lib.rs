@@ -28,6 +28,21 @@ pub struct PeerCertificate {
     pub issued_by_directory: bool,
 }
 
+/// The TCP address the connection came from (the proxy's, behind one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::SocketAddr);
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<ClientAddress>().copied())
+    }
+}
+
 /// Refusal of a request that needs a client certificate and came without one.
 #[derive(Debug)]
 pub struct MissingCertificate;

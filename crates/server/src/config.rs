@@ -57,6 +57,29 @@ impl Default for Listen {
     }
 }
 
+/// Connection limits of every listener.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections per listener; more are closed at once.
+    pub max_connections: usize,
+    /// Seconds a client may take to complete the TLS handshake.
+    pub handshake_timeout_seconds: u64,
+    /// Seconds a client may take to send a request's headers, and to start the next request on
+    /// a kept-alive connection (slowloris).
+    pub header_read_timeout_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            handshake_timeout_seconds: 10,
+            header_read_timeout_seconds: 30,
+        }
+    }
+}
+
 /// Everything `certbound up` needs.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -89,6 +112,8 @@ pub struct StackConfig {
     /// (every instance must announce the same one). Defaults to this listener's URL plus
     /// `issuer_path`.
     pub authz_issuer: Option<String>,
+    /// Connection limits.
+    pub limits: Limits,
 }
 
 impl Default for StackConfig {
@@ -106,6 +131,7 @@ impl Default for StackConfig {
             directory_url: None,
             strict_audience: false,
             authz_issuer: None,
+            limits: Limits::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use certbound_http::PeerCertificate;
 use certbound_jose::{AlgorithmPolicy, SigningKey};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::RootCertStore;
@@ -170,7 +170,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     config.validate()?;
     let (database, master_key, material) = crate::bootstrap::open(&config).await?;
     let (shutdown, watcher) = watch::channel(false);
-    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let limits = Limits::of(&config);
     let mut tasks = JoinSet::new();
     let algorithms = if config.allow_rs256 {
         AlgorithmPolicy::with_rs256()
@@ -221,14 +221,14 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             acceptor(&material, ClientCertificates::NotRequested)?,
             directory.public_router(),
             watcher.clone(),
-            grace,
+            limits,
         ));
         tasks.spawn(serve(
             mtls,
             acceptor(&material, ClientCertificates::DirectoryCa)?,
             directory.mtls_router(),
             watcher.clone(),
-            grace,
+            limits,
         ));
         tracing::info!(%public_url, %mtls_url, "directory listening");
         directory_url = Some(public_url);
@@ -281,7 +281,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             acceptor(&material, ClientCertificates::DirectoryOrSelfSigned)?,
             authz.router(),
             watcher.clone(),
-            grace,
+            limits,
         ));
         tracing::info!(%issuer, "authorization server listening");
         authz_url = Some(issuer);
@@ -321,7 +321,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             acceptor(&material, ClientCertificates::DirectoryCa)?,
             cards.router(),
             watcher.clone(),
-            grace,
+            limits,
         ));
         tracing::info!(%base, "cards API listening");
         cards_url = Some(base);
@@ -342,17 +342,37 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     })
 }
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What each connection of a listener may use.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_connections: usize,
+    handshake_timeout: Duration,
+    header_read_timeout: Duration,
+    grace: Duration,
+}
+
+impl Limits {
+    fn of(config: &StackConfig) -> Self {
+        Self {
+            max_connections: config.limits.max_connections.max(1),
+            handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_seconds.max(1)),
+            header_read_timeout: Duration::from_secs(
+                config.limits.header_read_timeout_seconds.max(1),
+            ),
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        }
+    }
+}
 
 async fn serve(
     listener: TcpListener,
     acceptor: Acceptor,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
+    limits: Limits,
 ) {
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -365,23 +385,34 @@ async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        // Over the limit: close at once rather than queue.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached; connection closed");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let router = router.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%remote, %error, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let stream = match tokio::time::timeout(
+                limits.handshake_timeout,
+                acceptor.tls.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%remote, %error, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
             let peer = stream.get_ref().1.peer_certificates().and_then(|chain| {
                 let leaf = chain.first()?;
                 Some(PeerCertificate {
@@ -393,15 +424,27 @@ async fn serve(
                         .is_none_or(|classify| classify.issued_by_directory(chain)),
                 })
             });
+            let address = certbound_http::ClientAddress(remote);
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
                     if let Some(peer) = &peer {
                         request.extensions_mut().insert(peer.clone());
                     }
+                    request.extensions_mut().insert(address);
                     router.clone().oneshot(request.map(axum::body::Body::new))
                 },
             );
-            let builder = Builder::new(TokioExecutor::new());
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(64 * 1024);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(64)
+                .max_header_list_size(32 * 1024);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%remote, %error, "connection ended with an error");
@@ -409,7 +452,7 @@ async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(limits.grace, graceful.shutdown())
         .await
         .is_err()
     {
