@@ -34,6 +34,14 @@ pub enum AuthzError {
     /// RFC 7591 §3.2.2: the software statement is not approved for this registration.
     #[error("{0}")]
     UnapprovedSoftwareStatement(String),
+    /// 429 with `Retry-After` (RFC 6585 §4): over a rate limit.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What happened.
+        message: String,
+        /// Seconds until the window resets.
+        retry_after: u64,
+    },
     /// RFC 6749 §5.2: the client may not use this grant or method.
     #[error("{0}")]
     UnauthorizedClient(String),
@@ -61,6 +69,7 @@ impl AuthzError {
             Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::UnsupportedTokenType(_) => "unsupported_token_type",
+            Self::TooManyRequests { .. } => "too_many_requests",
         }
     }
 }
@@ -82,6 +91,19 @@ impl IntoResponse for AuthzError {
                     self.as_str(),
                     &format!("internal error, trace id {trace_id}"),
                 );
+            }
+            Self::TooManyRequests { retry_after, .. } => {
+                let mut response = oauth_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    self.as_str(),
+                    &self.to_string(),
+                );
+                if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after.to_string()) {
+                    response
+                        .headers_mut()
+                        .insert(axum::http::header::RETRY_AFTER, value);
+                }
+                return response;
             }
             Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidClientMetadata(_)

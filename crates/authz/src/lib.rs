@@ -22,15 +22,37 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use certbound_jose::AlgorithmPolicy;
-use certbound_store::{AuthzStore, DirectoryStore, MasterKey, ReplayStore};
+use certbound_store::{AuthzStore, DirectoryStore, MasterKey, RateLimitStore, ReplayStore};
 
 pub use error::AuthzError;
 pub use token::{AccessTokenClaims, Confirmation, TokenError, verify_access_token};
 
 /// Everything the authorization server stores, as one trait object.
 /// The directory's certificate revocations are included: a revoked certificate gets nothing here.
-pub trait Store: AuthzStore + ReplayStore + DirectoryStore {}
-impl<T: AuthzStore + ReplayStore + DirectoryStore> Store for T {}
+pub trait Store: AuthzStore + ReplayStore + DirectoryStore + RateLimitStore {}
+impl<T: AuthzStore + ReplayStore + DirectoryStore + RateLimitStore> Store for T {}
+
+/// Requests per minute allowed at the token and registration endpoints (0: no limit). Counted in
+/// the shared store, so the limit holds across instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Token requests per claimed client.
+    pub token_per_client: i64,
+    /// Token requests per source address.
+    pub token_per_address: i64,
+    /// Registration requests per source address.
+    pub register_per_address: i64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            token_per_client: 600,
+            token_per_address: 6000,
+            register_per_address: 60,
+        }
+    }
+}
 
 /// The authorization server's settings.
 #[derive(Clone, Debug)]
@@ -50,6 +72,8 @@ pub struct AuthzConfig {
     pub strict_audience: bool,
     /// The scopes this server may grant (discovery lists them).
     pub scopes_supported: Vec<String>,
+    /// Rate limits.
+    pub rate_limits: RateLimits,
 }
 
 /// The maximum age of an SSA at registration, seconds.
@@ -148,6 +172,24 @@ impl Authz {
         routed
             .route("/healthz", get(|| async { "ok" }))
             .fallback(error::not_found)
+    }
+}
+
+impl Authz {
+    /// Counts a request against `limit` per minute for `key`; 429 once over it.
+    pub(crate) async fn limit(&self, key: &str, limit: i64, now: i64) -> Result<(), AuthzError> {
+        if limit <= 0 {
+            return Ok(());
+        }
+        let window = now - now.rem_euclid(60);
+        let count = self.store.hit(key, window, now).await?;
+        if count > limit {
+            return Err(AuthzError::TooManyRequests {
+                message: format!("more than {limit} requests a minute: slow down"),
+                retry_after: u64::try_from(window + 60 - now).unwrap_or(1).max(1),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -457,9 +457,20 @@ fn response_body(
 pub(crate) async fn register(
     State(authz): State<Arc<Authz>>,
     peer: Option<PeerCertificate>,
+    address: Option<certbound_http::ClientAddress>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AuthzError> {
+    if let Some(address) = address {
+        let now = certbound_store::clock::now();
+        authz
+            .limit(
+                &format!("register|address|{}", address.0.ip()),
+                authz.config.rate_limits.register_per_address,
+                now,
+            )
+            .await?;
+    }
     let peer = peer.ok_or_else(|| {
         AuthzError::InvalidClient(
             "registration requires mutual TLS: present your transport certificate".into(),
@@ -816,6 +827,7 @@ mod ssa_tests {
             algorithms: AlgorithmPolicy::default(),
             strict_audience: false,
             scopes_supported: vec![],
+            rate_limits: crate::RateLimits::default(),
         };
         let source = FixedKeys(json!({"keys": [jwk]}));
         (

@@ -120,11 +120,36 @@ fn no_store(body: Value) -> Response {
 pub(crate) async fn token(
     State(authz): State<Arc<Authz>>,
     peer: Option<PeerCertificate>,
+    address: Option<certbound_http::ClientAddress>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AuthzError> {
     let form = form(&headers, &body)?;
     let now = certbound_store::clock::now();
+    let limits = authz.config.rate_limits;
+    if let Some(address) = address {
+        authz
+            .limit(
+                &format!("token|address|{}", address.0.ip()),
+                limits.token_per_address,
+                now,
+            )
+            .await?;
+    }
+    let claimed = form.get("client_id").cloned().or_else(|| {
+        form.get("client_assertion")
+            .and_then(|assertion| certbound_jose::unverified_claims(assertion))
+            .and_then(|claims| claims.get("iss").and_then(Value::as_str).map(str::to_owned))
+    });
+    if let Some(client) = claimed {
+        authz
+            .limit(
+                &format!("token|client|{client}"),
+                limits.token_per_client,
+                now,
+            )
+            .await?;
+    }
     let client = authenticate(&authz, peer.as_ref(), &form, now).await?;
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}

@@ -24,8 +24,15 @@ impl Drop for Server {
 impl Server {
     /// Starts `certbound up` on free ports in `data`.
     pub(crate) fn certbound(binary: &Path, data: &Path) -> Result<Self, String> {
+        // The bench measures the server, not its rate limits: they are switched off.
+        std::fs::create_dir_all(data).map_err(|error| error.to_string())?;
+        let config = data.join("bench.toml");
+        std::fs::write(&config, "[rate_limits]\ntoken_per_client = 0\ntoken_per_address = 0\nregister_per_address = 0\n")
+            .map_err(|error| error.to_string())?;
         let mut child = Command::new(binary)
             .arg("up")
+            .arg("--config")
+            .arg(&config)
             .args([
                 "--listen-directory",
                 "127.0.0.1:0",

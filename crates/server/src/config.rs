@@ -80,6 +80,30 @@ impl Default for Limits {
     }
 }
 
+/// Requests per minute at the authorization server's token and registration endpoints (0: no
+/// limit), counted in the shared store so they hold across instances.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Token requests per claimed client.
+    pub token_per_client: i64,
+    /// Token requests per source address.
+    pub token_per_address: i64,
+    /// Registrations per source address.
+    pub register_per_address: i64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let defaults = certbound_authz::RateLimits::default();
+        Self {
+            token_per_client: defaults.token_per_client,
+            token_per_address: defaults.token_per_address,
+            register_per_address: defaults.register_per_address,
+        }
+    }
+}
+
 /// Everything `certbound up` needs.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -114,6 +138,8 @@ pub struct StackConfig {
     pub authz_issuer: Option<String>,
     /// Connection limits.
     pub limits: Limits,
+    /// Rate limits.
+    pub rate_limits: RateLimits,
 }
 
 impl Default for StackConfig {
@@ -132,6 +158,7 @@ impl Default for StackConfig {
             strict_audience: false,
             authz_issuer: None,
             limits: Limits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }

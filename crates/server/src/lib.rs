@@ -11,5 +11,5 @@ mod listener;
 mod verifier;
 
 pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};
-pub use config::{ConfigError, Limits, Listen, Part, StackConfig};
+pub use config::{ConfigError, Limits, Listen, Part, RateLimits, StackConfig};
 pub use listener::{RunningStack, StartError, start};

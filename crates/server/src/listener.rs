@@ -269,6 +269,11 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 algorithms: algorithms.clone(),
                 strict_audience: config.strict_audience,
                 scopes_supported: scopes,
+                rate_limits: certbound_authz::RateLimits {
+                    token_per_client: config.rate_limits.token_per_client,
+                    token_per_address: config.rate_limits.token_per_address,
+                    register_per_address: config.rate_limits.register_per_address,
+                },
             },
             database.clone(),
             master_key.clone(),

@@ -11,7 +11,7 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::records::{
     AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
     ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
-    OrganisationRecord, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
+    OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
 };
 
 /// Embedded migrations, applied in order at start.
@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (2, "authz", include_str!("../migrations/0002_authz.sql")),
     (3, "cards", include_str!("../migrations/0003_cards.sql")),
+    (
+        4,
+        "rate limits",
+        include_str!("../migrations/0004_rate_limits.sql"),
+    ),
 ];
 
 /// Infrastructure errors of the store.
@@ -115,6 +120,26 @@ impl Database {
     /// The pool, for tests and diagnostics.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Deletes expired `jti`s, revocations and rate-limit windows, at most once per interval.
+    async fn prune(&self, now: i64) -> Result<(), StoreError> {
+        if self.prune_due(now) {
+            // Expired entries can go: their tokens are refused for `exp` before they get here.
+            sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
+                .bind(now - 3600)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Whether this call should prune expired rows (true at most once per interval).
@@ -812,19 +837,25 @@ impl CardsStore for Database {
 }
 
 #[async_trait]
+impl RateLimitStore for Database {
+    async fn hit(&self, key: &str, window_start: i64, now: i64) -> Result<i64, StoreError> {
+        self.prune(now).await?;
+        let count: i64 = sqlx::query_scalar(
+            "INSERT INTO rate_limits (key, window_start, count) VALUES ($1, $2, 1) \
+             ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 RETURNING count",
+        )
+        .bind(key)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+}
+
+#[async_trait]
 impl ReplayStore for Database {
     async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
-        // Expired entries can go: their tokens are refused for `exp` before they get here.
-        if self.prune_due(now) {
-            sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-            sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-        }
+        self.prune(now).await?;
         let result = sqlx::query(
             "INSERT INTO used_jti (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
         )

@@ -14,6 +14,6 @@ pub use database::{Backend, Database, StoreError};
 pub use records::{
     AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
     ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
-    OrganisationRecord, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
+    OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
 };
 pub use sealed::{MasterKey, SealError};

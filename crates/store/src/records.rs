@@ -344,3 +344,11 @@ pub trait CardsStore: Send + Sync {
         stale_before: i64,
     ) -> Result<bool, StoreError>;
 }
+
+/// Request counters for rate limits, shared by every instance.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Counts one request for `key` in the window starting at `window_start`; returns the count
+    /// so far in that window.
+    async fn hit(&self, key: &str, window_start: i64, now: i64) -> Result<i64, StoreError>;
+}

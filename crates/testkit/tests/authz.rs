@@ -1117,3 +1117,65 @@ async fn strict_fapi2_audience() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = certbound_testkit::fresh_database_url().await;
+    let stack = TestStack::start_with(dir, url, |config| {
+        config.rate_limits.token_per_client = 3;
+        config.rate_limits.register_per_address = 2;
+    })
+    .await;
+    let software = stack.onboard(&["card-reader"]).await;
+    let other = stack.onboard(&["card-reader"]).await;
+    stack.register(&software, json!({})).await;
+    stack.register(&other, json!({})).await;
+    for _ in 0..3 {
+        let assertion = stack.authz_assertion(&software, |_| {});
+        assert_eq!(
+            stack
+                .authz_token_request(&software.transport, &assertion, &[])
+                .await
+                .status(),
+            200
+        );
+    }
+    let assertion = stack.authz_assertion(&software, |_| {});
+    let response = stack
+        .authz_token_request(&software.transport, &assertion, &[])
+        .await;
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let (_, error, description) = refusal(response).await;
+    assert_eq!(error, "too_many_requests");
+    assert!(
+        description.contains("more than 3 requests a minute"),
+        "{description}"
+    );
+    // Another client is not affected.
+    let assertion = stack.authz_assertion(&other, |_| {});
+    assert_eq!(
+        stack
+            .authz_token_request(&other.transport, &assertion, &[])
+            .await
+            .status(),
+        200
+    );
+    // Registrations per address: two were allowed, the third is not.
+    let third = stack.onboard(&["card-reader"]).await;
+    let response = stack
+        .register_request(
+            &third,
+            &json!({"software_statement": stack.ssa(&third).await}),
+        )
+        .await;
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    stack.stop().await;
+}
