@@ -85,6 +85,7 @@ pub struct Authz {
     store: Arc<dyn Store>,
     keys: keys::TokenKeys,
     key_cache: fetch::KeyCache,
+    audit: certbound_http::AuditLog,
 }
 
 impl std::fmt::Debug for Authz {
@@ -102,6 +103,7 @@ impl Authz {
         store: Arc<dyn Store>,
         master: Arc<MasterKey>,
         key_source: Box<dyn fetch::KeySource>,
+        audit: certbound_http::AuditLog,
     ) -> Result<Arc<Self>, AuthzError> {
         let now = certbound_store::clock::now();
         let keys = keys::TokenKeys::load(store.clone(), master, now, config.token_lifetime).await?;
@@ -110,6 +112,7 @@ impl Authz {
             store,
             keys,
             key_cache: fetch::KeyCache::new(key_source),
+            audit,
         }))
     }
 
@@ -172,6 +175,17 @@ impl Authz {
         routed
             .route("/healthz", get(|| async { "ok" }))
             .fallback(error::not_found)
+            .layer(axum::middleware::from_fn({
+                let audit = self.audit.clone();
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let audit = audit.clone();
+                    async move {
+                        audit
+                            .refusals("authz", certbound_store::clock::now(), request, next)
+                            .await
+                    }
+                }
+            }))
     }
 }
 

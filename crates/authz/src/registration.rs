@@ -506,6 +506,13 @@ pub(crate) async fn register(
         )));
     }
     tracing::info!(client_id = %metadata.client_id, method = %metadata.token_endpoint_auth_method, "client registered");
+    authz.audit.record(
+        "authz",
+        "client_registered",
+        now,
+        serde_json::json!({"client_id": metadata.client_id, "organisation_id": metadata.organisation_id,
+            "auth_method": metadata.token_endpoint_auth_method, "scope": metadata.scope, "thumbprint": peer.thumbprint.to_string()}),
+    );
     let body = response_body(&authz, &metadata, Some(&registration_access_token))?;
     Ok((
         StatusCode::CREATED,
@@ -659,6 +666,12 @@ pub(crate) async fn update(
         .update_client(&record.client_id, &stored, now)
         .await?;
     tracing::info!(client_id = %record.client_id, "client updated");
+    authz.audit.record(
+        "authz",
+        "client_updated",
+        now,
+        serde_json::json!({"client_id": record.client_id, "scope": metadata.scope}),
+    );
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(response_body(&authz, &metadata, None)?),
@@ -690,6 +703,12 @@ pub(crate) async fn delete(
     let (record, _) = managed_client(&authz, &client_id, peer.as_ref(), &headers).await?;
     authz.store.delete_client(&record.client_id).await?;
     tracing::info!(client_id = %record.client_id, "client deleted");
+    authz.audit.record(
+        "authz",
+        "client_deleted",
+        certbound_store::clock::now(),
+        serde_json::json!({"client_id": record.client_id}),
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -831,9 +850,15 @@ mod ssa_tests {
         };
         let source = FixedKeys(json!({"keys": [jwk]}));
         (
-            Authz::new(config, database, Arc::new(master), Box::new(source))
-                .await
-                .unwrap(),
+            Authz::new(
+                config,
+                database,
+                Arc::new(master),
+                Box::new(source),
+                certbound_http::AuditLog::disabled(),
+            )
+            .await
+            .unwrap(),
             dir,
         )
     }

@@ -221,6 +221,13 @@ pub(crate) async fn token(
     let access_token = certbound_jose::sign(&claims, &signer, "JWT")
         .map_err(|error| AuthzError::Internal(error.to_string()))?;
     tracing::info!(client_id = %claims.client_id, thumbprint, kid = signer.kid(), "access token issued");
+    authz.audit.record(
+        "authz",
+        "token_issued",
+        now,
+        serde_json::json!({"client_id": claims.client_id, "organisation_id": claims.org_id, "jti": claims.jti,
+            "scope": claims.scp.join(" "), "thumbprint": thumbprint, "kid": signer.kid()}),
+    );
     Ok(no_store(json!({
         "access_token": access_token,
         "expires_in": lifetime,
@@ -312,6 +319,12 @@ pub(crate) async fn revoke(
             .revoke_token(&claims.jti, &claims.client_id, claims.exp, now)
             .await?;
         tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
+        authz.audit.record(
+            "authz",
+            "token_revoked",
+            now,
+            serde_json::json!({"client_id": claims.client_id, "jti": claims.jti}),
+        );
     }
     Ok(([(header::CACHE_CONTROL, "no-store")], "").into_response())
 }

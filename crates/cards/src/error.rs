@@ -129,6 +129,10 @@ impl IntoResponse for CardsError {
                         .headers_mut()
                         .insert(header::WWW_AUTHENTICATE, value);
                 }
+                response.extensions_mut().insert(certbound_http::Refusal {
+                    code: "invalid_token".into(),
+                    description: certbound_http::clean_description(&message),
+                });
                 response
             }
             Self::InsufficientScope(scope) => {
@@ -144,6 +148,10 @@ impl IntoResponse for CardsError {
                         .headers_mut()
                         .insert(header::WWW_AUTHENTICATE, value);
                 }
+                response.extensions_mut().insert(certbound_http::Refusal {
+                    code: "insufficient_scope".into(),
+                    description: format!("this call needs the `{scope}` scope"),
+                });
                 response
             }
             Self::Internal(detail) => {

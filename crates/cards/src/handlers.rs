@@ -480,6 +480,12 @@ pub(crate) async fn change_status(
         card.updated_at = now;
         cards.store.update_card(&card).await?;
         tracing::info!(public_token = %card.public_token, status = to.code, "card status changed");
+        cards.audit.record(
+            "cards",
+            "card_status_changed",
+            now,
+            json!({"public_token": card.public_token, "organisation_id": card.organisation_id, "status": to.code, "client_id": caller.claims.client_id}),
+        );
         Ok((StatusCode::OK, Some(status_view(&card)?)))
     })
     .await

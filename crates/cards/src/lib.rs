@@ -53,6 +53,7 @@ pub struct Cards {
     keys: crypto::CardKeys,
     token_keys: KeyCache,
     work: tokio::sync::Notify,
+    audit: certbound_http::AuditLog,
 }
 
 impl std::fmt::Debug for Cards {
@@ -71,6 +72,7 @@ impl Cards {
         master: Arc<MasterKey>,
         keys: crypto::CardKeys,
         token_key_source: Box<dyn certbound_authz::fetch::KeySource>,
+        audit: certbound_http::AuditLog,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
@@ -79,6 +81,7 @@ impl Cards {
             keys,
             token_keys: KeyCache::new(token_key_source),
             work: tokio::sync::Notify::new(),
+            audit,
         })
     }
 
@@ -118,5 +121,16 @@ impl Cards {
             .nest("/api/v1", api)
             .route("/healthz", get(|| async { "ok" }))
             .fallback(|| async { CardsError::NotFound("no such endpoint".into()) })
+            .layer(axum::middleware::from_fn({
+                let audit = self.audit.clone();
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let audit = audit.clone();
+                    async move {
+                        audit
+                            .refusals("cards", certbound_store::clock::now(), request, next)
+                            .await
+                    }
+                }
+            }))
     }
 }

@@ -240,6 +240,14 @@ async fn issue(
         thumbprint = %record.thumbprint,
         "certificate issued"
     );
+    directory.audit.record(
+            "directory",
+            "certificate_issued",
+            now,
+            serde_json::json!({"certificate_id": record.id, "organisation_id": record.organisation_id,
+                "software_statement_id": record.software_statement_id, "certificate_type": record.certificate_type,
+                "thumbprint": record.thumbprint, "serial": record.serial_hex}),
+        );
     Ok((StatusCode::CREATED, Json(CertificateView::from(&record))))
 }
 
@@ -359,6 +367,12 @@ async fn revoke(
         )));
     }
     tracing::info!(certificate_id, thumbprint = %record.thumbprint, "certificate revoked");
+    directory.audit.record(
+        "directory",
+        "certificate_revoked",
+        certbound_store::clock::now(),
+        serde_json::json!({"certificate_id": certificate_id, "organisation_id": record.organisation_id, "thumbprint": record.thumbprint}),
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

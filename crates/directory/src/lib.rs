@@ -52,6 +52,7 @@ pub struct Directory {
     ssa_signer: SigningKey,
     ssa_signer_jwk: Jwk,
     admin_token_hash: [u8; 32],
+    audit: certbound_http::AuditLog,
 }
 
 impl std::fmt::Debug for Directory {
@@ -72,6 +73,7 @@ impl Directory {
         ssa_signer: SigningKey,
         ssa_signer_jwk: Jwk,
         admin_token: &str,
+        audit: certbound_http::AuditLog,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
@@ -80,6 +82,7 @@ impl Directory {
             ssa_signer,
             ssa_signer_jwk,
             admin_token_hash: sha256(admin_token.as_bytes()),
+            audit,
         })
     }
 
@@ -164,6 +167,17 @@ impl Directory {
                 get(certificates::software_inactive_keystore),
             )
             .fallback(error::not_found)
+            .layer(axum::middleware::from_fn({
+                let audit = self.audit.clone();
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let audit = audit.clone();
+                    async move {
+                        audit
+                            .refusals("directory", certbound_store::clock::now(), request, next)
+                            .await
+                    }
+                }
+            }))
             .with_state(self.clone())
     }
 
@@ -178,6 +192,13 @@ impl Directory {
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), token::refuse_revoked_certificate))
             .route("/healthz", get(|| async { "ok" }))
             .fallback(error::not_found)
+            .layer(axum::middleware::from_fn({
+                let audit = self.audit.clone();
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let audit = audit.clone();
+                    async move { audit.refusals("directory", certbound_store::clock::now(), request, next).await }
+                }
+            }))
             .with_state(self.clone())
     }
 }

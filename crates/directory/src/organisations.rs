@@ -286,6 +286,12 @@ pub(crate) async fn create_organisation(
         })
         .await?;
     tracing::info!(organisation_id = %organisation.organisation_id, "organisation created");
+    directory.audit.record(
+        "directory",
+        "organisation_created",
+        now,
+        serde_json::json!({"organisation_id": organisation.organisation_id}),
+    );
     Ok((StatusCode::CREATED, Json(organisation)))
 }
 
@@ -380,6 +386,12 @@ pub(crate) async fn create_software_statement(
         })
         .await?;
     tracing::info!(software_statement_id = %statement.software_statement_id, "software statement created");
+    directory.audit.record(
+        "directory",
+        "software_statement_created",
+        now,
+        serde_json::json!({"software_statement_id": statement.software_statement_id, "organisation_id": statement.organisation_id, "roles": statement.roles}),
+    );
     Ok((StatusCode::CREATED, Json(statement)))
 }
 

@@ -120,6 +120,12 @@ pub(crate) async fn assertion(
     )
     .map_err(|error| DirectoryError::Internal(error.to_string()))?;
     tracing::info!(software_statement_id, "SSA issued");
+    directory.audit.record(
+        "directory",
+        "ssa_issued",
+        now,
+        serde_json::json!({"software_statement_id": software_statement_id, "organisation_id": organisation_id, "thumbprint": peer.thumbprint.to_string()}),
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "application/jwt"),

@@ -180,6 +180,12 @@ pub(crate) async fn token(
         })
         .await?;
     tracing::info!(client_id = %statement.client_id, thumbprint = %peer.thumbprint, "directory token issued");
+    directory.audit.record(
+        "directory",
+        "directory_token_issued",
+        now,
+        serde_json::json!({"client_id": statement.client_id, "organisation_id": statement.organisation_id, "thumbprint": peer.thumbprint.to_string()}),
+    );
     let body = json!({
         "access_token": access_token,
         "token_type": "Bearer",

@@ -6,7 +6,8 @@
 //! [`PeerCertificate`] values only after rustls has verified the chain.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
@@ -119,6 +120,10 @@ pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Respon
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
     );
+    response.extensions_mut().insert(Refusal {
+        code: error.to_owned(),
+        description: clean_description(description),
+    });
     response
 }
 
@@ -198,5 +203,95 @@ mod tests {
             parse_form(Some("application/x-www-form-urlencoded"), b"a=1&a=2"),
             Err(FormError::Repeated("a".into()))
         );
+    }
+}
+
+/// A refusal, attached to an error response so the audit middleware can record it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The wire error code (`invalid_client`, `invalid_token`...).
+    pub code: String,
+    /// The description sent to the client (never a secret).
+    pub description: String,
+}
+
+/// The audit trail: security events as JSON lines (one object per line), appended to a file.
+/// Records carry ids, thumbprints, reason codes and trace ids, never a secret: callers pass only
+/// those, and refusals carry the description already sent to the client.
+#[derive(Clone, Debug, Default)]
+pub struct AuditLog {
+    sink: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+impl AuditLog {
+    /// Appends to `path` (created 0600).
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Self {
+            sink: Some(Arc::new(Mutex::new(file))),
+        })
+    }
+
+    /// A log that records nothing.
+    pub fn disabled() -> Self {
+        Self { sink: None }
+    }
+
+    /// Records `event` of `part` with `fields` (an object of ids, codes, thumbprints).
+    pub fn record(&self, part: &str, event: &str, now: i64, fields: serde_json::Value) {
+        let Some(sink) = &self.sink else { return };
+        let mut line = serde_json::json!({"ts": now, "part": part, "event": event});
+        if let (serde_json::Value::Object(line), serde_json::Value::Object(fields)) =
+            (&mut line, fields)
+        {
+            line.extend(fields.into_iter().filter(|(_, value)| !value.is_null()));
+        }
+        let Ok(mut file) = sink.lock() else { return };
+        let _ = writeln!(file, "{line}");
+    }
+
+    /// Records every refused request of `part` (a response carrying a [`Refusal`]) with the
+    /// request's method, path, source address and certificate thumbprint. For
+    /// `axum::middleware::from_fn`.
+    pub async fn refusals(
+        &self,
+        part: &'static str,
+        now: i64,
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> Response {
+        let method = request.method().to_string();
+        let path = request.uri().path().to_owned();
+        let address = request
+            .extensions()
+            .get::<ClientAddress>()
+            .map(|address| address.0.ip().to_string());
+        let thumbprint = request
+            .extensions()
+            .get::<PeerCertificate>()
+            .map(|peer| peer.thumbprint.to_string());
+        let response = next.run(request).await;
+        if let Some(refusal) = response.extensions().get::<Refusal>() {
+            self.record(
+                part,
+                "refused",
+                now,
+                serde_json::json!({
+                    "status": response.status().as_u16(),
+                    "reason": refusal.code,
+                    "description": refusal.description,
+                    "method": method,
+                    "path": path,
+                    "address": address,
+                    "thumbprint": thumbprint,
+                }),
+            );
+        }
+        response
     }
 }

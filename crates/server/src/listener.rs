@@ -171,6 +171,13 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     let (database, master_key, material) = crate::bootstrap::open(&config).await?;
     let (shutdown, watcher) = watch::channel(false);
     let limits = Limits::of(&config);
+    let audit_path = config.data_dir.join("audit.jsonl");
+    let audit = certbound_http::AuditLog::open(&audit_path).map_err(|source| {
+        StartError::Bootstrap(BootstrapError::File {
+            path: audit_path.display().to_string(),
+            source,
+        })
+    })?;
     let mut tasks = JoinSet::new();
     let algorithms = if config.allow_rs256 {
         AlgorithmPolicy::with_rs256()
@@ -215,6 +222,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             ssa_signer,
             signer_jwk,
             &material.admin_token,
+            audit.clone(),
         );
         tasks.spawn(serve(
             public,
@@ -278,6 +286,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             database.clone(),
             master_key.clone(),
             Box::new(key_source),
+            audit.clone(),
         )
         .await
         .map_err(|error| StartError::Tls(error.to_string()))?;
@@ -319,6 +328,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             master_key.clone(),
             keys,
             Box::new(key_source),
+            audit.clone(),
         );
         tasks.spawn(cards.clone().run_bulk_worker(watcher.clone()));
         tasks.spawn(serve(
