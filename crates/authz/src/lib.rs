@@ -172,20 +172,11 @@ impl Authz {
         } else {
             Router::new().nest(&prefix, endpoints)
         };
-        routed
+        let router = routed
             .route("/healthz", get(|| async { "ok" }))
-            .fallback(error::not_found)
-            .layer(axum::middleware::from_fn({
-                let audit = self.audit.clone();
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let audit = audit.clone();
-                    async move {
-                        audit
-                            .refusals("authz", certbound_store::clock::now(), request, next)
-                            .await
-                    }
-                }
-            }))
+            .fallback(error::not_found);
+        self.audit
+            .audited(router, "authz", certbound_store::clock::now)
     }
 }
 

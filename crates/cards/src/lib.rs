@@ -117,20 +117,11 @@ impl Cards {
             .route("/openapi.json", get(openapi::document))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(self.clone());
-        Router::new()
+        let router = Router::new()
             .nest("/api/v1", api)
             .route("/healthz", get(|| async { "ok" }))
-            .fallback(|| async { CardsError::NotFound("no such endpoint".into()) })
-            .layer(axum::middleware::from_fn({
-                let audit = self.audit.clone();
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let audit = audit.clone();
-                    async move {
-                        audit
-                            .refusals("cards", certbound_store::clock::now(), request, next)
-                            .await
-                    }
-                }
-            }))
+            .fallback(|| async { CardsError::NotFound("no such endpoint".into()) });
+        self.audit
+            .audited(router, "cards", certbound_store::clock::now)
     }
 }

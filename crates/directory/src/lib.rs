@@ -145,7 +145,7 @@ impl Directory {
                 get(certificates::organisation_csr_command),
             )
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), admin::require_admin));
-        Router::new()
+        let router = Router::new()
             .merge(admin)
             .route("/healthz", get(|| async { "ok" }))
             .route("/.well-known/openid-configuration", get(token::discovery))
@@ -166,24 +166,15 @@ impl Directory {
                 "/keystore/{organisation_id}/{software_statement_id}/inactive/{file}",
                 get(certificates::software_inactive_keystore),
             )
-            .fallback(error::not_found)
-            .layer(axum::middleware::from_fn({
-                let audit = self.audit.clone();
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let audit = audit.clone();
-                    async move {
-                        audit
-                            .refusals("directory", certbound_store::clock::now(), request, next)
-                            .await
-                    }
-                }
-            }))
+            .fallback(error::not_found);
+        self.audit
+            .audited(router, "directory", certbound_store::clock::now)
             .with_state(self.clone())
     }
 
     /// Port 8442: the token endpoint and the SSA assertion, behind the certificate checks.
     pub fn mtls_router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/token", post(token::token))
             .route(
                 "/organisations/{organisation_id}/softwarestatements/{software_statement_id}/assertion",
@@ -191,14 +182,9 @@ impl Directory {
             )
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), token::refuse_revoked_certificate))
             .route("/healthz", get(|| async { "ok" }))
-            .fallback(error::not_found)
-            .layer(axum::middleware::from_fn({
-                let audit = self.audit.clone();
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let audit = audit.clone();
-                    async move { audit.refusals("directory", certbound_store::clock::now(), request, next).await }
-                }
-            }))
+            .fallback(error::not_found);
+        self.audit
+            .audited(router, "directory", certbound_store::clock::now)
             .with_state(self.clone())
     }
 }

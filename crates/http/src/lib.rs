@@ -255,6 +255,23 @@ impl AuditLog {
         let _ = writeln!(file, "{line}");
     }
 
+    /// Wraps `router` so every refused request is recorded (see [`AuditLog::refusals`]);
+    /// `now` reads the clock at the edge.
+    pub fn audited<S: Clone + Send + Sync + 'static>(
+        &self,
+        router: axum::Router<S>,
+        part: &'static str,
+        now: fn() -> i64,
+    ) -> axum::Router<S> {
+        let audit = self.clone();
+        router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let audit = audit.clone();
+                async move { audit.refusals(part, now(), request, next).await }
+            },
+        ))
+    }
+
     /// Records every refused request of `part` (a response carrying a [`Refusal`]) with the
     /// request's method, path, source address and certificate thumbprint. For
     /// `axum::middleware::from_fn`.
