@@ -140,6 +140,9 @@ pub struct StackConfig {
     pub limits: Limits,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// Trusted-proxy mode: networks (CIDRs) of the proxies whose `X-SSL-Client-Cert` /
+    /// `X-Forwarded-Client-Cert` headers carry the client certificate. Empty: off.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for StackConfig {
@@ -159,6 +162,7 @@ impl Default for StackConfig {
             authz_issuer: None,
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -8,6 +8,7 @@
 mod bootstrap;
 mod config;
 mod listener;
+mod proxy;
 mod verifier;
 
 pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};

@@ -24,6 +24,7 @@ use tower::ServiceExt as _;
 
 use crate::bootstrap::{BootstrapError, TrustMaterial};
 use crate::config::{ConfigError, Part, StackConfig};
+use crate::proxy::TrustedProxies;
 use crate::verifier::DirectoryOrSelfSigned;
 
 /// Why the stack did not start.
@@ -99,16 +100,19 @@ enum ClientCertificates {
     DirectoryOrSelfSigned,
 }
 
-/// A TLS acceptor and, where self-signed certificates are let in, the check that classifies them.
+/// A TLS acceptor and, where self-signed certificates are let in, the check that classifies them;
+/// with trusted-proxy mode on, the proxies whose certificate headers count.
 #[derive(Clone)]
 struct Acceptor {
     tls: TlsAcceptor,
     classify: Option<Arc<DirectoryOrSelfSigned>>,
+    proxies: Option<Arc<TrustedProxies>>,
 }
 
 fn acceptor(
     material: &TrustMaterial,
     client_certificates: ClientCertificates,
+    trusted_proxies: &[String],
 ) -> Result<Acceptor, StartError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -128,6 +132,17 @@ fn acceptor(
                 .map_err(tls_error)
         };
     let mut classify = None;
+    // Only listeners that take client certificates take them from a trusted proxy's header too.
+    let proxies = match (client_certificates, trusted_proxies.is_empty()) {
+        (ClientCertificates::NotRequested, _) | (_, true) => None,
+        _ => {
+            let issuing = CertificateDer::from(material.ca.issuing_der().to_vec());
+            Some(Arc::new(
+                TrustedProxies::new(trusted_proxies, directory_verifier()?, issuing)
+                    .map_err(StartError::Tls)?,
+            ))
+        }
+    };
     let builder = match client_certificates {
         ClientCertificates::NotRequested => builder.with_no_client_auth(),
         ClientCertificates::DirectoryCa => builder.with_client_cert_verifier(directory_verifier()?),
@@ -151,6 +166,7 @@ fn acceptor(
     Ok(Acceptor {
         tls: TlsAcceptor::from(Arc::new(config)),
         classify,
+        proxies,
     })
 }
 
@@ -226,14 +242,22 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         );
         tasks.spawn(serve(
             public,
-            acceptor(&material, ClientCertificates::NotRequested)?,
+            acceptor(
+                &material,
+                ClientCertificates::NotRequested,
+                &config.trusted_proxies,
+            )?,
             directory.public_router(),
             watcher.clone(),
             limits,
         ));
         tasks.spawn(serve(
             mtls,
-            acceptor(&material, ClientCertificates::DirectoryCa)?,
+            acceptor(
+                &material,
+                ClientCertificates::DirectoryCa,
+                &config.trusted_proxies,
+            )?,
             directory.mtls_router(),
             watcher.clone(),
             limits,
@@ -292,7 +316,11 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         .map_err(|error| StartError::Tls(error.to_string()))?;
         tasks.spawn(serve(
             listener,
-            acceptor(&material, ClientCertificates::DirectoryOrSelfSigned)?,
+            acceptor(
+                &material,
+                ClientCertificates::DirectoryOrSelfSigned,
+                &config.trusted_proxies,
+            )?,
             authz.router(),
             watcher.clone(),
             limits,
@@ -333,7 +361,11 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         tasks.spawn(cards.clone().run_bulk_worker(watcher.clone()));
         tasks.spawn(serve(
             listener,
-            acceptor(&material, ClientCertificates::DirectoryCa)?,
+            acceptor(
+                &material,
+                ClientCertificates::DirectoryCa,
+                &config.trusted_proxies,
+            )?,
             cards.router(),
             watcher.clone(),
             limits,
@@ -440,9 +472,13 @@ async fn serve(
                 })
             });
             let address = certbound_http::ClientAddress(remote);
+            let proxies = acceptor.proxies.clone();
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    if let Some(peer) = &peer {
+                    let forwarded = proxies
+                        .as_ref()
+                        .and_then(|proxies| proxies.take(remote.ip(), request.headers_mut()));
+                    if let Some(peer) = forwarded.as_ref().or(peer.as_ref()) {
                         request.extensions_mut().insert(peer.clone());
                     }
                     request.extensions_mut().insert(address);

@@ -1,0 +1,161 @@
+//! Trusted-proxy mode (off by default): behind nginx or envoy the client certificate arrives in
+//! a header instead of the TLS handshake. The header is honoured only on connections from the
+//! configured networks; from anyone else it is stripped and ignored. A forwarded certificate is
+//! never trusted because a proxy said so: certbound verifies its chain against the directory CA
+//! itself, exactly as the TLS layer would, and only then does it become the request's
+//! [`PeerCertificate`] (so `cnf.x5t#S256` binding works the same through the proxy).
+//!
+//! Headers: nginx's `X-SSL-Client-Cert` (`$ssl_client_escaped_cert`: the URL-encoded PEM leaf)
+//! and envoy's `X-Forwarded-Client-Cert` (`Cert="<URL-encoded PEM>"`, optional `Chain=`; the last
+//! element, added by the proxy next to certbound, counts).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use certbound_http::PeerCertificate;
+use ipnet::IpNet;
+use rustls::server::danger::ClientCertVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+/// nginx's header.
+pub(crate) const NGINX_HEADER: &str = "x-ssl-client-cert";
+/// envoy's header.
+pub(crate) const ENVOY_HEADER: &str = "x-forwarded-client-cert";
+
+/// The proxies whose certificate headers are believed, and how forwarded chains are verified.
+pub(crate) struct TrustedProxies {
+    networks: Vec<IpNet>,
+    verifier: Arc<dyn ClientCertVerifier>,
+    issuing: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for TrustedProxies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedProxies")
+            .field("networks", &self.networks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PEM certificates in a URL-encoded header value.
+fn decode(value: &str) -> Vec<CertificateDer<'static>> {
+    let pem = percent_encoding::percent_decode_str(value)
+        .decode_utf8_lossy()
+        .into_owned();
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// The `Cert` and `Chain` of the last element of an XFCC header.
+fn envoy_certificates(value: &str) -> Vec<CertificateDer<'static>> {
+    // Elements are comma separated; values are quoted and URL-encoded, so they hold no commas.
+    let element = value.rsplit(',').next().unwrap_or_default();
+    let mut certificates = Vec::new();
+    for pair in element.split(';') {
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"');
+        match key.trim().to_ascii_lowercase().as_str() {
+            "cert" => {
+                certificates.splice(0..0, decode(value));
+            }
+            "chain" => certificates.extend(decode(value)),
+            _ => {}
+        }
+    }
+    certificates
+}
+
+impl TrustedProxies {
+    /// Parses the networks (CIDRs or single addresses).
+    pub(crate) fn new(
+        networks: &[String],
+        verifier: Arc<dyn ClientCertVerifier>,
+        issuing: CertificateDer<'static>,
+    ) -> Result<Self, String> {
+        let networks = networks
+            .iter()
+            .map(|network| {
+                network
+                    .parse::<IpNet>()
+                    .or_else(|_| network.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        format!("trusted proxy network `{network}` is not a CIDR or an address")
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            networks,
+            verifier,
+            issuing,
+        })
+    }
+
+    /// Strips the certificate headers; if `remote` is a trusted proxy and the forwarded chain
+    /// verifies against the directory CA, returns the forwarded certificate.
+    pub(crate) fn take(&self, remote: IpAddr, headers: &mut HeaderMap) -> Option<PeerCertificate> {
+        let nginx = headers.remove(NGINX_HEADER);
+        let envoy = headers.remove(ENVOY_HEADER);
+        if !self
+            .networks
+            .iter()
+            .any(|network| network.contains(&remote))
+        {
+            if nginx.is_some() || envoy.is_some() {
+                tracing::warn!(%remote, "client certificate header from an untrusted address ignored");
+            }
+            return None;
+        }
+        let chain = match (nginx, envoy) {
+            (Some(value), _) => decode(value.to_str().ok()?),
+            (None, Some(value)) => envoy_certificates(value.to_str().ok()?),
+            (None, None) => return None,
+        };
+        let (leaf, rest) = chain.split_first()?;
+        // nginx forwards the leaf alone: the issuing CA is ours, so supply it.
+        let mut intermediates: Vec<CertificateDer<'_>> = rest.to_vec();
+        intermediates.push(self.issuing.clone());
+        match self
+            .verifier
+            .verify_client_cert(leaf, &intermediates, UnixTime::now())
+        {
+            Ok(_) => Some(PeerCertificate {
+                thumbprint: certbound_pki::thumbprint_sha256(leaf.as_ref()).into(),
+                der: leaf.as_ref().into(),
+                issued_by_directory: true,
+            }),
+            Err(error) => {
+                tracing::warn!(%remote, %error, "forwarded client certificate refused");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envoy_header_takes_cert_and_chain_of_the_last_element() {
+        let key = rcgen_like_pem();
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
+                .collect();
+        let header = format!(
+            "By=spiffe://a;Hash=x;Cert=\"junk\",By=spiffe://b;Hash=y;Cert=\"{encoded}\";Subject=\"CN=x\""
+        );
+        assert_eq!(envoy_certificates(&header).len(), 1);
+        assert!(envoy_certificates("By=x;Hash=y").is_empty());
+        assert!(decode("%%%not-pem").is_empty());
+    }
+
+    /// A syntactically valid PEM certificate block (content need not verify for parsing).
+    fn rcgen_like_pem() -> String {
+        "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n".to_owned()
+    }
+}
