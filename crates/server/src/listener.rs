@@ -268,8 +268,15 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     }
 
     let mut authz_url = None;
+    // Where this process's authorization server answers directly (not through a proxy).
+    let mut authz_local = None;
     if config.roles.contains(&Part::Authz) {
         let listener = bind(config.listen.authz).await?;
+        authz_local = Some(format!(
+            "{}{}",
+            url_of(&listener, &config.public_host)?,
+            config.issuer_path
+        ));
         let issuer = match &config.authz_issuer {
             Some(issuer) => issuer.trim_end_matches('/').to_owned(),
             None => format!(
@@ -348,7 +355,10 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             .map_err(tls_error)?;
         let cards = certbound_cards::Cards::new(
             certbound_cards::CardsConfig {
-                jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+                jwks_uri: format!(
+                    "{}/.well-known/jwks.json",
+                    authz_local.as_deref().unwrap_or(&issuer)
+                ),
                 issuer,
                 products: certbound_cards::model::default_products(),
             },
