@@ -210,3 +210,30 @@ pub(crate) fn random_token() -> Result<String, AuthzError> {
     aws_lc_rs::rand::fill(&mut secret).map_err(|_| AuthzError::Internal("no randomness".into()))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret))
 }
+
+/// Entry points for the fuzz targets (`fuzz/`): parsers of outside input, without I/O.
+#[doc(hidden)]
+pub mod fuzzing {
+    use certbound_jose::AlgorithmPolicy;
+
+    /// A DCR request body (JSON) against a fixed SSA: parsing and every metadata rule.
+    pub fn registration(body: &[u8]) {
+        let Ok(serde_json::Value::Object(request)) = serde_json::from_slice::<serde_json::Value>(body) else { return };
+        let ssa = crate::registration::SoftwareStatement {
+            software_id: "s1".into(),
+            client_id: "https://d/openid_relying_party/s1".into(),
+            org_id: "o1".into(),
+            jwks_uri: "https://d/keystore/o1/s1/application.jwks".into(),
+            jwks_transport_uri: None,
+            redirect_uris: vec!["https://example.com/cb".into()],
+            scopes: vec!["cards.read".into()],
+            client_name: "App".into(),
+            client_uri: None,
+            logo_uri: None,
+            description: None,
+            software_version: None,
+        };
+        let _ = crate::registration::build_metadata(&request, &ssa, "ssa", "CN=s1,OU=o1", &AlgorithmPolicy::default(), 0);
+        let _ = certbound_jose::unverified_claims(std::str::from_utf8(body).unwrap_or_default());
+    }
+}

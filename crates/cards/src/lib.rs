@@ -125,3 +125,33 @@ impl Cards {
             .audited(router, "cards", certbound_store::clock::now)
     }
 }
+
+/// Entry points for the fuzz targets (`fuzz/`): parsers of outside input, without I/O.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Every Cards API request body, parsed and validated as the handlers do.
+    pub fn bodies(body: &[u8]) {
+        let mut errors = crate::model::Errors::default();
+        if let Ok(card) = crate::handlers::parse::<crate::model::CreateCard>(body) {
+            crate::model::check_card_holder(&card.card_holder, "cardHolder", &mut errors);
+            crate::model::check_address(&card.address, "address", &mut errors);
+            if let Some(expiry) = &card.expiry_date {
+                crate::model::check_expiry(expiry, "2026-01-01", &mut errors);
+            }
+        }
+        let _ = crate::handlers::parse::<crate::model::UpdateCard>(body);
+        if let Ok(change) = crate::handlers::parse::<crate::model::ChangeStatus>(body) {
+            let wanted = change.card_status_code.or(change.status).unwrap_or_default();
+            if let (Some(from), Some(to)) = (crate::model::status("00"), crate::model::status(&wanted)) {
+                let _ = crate::model::transition(from, to);
+            }
+        }
+        if let Ok(pin) = crate::handlers::parse::<crate::model::SetPin>(body) {
+            let _ = crate::model::check_pin(&pin.pin);
+        }
+        let _ = crate::handlers::parse::<crate::model::CvvStatus>(body);
+        let _ = crate::handlers::parse::<crate::model::EncryptedRequest>(body);
+        let _ = crate::handlers::parse::<crate::model::BulkRequest>(body);
+        let _ = errors.finish();
+    }
+}

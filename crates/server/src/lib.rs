@@ -14,3 +14,4 @@ mod verifier;
 pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};
 pub use config::{ConfigError, Limits, Listen, Part, RateLimits, StackConfig};
 pub use listener::{RunningStack, StartError, start};
+pub use proxy::forwarded_certificates;

@@ -70,6 +70,17 @@ fn envoy_certificates(value: &str) -> Vec<CertificateDer<'static>> {
     certificates
 }
 
+/// The certificates (DER) a proxy header carries: nginx's URL-encoded PEM, or envoy's XFCC.
+/// Public for the fuzz targets; no verification happens here.
+pub fn forwarded_certificates(nginx: Option<&str>, envoy: Option<&str>) -> Vec<Vec<u8>> {
+    let chain = match (nginx, envoy) {
+        (Some(value), _) => decode(value),
+        (None, Some(value)) => envoy_certificates(value),
+        (None, None) => Vec::new(),
+    };
+    chain.iter().map(|der| der.as_ref().to_vec()).collect()
+}
+
 impl TrustedProxies {
     /// Parses the networks (CIDRs or single addresses).
     pub(crate) fn new(
