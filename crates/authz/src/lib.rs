@@ -218,7 +218,11 @@ pub mod fuzzing {
 
     /// A DCR request body (JSON) against a fixed SSA: parsing and every metadata rule.
     pub fn registration(body: &[u8]) {
-        let Ok(serde_json::Value::Object(request)) = serde_json::from_slice::<serde_json::Value>(body) else { return };
+        let Ok(serde_json::Value::Object(request)) =
+            serde_json::from_slice::<serde_json::Value>(body)
+        else {
+            return;
+        };
         let ssa = crate::registration::SoftwareStatement {
             software_id: "s1".into(),
             client_id: "https://d/openid_relying_party/s1".into(),
@@ -233,7 +237,14 @@ pub mod fuzzing {
             description: None,
             software_version: None,
         };
-        let _ = crate::registration::build_metadata(&request, &ssa, "ssa", "CN=s1,OU=o1", &AlgorithmPolicy::default(), 0);
+        let _ = crate::registration::build_metadata(
+            &request,
+            &ssa,
+            "ssa",
+            "CN=s1,OU=o1",
+            &AlgorithmPolicy::default(),
+            0,
+        );
         let _ = certbound_jose::unverified_claims(std::str::from_utf8(body).unwrap_or_default());
     }
 }

@@ -141,8 +141,13 @@ pub mod fuzzing {
         }
         let _ = crate::handlers::parse::<crate::model::UpdateCard>(body);
         if let Ok(change) = crate::handlers::parse::<crate::model::ChangeStatus>(body) {
-            let wanted = change.card_status_code.or(change.status).unwrap_or_default();
-            if let (Some(from), Some(to)) = (crate::model::status("00"), crate::model::status(&wanted)) {
+            let wanted = change
+                .card_status_code
+                .or(change.status)
+                .unwrap_or_default();
+            if let (Some(from), Some(to)) =
+                (crate::model::status("00"), crate::model::status(&wanted))
+            {
                 let _ = crate::model::transition(from, to);
             }
         }
