@@ -8,7 +8,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # cargo fuzz needs nightly-only flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
 export RUSTC_BOOTSTRAP=1
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
-cargo run -q --release --bin seeds -- "$WORK/corpus"
+cargo run -q --release --example seeds -- "$WORK/corpus"
 cargo fuzz build --release --sanitizer none
 for target in csr x509 jws registration cards_json form proxy_header; do
   mkdir -p "$WORK/corpus/$target"

@@ -1,4 +1,4 @@
-//! Writes the seed corpora of every fuzz target from code: `cargo run --bin seeds -- corpus`.
+//! Writes the seed corpora of every fuzz target from code: `cargo run --example seeds -- corpus`.
 use std::path::Path;
 
 use base64::Engine as _;
