@@ -76,6 +76,9 @@ pub struct AuthzConfig {
     pub rate_limits: RateLimits,
 }
 
+/// The largest request body the authorization server reads (an SSA is a few KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
 /// The maximum age of an SSA at registration, seconds.
 pub const SSA_MAX_AGE: i64 = 300;
 
@@ -174,7 +177,8 @@ impl Authz {
         };
         let router = routed
             .route("/healthz", get(|| async { "ok" }))
-            .fallback(error::not_found);
+            .fallback(error::not_found)
+            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
         self.audit
             .audited(router, "authz", certbound_store::clock::now)
     }

@@ -27,6 +27,9 @@ use certbound_store::{DirectoryStore, ReplayStore};
 pub use error::DirectoryError;
 pub use organisations::{ROLES, Role};
 
+/// The largest request body the directory reads (CSRs and JSON are a few KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
 /// Everything the directory stores, as one trait object.
 pub trait Store: DirectoryStore + ReplayStore {}
 impl<T: DirectoryStore + ReplayStore> Store for T {}
@@ -166,7 +169,8 @@ impl Directory {
                 "/keystore/{organisation_id}/{software_statement_id}/inactive/{file}",
                 get(certificates::software_inactive_keystore),
             )
-            .fallback(error::not_found);
+            .fallback(error::not_found)
+            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
         self.audit
             .audited(router, "directory", certbound_store::clock::now)
             .with_state(self.clone())
@@ -182,7 +186,8 @@ impl Directory {
             )
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), token::refuse_revoked_certificate))
             .route("/healthz", get(|| async { "ok" }))
-            .fallback(error::not_found);
+            .fallback(error::not_found)
+            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
         self.audit
             .audited(router, "directory", certbound_store::clock::now)
             .with_state(self.clone())

@@ -292,8 +292,14 @@ impl AuditLog {
             .extensions()
             .get::<PeerCertificate>()
             .map(|peer| peer.thumbprint.to_string());
-        let response = next.run(request).await;
-        if let Some(refusal) = response.extensions().get::<Refusal>() {
+        let mut response = next.run(request).await;
+        if let Some(refusal) = response.extensions().get::<Refusal>().cloned() {
+            // The same id in the audit record and the answer, so a refusal a client reports can
+            // be found.
+            let trace_id = uuid::Uuid::new_v4().to_string();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&trace_id) {
+                response.headers_mut().insert("x-trace-id", value);
+            }
             self.record(
                 part,
                 "refused",
@@ -306,6 +312,7 @@ impl AuditLog {
                     "path": path,
                     "address": address,
                     "thumbprint": thumbprint,
+                    "trace_id": trace_id,
                 }),
             );
         }

@@ -123,3 +123,89 @@ async fn connections_over_the_limit_are_closed() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_413_on_every_part() {
+    let stack = TestStack::start().await;
+    let big = "x".repeat(100 * 1024);
+    let (software, token) = stack.client_with_token(&["programme-manager"]).await;
+    let responses = [
+        stack
+            .admin(reqwest::Method::POST, "/organisations")
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap(),
+        stack
+            .admin(
+                reqwest::Method::POST,
+                &format!(
+                    "/organisations/{}/softwarestatements/{}/certificates/transport",
+                    software.organisation_id, software.software_statement_id
+                ),
+            )
+            .header("content-type", "application/pkcs10")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap(),
+        stack
+            .mtls_client(&software.transport)
+            .post(stack.mtls("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap(),
+        stack
+            .mtls_client(&software.transport)
+            .post(stack.authz("/oauth2/register"))
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap(),
+        stack
+            .mtls_client(&software.transport)
+            .post(stack.authz("/oauth2/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap(),
+        stack
+            .mtls_client(&software.transport)
+            .post(stack.cards("/cards"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap(),
+    ];
+    for response in responses {
+        assert_eq!(response.status(), 413, "{}", response.url());
+    }
+    // Refusals carry a trace id that the audit trail records.
+    let response = stack
+        .client()
+        .post(stack.authz("/oauth2/token"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let trace_id = response.headers()["x-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let audit = std::fs::read_to_string(stack.data_dir().join("audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|line| line.contains(&format!("\"trace_id\":\"{trace_id}\""))),
+        "{audit}"
+    );
+    stack.stop().await;
+}
