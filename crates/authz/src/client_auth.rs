@@ -35,7 +35,6 @@ pub(crate) async fn authenticate(
             "no client certificate: certificate-bound tokens need mutual TLS with your transport certificate".into(),
         )
     })?;
-    refuse_revoked(authz, peer).await?;
     let assertion = form.get("client_assertion");
     let claimed = match (form.get("client_id"), assertion) {
         (Some(client_id), _) => client_id.clone(),
@@ -50,7 +49,18 @@ pub(crate) async fn authenticate(
             ));
         }
     };
-    let record = authz.store.client(&claimed).await?.ok_or_else(|| {
+    // The hot path: the client and the certificate's revocation in one statement.
+    let (record, revoked) = authz
+        .store
+        .client_and_revocation(&claimed, &peer.thumbprint)
+        .await?;
+    if revoked {
+        return Err(AuthzError::InvalidClient(
+            "the client certificate has been revoked by the directory: have a new one issued"
+                .into(),
+        ));
+    }
+    let record = record.ok_or_else(|| {
         AuthzError::InvalidClient(format!("unknown client `{claimed}`: register it first"))
     })?;
     let metadata: ClientMetadata = serde_json::from_str(&record.metadata)

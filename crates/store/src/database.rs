@@ -525,6 +525,30 @@ impl AuthzStore for Database {
         Ok(row.as_ref().map(client).transpose()?)
     }
 
+    async fn client_and_revocation(
+        &self,
+        client_id: &str,
+        thumbprint: &str,
+    ) -> Result<(Option<ClientRecord>, bool), StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM certificates WHERE thumbprint = $2 AND revoked_at IS NOT NULL) AS revoked, \
+             c.client_id, c.software_id, c.organisation_id, c.metadata, c.registration_token_hash, c.created_at, \
+             c.updated_at FROM (SELECT 1 AS one) AS anchor \
+             LEFT JOIN oauth_clients c ON c.client_id = $1 OR c.software_id = $1",
+        )
+        .bind(client_id)
+        .bind(thumbprint)
+        .fetch_one(&self.pool)
+        .await?;
+        let revoked = row.try_get::<i64, _>("revoked")? > 0;
+        let found: Option<String> = row.try_get("client_id")?;
+        let record = match found {
+            Some(_) => Some(client(&row)?),
+            None => None,
+        };
+        Ok((record, revoked))
+    }
+
     async fn update_client(
         &self,
         client_id: &str,
