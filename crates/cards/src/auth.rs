@@ -96,18 +96,17 @@ impl FromRequestParts<Arc<Cards>> for Caller {
                 "the access token is bound to another certificate: present the one it was issued to".into(),
             ));
         }
-        let certificate = cards
+        // One statement: the certificate's revocation, the token's, and the client.
+        let standing = cards
             .store
-            .certificate_by_thumbprint(&peer.thumbprint)
+            .token_standing(&claims.jti, &claims.client_id, &peer.thumbprint)
             .await?;
-        if certificate.is_some_and(|certificate| certificate.revoked_at.is_some()) {
+        if standing.certificate_revoked {
             return Err(CardsError::InvalidToken(
                 "the certificate this token is bound to was revoked by the directory".into(),
             ));
         }
-        if cards.store.is_token_revoked(&claims.jti).await?
-            || cards.store.client(&claims.client_id).await?.is_none()
-        {
+        if standing.token_revoked || !standing.client_exists {
             return Err(CardsError::InvalidToken(
                 "the access token was revoked".into(),
             ));

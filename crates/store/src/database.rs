@@ -12,6 +12,7 @@ use crate::records::{
     AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
     ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
     OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
+    TokenStanding,
 };
 
 /// Embedded migrations, applied in order at start.
@@ -627,6 +628,29 @@ impl AuthzStore for Database {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn token_standing(
+        &self,
+        jti: &str,
+        client_id: &str,
+        thumbprint: &str,
+    ) -> Result<TokenStanding, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM certificates WHERE thumbprint = $3 AND revoked_at IS NOT NULL) AS certificate_revoked, \
+             (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1) AS token_revoked, \
+             (SELECT COUNT(*) FROM oauth_clients WHERE client_id = $2) AS client_exists",
+        )
+        .bind(jti)
+        .bind(client_id)
+        .bind(thumbprint)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(TokenStanding {
+            certificate_revoked: row.try_get::<i64, _>("certificate_revoked")? > 0,
+            token_revoked: row.try_get::<i64, _>("token_revoked")? > 0,
+            client_exists: row.try_get::<i64, _>("client_exists")? > 0,
+        })
     }
 
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {

@@ -15,5 +15,6 @@ pub use records::{
     AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
     ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
     OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
+    TokenStanding,
 };
 pub use sealed::{MasterKey, SealError};

@@ -201,6 +201,17 @@ pub struct SigningKeyRecord {
     pub retires_at: Option<i64>,
 }
 
+/// Whether a presented access token may still be honoured, as far as the store knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenStanding {
+    /// The directory revoked the certificate the token is bound to.
+    pub certificate_revoked: bool,
+    /// The token was revoked (RFC 7009).
+    pub token_revoked: bool,
+    /// The client is still registered.
+    pub client_exists: bool,
+}
+
 /// What the authorization server stores.
 #[async_trait]
 pub trait AuthzStore: Send + Sync {
@@ -240,6 +251,14 @@ pub trait AuthzStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Whether the token with this `jti` was revoked.
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// In one statement (the Cards API's hot path): whether the certificate with this
+    /// `x5t#S256` was revoked, whether the token was revoked, and whether its client still exists.
+    async fn token_standing(
+        &self,
+        jti: &str,
+        client_id: &str,
+        thumbprint: &str,
+    ) -> Result<TokenStanding, StoreError>;
 }
 
 /// A card. Non-sensitive details are JSON; PAN, CVV and PIN are sealed under the master key.
