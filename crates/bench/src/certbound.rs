@@ -174,11 +174,31 @@ impl Stack {
         count: usize,
         keep_alive: bool,
     ) -> Result<Vec<Generator>, String> {
-        let pools = self.assertions(count, &self.issuer).await?;
+        self.token_generators_for(
+            &self.token_endpoint,
+            &self.issuer,
+            &self.ca_pem,
+            count,
+            keep_alive,
+        )
+        .await
+    }
+
+    /// The same against any token endpoint (the peer's too): assertions for `audience`, TLS
+    /// trusting `trust_pem`, each connection presenting its client's transport certificate.
+    pub(crate) async fn token_generators_for(
+        &self,
+        endpoint: &str,
+        audience: &str,
+        trust_pem: &str,
+        count: usize,
+        keep_alive: bool,
+    ) -> Result<Vec<Generator>, String> {
+        let pools = self.assertions(count, audience).await?;
         let mut generators: Vec<Generator> = Vec::new();
         for (client, pool) in self.clients.iter().zip(pools) {
-            let http = http_client(&self.ca_pem, Some(&client.identity_pem), keep_alive)?;
-            let endpoint = self.token_endpoint.clone();
+            let http = http_client(trust_pem, Some(&client.identity_pem), keep_alive)?;
+            let endpoint = endpoint.to_owned();
             let client_id = client.session.profile.client_id.clone().unwrap_or_default();
             let mut pool = pool.into_iter();
             generators.push(Box::new(move || {

@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::certbound::{Stack, first_certificate_der};
-use crate::load::Generator;
 use crate::server::Server;
 use crate::{Args, Row, measure};
 
@@ -123,30 +122,15 @@ pub(crate) async fn run(stack: &Stack, args: &Args, work: &Path) -> Result<Vec<R
         if !args.scenarios.iter().any(|wanted| wanted == scenario) {
             continue;
         }
-        let pools = stack.assertions(args.assertions, &issuer).await?;
-        let mut generators: Vec<Generator> = Vec::new();
-        for (client, pool) in stack.clients.iter().zip(pools) {
-            let http = crate::certbound::http_client(
+        let generators = stack
+            .token_generators_for(
+                &token_endpoint,
+                &issuer,
                 &trust,
-                Some(&client.identity_pem),
+                args.assertions,
                 scenario == "token-keepalive",
-            )?;
-            let endpoint = token_endpoint.clone();
-            let client_id = client.session.profile.client_id.clone().unwrap_or_default();
-            let mut pool = pool.into_iter();
-            generators.push(Box::new(move || {
-                let assertion = pool.next()?;
-                Some(http.post(&endpoint).form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id.as_str()),
-                    (
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    ),
-                    ("client_assertion", assertion.as_str()),
-                ]))
-            }));
-        }
+            )
+            .await?;
         let (stats, cpu) = measure(
             server.pid(),
             generators,
