@@ -98,8 +98,7 @@ pub(crate) async fn verify_software_statement(
     now: i64,
 ) -> Result<SoftwareStatement, AuthzError> {
     let invalid = |message: &str| AuthzError::InvalidSoftwareStatement(message.to_owned());
-    let header_kid = certbound_jose::unverified_claims(ssa).map(|_| ());
-    if header_kid.is_none() {
+    if certbound_jose::unverified_claims(ssa).is_none() {
         return Err(invalid("software_statement is not a signed JWT"));
     }
     let keys = authz
@@ -377,7 +376,7 @@ async fn request_metadata(
                 .ok_or_else(|| AuthzError::InvalidRequest("the body is not a signed JWT".into()))?;
             let ssa = software_statement_of(&unverified)?;
             let statement = verify_software_statement(authz, &ssa, now).await?;
-            let kid = jwt_kid(jwt);
+            let kid = certbound_jose::unverified_kid(jwt);
             let keys = authz
                 .key_cache
                 .keys(&statement.jwks_uri, kid.as_deref(), now)
@@ -396,16 +395,6 @@ async fn request_metadata(
             "send the registration as application/json or as a signed application/jwt".into(),
         )),
     }
-}
-
-fn jwt_kid(jwt: &str) -> Option<String> {
-    use base64::Engine as _;
-    let header = jwt.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let value: Value = serde_json::from_slice(&bytes).ok()?;
-    value.get("kid")?.as_str().map(str::to_owned)
 }
 
 fn software_statement_of(request: &Map<String, Value>) -> Result<String, AuthzError> {

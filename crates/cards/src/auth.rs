@@ -28,16 +28,6 @@ impl Caller {
     }
 }
 
-fn header_kid(token: &str) -> Option<String> {
-    use base64::Engine as _;
-    let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    value.get("kid")?.as_str().map(str::to_owned)
-}
-
 impl FromRequestParts<Arc<Cards>> for Caller {
     type Rejection = CardsError;
 
@@ -73,7 +63,11 @@ impl FromRequestParts<Arc<Cards>> for Caller {
         let now = certbound_store::clock::now();
         let keys = cards
             .token_keys
-            .keys(&cards.config.jwks_uri, header_kid(token).as_deref(), now)
+            .keys(
+                &cards.config.jwks_uri,
+                certbound_jose::unverified_kid(token).as_deref(),
+                now,
+            )
             .await
             .map_err(|error| {
                 CardsError::Internal(format!("authorization server keys unavailable: {error}"))

@@ -106,17 +106,6 @@ async fn client(
     Ok(statement)
 }
 
-/// The `iss` of an assertion before verification, only to find whose keys verify it.
-fn unverified_issuer(assertion: &str) -> Option<String> {
-    use base64::Engine as _;
-    let payload = assertion.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
-}
-
 fn is_active(record: &CertificateRecord, now: i64) -> bool {
     record.revoked_at.is_none() && record.not_before <= now && now < record.not_after
 }
@@ -219,9 +208,13 @@ async fn authenticate(
                 "client_assertion_type must be {JWT_BEARER}"
             )));
         }
-        let issuer = unverified_issuer(assertion).ok_or_else(|| {
-            DirectoryError::InvalidClient("client_assertion is not a JWT with an iss claim".into())
-        })?;
+        let issuer = certbound_jose::unverified_claims(assertion)
+            .and_then(|claims| claims.get("iss")?.as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                DirectoryError::InvalidClient(
+                    "client_assertion is not a JWT with an iss claim".into(),
+                )
+            })?;
         if let Some(client_id) = form.get("client_id")
             && client_id != &issuer
         {

@@ -210,12 +210,7 @@ pub(crate) fn is_rsa_alg(alg: jsonwebtoken::Algorithm) -> bool {
 
 /// The raw `alg` of a header that did not parse, for the error message.
 pub(crate) fn header_alg(token: &str) -> Option<String> {
-    use base64::Engine as _;
-    let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let value = crate::jws::unverified_header(token)?;
     let alg: String = value
         .get("alg")?
         .as_str()?

@@ -74,12 +74,30 @@ pub fn verify_jws(
     Err(JwsError::Signature)
 }
 
-/// The claims of a JWS without verifying it: only to find out whose keys verify it.
-pub fn unverified_claims(token: &str) -> Option<serde_json::Map<String, Value>> {
+/// A part of a compact JWS (0: header, 1: payload) as a JSON object, unverified.
+fn part(token: &str, index: usize) -> Option<serde_json::Map<String, Value>> {
     use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
+    let part = token.split('.').nth(index)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
+        .decode(part)
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// The claims of a JWS without verifying it: only to find out whose keys verify it.
+pub fn unverified_claims(token: &str) -> Option<serde_json::Map<String, Value>> {
+    part(token, 1)
+}
+
+/// The header of a JWS without verifying it: to pick the key (`kid`) or check the `alg`.
+pub fn unverified_header(token: &str) -> Option<serde_json::Map<String, Value>> {
+    part(token, 0)
+}
+
+/// The `kid` of a JWS header, unverified.
+pub fn unverified_kid(token: &str) -> Option<String> {
+    unverified_header(token)?
+        .get("kid")?
+        .as_str()
+        .map(str::to_owned)
 }

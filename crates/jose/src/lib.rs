@@ -10,5 +10,7 @@ mod keys;
 
 pub use assertion::{AssertionError, AssertionRules, VerifiedAssertion, verify_client_assertion};
 pub use jsonwebtoken::Algorithm;
-pub use jws::{JwsError, VerifiedJws, unverified_claims, verify_jws};
+pub use jws::{
+    JwsError, VerifiedJws, unverified_claims, unverified_header, unverified_kid, verify_jws,
+};
 pub use keys::{AlgorithmPolicy, JoseError, SigningKey, VerificationKey, sign};

@@ -353,8 +353,8 @@ fn hex_decode(hex: &str) -> Result<Vec<u8>, CaError> {
         .collect()
 }
 
-/// PEM-encodes DER under the given label.
-pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+/// PEM-encodes DER under the given label (`CERTIFICATE`, `PRIVATE KEY`...).
+pub fn pem(label: &str, der: &[u8]) -> String {
     let body = crate::b64(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {

@@ -77,14 +77,7 @@ impl PrivateKey {
 
     /// PKCS#8 PEM, for libraries that take PEM.
     pub fn pkcs8_pem(&self) -> Zeroizing<String> {
-        let body = crate::b64(&self.pkcs8);
-        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-        for line in body.as_bytes().chunks(64) {
-            pem.push_str(&String::from_utf8_lossy(line));
-            pem.push('\n');
-        }
-        pem.push_str("-----END PRIVATE KEY-----\n");
-        Zeroizing::new(pem)
+        Zeroizing::new(crate::pem("PRIVATE KEY", &self.pkcs8))
     }
 
     /// The public JWK of an EC P-256 key (`kty: EC`, `crv: P-256`), for publishing token

@@ -11,7 +11,9 @@ mod csr;
 mod jwk;
 mod keys;
 
-pub use ca::{CaError, CertificateAuthority, IssuedCertificate, RevokedSerial, ServerIdentity};
+pub use ca::{
+    CaError, CertificateAuthority, IssuedCertificate, RevokedSerial, ServerIdentity, pem,
+};
 pub use certificate::{CertificateInfo, CertificateType, ParseError, thumbprint_sha256};
 pub use csr::{CsrError, CsrSubject, VerifiedCsr, check_csr};
 pub use jwk::{Jwk, JwkSet};

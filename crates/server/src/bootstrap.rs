@@ -136,18 +136,7 @@ fn crypto<E: std::fmt::Display>(error: E) -> BootstrapError {
 fn pem_chain(chain: &[Vec<u8>]) -> String {
     chain
         .iter()
-        .map(|der| {
-            let body = STANDARD.encode(der);
-            let lines: Vec<&str> = body
-                .as_bytes()
-                .chunks(64)
-                .map(|line| std::str::from_utf8(line).unwrap_or_default())
-                .collect();
-            format!(
-                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                lines.join("\n")
-            )
-        })
+        .map(|der| certbound_pki::pem("CERTIFICATE", der))
         .collect()
 }
 
