@@ -173,16 +173,7 @@ async fn process(
             return Ok(());
         }
         let now = certbound_store::clock::now();
-        let today = time::OffsetDateTime::from_unix_timestamp(now)
-            .map(|at| at.date())
-            .unwrap_or(time::Date::MIN);
-        let year = today.year() + 3;
-        let expiry = time::Date::from_calendar_date(
-            year,
-            today.month(),
-            time::util::days_in_month(today.month(), year),
-        )
-        .unwrap_or(today);
+        let expiry = crate::handlers::default_expiry(crate::handlers::date(now));
         let details = json!({
             "cardType": request.card_type,
             "cardProduct": request.card_product,

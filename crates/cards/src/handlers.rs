@@ -43,7 +43,7 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, CardsError> {
     })
 }
 
-fn date(unix: i64) -> time::Date {
+pub(crate) fn date(unix: i64) -> time::Date {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .map(|at| at.date())
         .unwrap_or(time::Date::MIN)
@@ -65,7 +65,7 @@ fn rfc3339(unix: i64) -> String {
 }
 
 /// The last day of the month three years from `today`.
-fn default_expiry(today: time::Date) -> time::Date {
+pub(crate) fn default_expiry(today: time::Date) -> time::Date {
     let year = today.year() + 3;
     let day = time::util::days_in_month(today.month(), year);
     time::Date::from_calendar_date(year, today.month(), day).unwrap_or(today)
