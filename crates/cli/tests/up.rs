@@ -190,3 +190,37 @@ fn bad_configuration_is_explained() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_busy_port_fails_the_start_before_anything_is_written() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .args([
+            "up",
+            "--listen-directory",
+            "127.0.0.1:0",
+            "--listen-directory-mtls",
+            "127.0.0.1:0",
+            "--listen-authz",
+            "127.0.0.1:0",
+            "--listen-cards",
+        ])
+        .arg(port.to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {port}")),
+        "{stderr}"
+    );
+    assert!(
+        !data.exists(),
+        "the data dir was created before the bind failed"
+    );
+}

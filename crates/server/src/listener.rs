@@ -25,6 +25,7 @@ use tower::ServiceExt as _;
 use crate::bootstrap::{BootstrapError, TrustMaterial};
 use crate::config::{ConfigError, Part, StackConfig};
 use crate::proxy::TrustedProxies;
+use crate::unread_body;
 use crate::verifier::DirectoryOrSelfSigned;
 
 /// Why the stack did not start.
@@ -181,9 +182,47 @@ fn url_of(listener: &TcpListener, host: &str) -> Result<String, StartError> {
     Ok(format!("https://{host}:{port}"))
 }
 
-/// Prepares the data dir and database, binds every listener of the configured parts, and serves.
+/// The bound sockets of the configured parts.
+struct Sockets {
+    directory: Option<(TcpListener, TcpListener)>,
+    authz: Option<TcpListener>,
+    cards: Option<TcpListener>,
+}
+
+impl Sockets {
+    /// Binds every listener of the configured parts, before anything touches the disk: a busy
+    /// port fails the start with nothing created.
+    async fn bind(config: &StackConfig) -> Result<Self, StartError> {
+        let directory = if config.roles.contains(&Part::Directory) {
+            Some((
+                bind(config.listen.directory).await?,
+                bind(config.listen.directory_mtls).await?,
+            ))
+        } else {
+            None
+        };
+        let authz = if config.roles.contains(&Part::Authz) {
+            Some(bind(config.listen.authz).await?)
+        } else {
+            None
+        };
+        let cards = if config.roles.contains(&Part::Cards) {
+            Some(bind(config.listen.cards).await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            directory,
+            authz,
+            cards,
+        })
+    }
+}
+
+/// Binds every listener of the configured parts, prepares the data dir and database, and serves.
 pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     config.validate()?;
+    let sockets = Sockets::bind(&config).await?;
     let (database, master_key, material) = crate::bootstrap::open(&config).await?;
     let (shutdown, watcher) = watch::channel(false);
     let limits = Limits::of(&config);
@@ -203,9 +242,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
 
     let mut directory_url = None;
     let mut directory_mtls_url = None;
-    if config.roles.contains(&Part::Directory) {
-        let public = bind(config.listen.directory).await?;
-        let mtls = bind(config.listen.directory_mtls).await?;
+    if let Some((public, mtls)) = sockets.directory {
         let public_url = url_of(&public, &config.public_host)?;
         let mtls_url = url_of(&mtls, &config.public_host)?;
 
@@ -270,8 +307,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     let mut authz_url = None;
     // Where this process's authorization server answers directly (not through a proxy).
     let mut authz_local = None;
-    if config.roles.contains(&Part::Authz) {
-        let listener = bind(config.listen.authz).await?;
+    if let Some(listener) = sockets.authz {
         authz_local = Some(format!(
             "{}{}",
             url_of(&listener, &config.public_host)?,
@@ -337,8 +373,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     }
 
     let mut cards_url = None;
-    if config.roles.contains(&Part::Cards) {
-        let listener = bind(config.listen.cards).await?;
+    if let Some(listener) = sockets.cards {
         let base = format!("{}/api/v1", url_of(&listener, &config.public_host)?);
         let issuer = authz_url
             .clone()
@@ -492,7 +527,22 @@ async fn serve(
                         request.extensions_mut().insert(peer.clone());
                     }
                     request.extensions_mut().insert(address);
-                    router.clone().oneshot(request.map(axum::body::Body::new))
+                    let (parts, body) = request.into_parts();
+                    let (body, held) = if parts.version == hyper::Version::HTTP_2 {
+                        let (body, held) = unread_body::share(body);
+                        (axum::body::Body::new(body), Some(held))
+                    } else {
+                        (axum::body::Body::new(body), None)
+                    };
+                    let response = router
+                        .clone()
+                        .oneshot(hyper::Request::from_parts(parts, body));
+                    async move {
+                        let response = response.await?;
+                        Ok::<_, std::convert::Infallible>(
+                            response.map(|body| unread_body::ResponseBody::new(body, held)),
+                        )
+                    }
                 },
             );
             let mut builder = Builder::new(TokioExecutor::new());
