@@ -179,6 +179,7 @@ impl Authz {
             .route("/healthz", get(|| async { "ok" }))
             .fallback(error::not_found)
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
+        let router = certbound_http::shaped_refusals(router, certbound_http::oauth_refusal);
         self.audit
             .audited(router, "authz", certbound_store::clock::now)
     }

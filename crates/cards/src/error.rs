@@ -66,13 +66,37 @@ fn problem(
         401 => "https://tools.ietf.org/html/rfc9110#section-15.5.2",
         403 => "https://tools.ietf.org/html/rfc9110#section-15.5.4",
         404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+        405 => "https://tools.ietf.org/html/rfc9110#section-15.5.6",
         409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
         413 => "https://tools.ietf.org/html/rfc9110#section-15.5.14",
+        415 => "https://tools.ietf.org/html/rfc9110#section-15.5.16",
         422 => "https://tools.ietf.org/html/rfc9110#section-15.5.21",
         _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
     };
     let body = json!({"type": kind, "title": title, "status": status.as_u16(), "traceId": trace_id, "errors": errors});
     (status, Json(body)).into_response()
+}
+
+/// The Thredd shape for a refusal axum makes before a handler runs
+/// ([`certbound_http::shaped_refusals`]): a body over the limit, a method the path does not take,
+/// a path or query that does not parse, a wrong content type.
+pub(crate) fn framework_refusal(status: StatusCode, message: String) -> Response {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return CardsError::TooLarge.into_response();
+    }
+    let title = status.canonical_reason().unwrap_or("Bad Request");
+    let trace_id = uuid::Uuid::new_v4().to_string();
+    let mut response = problem(
+        status,
+        title,
+        BTreeMap::from([("request".to_owned(), vec![message.clone()])]),
+        &trace_id,
+    );
+    response.extensions_mut().insert(certbound_http::Refusal {
+        code: title.to_owned(),
+        description: certbound_http::clean_description(&message),
+    });
+    response
 }
 
 impl IntoResponse for CardsError {

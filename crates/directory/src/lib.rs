@@ -171,6 +171,7 @@ impl Directory {
             )
             .fallback(error::not_found)
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
+        let router = certbound_http::shaped_refusals(router, certbound_http::oauth_refusal);
         self.audit
             .audited(router, "directory", certbound_store::clock::now)
             .with_state(self.clone())
@@ -188,6 +189,7 @@ impl Directory {
             .route("/healthz", get(|| async { "ok" }))
             .fallback(error::not_found)
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
+        let router = certbound_http::shaped_refusals(router, certbound_http::oauth_refusal);
         self.audit
             .audited(router, "directory", certbound_store::clock::now)
             .with_state(self.clone())

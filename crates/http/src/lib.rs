@@ -127,6 +127,58 @@ pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Respon
     response
 }
 
+/// axum answers some refusals itself, before any handler runs, as plain text or with no body at
+/// all: a body over the limit (413), a method the path does not take (405), a path or query that
+/// does not parse (400), a wrong content type (415). This layer gives each the service's own JSON
+/// error shape through `shape` (its status kept, axum's reason or the status's name as the
+/// description), so that every refusal a client meets reads alike. Apply it inside the audit
+/// layer, so that `shape`'s [`Refusal`] is recorded.
+pub fn shaped_refusals<S: Clone + Send + Sync + 'static>(
+    router: axum::Router<S>,
+    shape: fn(StatusCode, String) -> Response,
+) -> axum::Router<S> {
+    router.layer(axum::middleware::map_response(move |response: Response| {
+        reshape(response, shape)
+    }))
+}
+
+async fn reshape(response: Response, shape: fn(StatusCode, String) -> Response) -> Response {
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_none_or(|value| value.as_bytes().starts_with(b"text/plain"));
+    if !response.status().is_client_error() || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let description = match (parts.status, text.is_empty()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            "this endpoint does not take that method: the Allow header lists the ones it takes"
+                .to_owned()
+        }
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+            format!("the request body is too large ({text})")
+        }
+        (status, true) => status.canonical_reason().unwrap_or("refused").to_owned(),
+        (_, false) => text,
+    };
+    let mut shaped = shape(parts.status, description);
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
+        shaped
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    shaped
+}
+
+/// [`shaped_refusals`]' shape for the OAuth services (the directory, the authorization server):
+/// RFC 6749 §5.2 JSON with `invalid_request`.
+pub fn oauth_refusal(status: StatusCode, description: String) -> Response {
+    oauth_error(status, "invalid_request", &description)
+}
+
 /// Why a form body was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormError {

@@ -9,6 +9,7 @@ mod bootstrap;
 mod config;
 mod listener;
 mod proxy;
+mod unread_body;
 mod verifier;
 
 pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};

@@ -186,7 +186,44 @@ async fn oversized_bodies_are_413_on_every_part() {
     ];
     for response in responses {
         assert_eq!(response.status(), 413, "{}", response.url());
+        // In the service's own JSON shape, not axum's plain text.
+        let url = response.url().to_string();
+        let body: serde_json::Value = response.json().await.unwrap();
+        if url.contains("/api/v1/") {
+            assert_eq!(body["status"], 413, "{url}: {body}");
+            assert!(body["errors"]["body"][0].is_string(), "{url}: {body}");
+        } else {
+            assert_eq!(body["error"], "invalid_request", "{url}: {body}");
+            assert!(
+                body["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("the request body is too large"),
+                "{url}: {body}"
+            );
+        }
     }
+    // A method a path does not take: 405 with the Allow header, in each service's shape.
+    let response = stack
+        .admin(reqwest::Method::DELETE, "/organisations")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert!(response.headers().contains_key("allow"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    let response = stack
+        .mtls_client(&software.transport)
+        .delete(stack.cards("/cards"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], 405, "{body}");
+    assert!(body["errors"]["request"][0].is_string(), "{body}");
     // Refusals carry a trace id that the audit trail records.
     let response = stack
         .client()
@@ -207,5 +244,223 @@ async fn oversized_bodies_are_413_on_every_part() {
             .any(|line| line.contains(&format!("\"trace_id\":\"{trace_id}\""))),
         "{audit}"
     );
+    stack.stop().await;
+}
+
+/// One refusal case: where, as whom, what body, and what must arrive.
+struct Refusal {
+    name: &'static str,
+    url: String,
+    /// curl arguments that choose the identity and the headers.
+    curl: Vec<String>,
+    body_size: usize,
+    status: u16,
+    /// A piece of the JSON body that must arrive.
+    expect: &'static str,
+}
+
+/// Runs `tries` curl --http2 requests of one case in one shell; returns the failures.
+fn curl_failures(case: &Refusal, dir: &std::path::Path, tries: usize) -> Vec<String> {
+    let body = dir.join(format!("body-{}", case.body_size));
+    std::fs::write(&body, "x".repeat(case.body_size)).unwrap();
+    let args = case
+        .curl
+        .iter()
+        .map(|arg| format!("'{arg}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = dir.join("out");
+    let script = format!(
+        "for i in $(seq 1 {tries}); do \
+           code=$(curl -s --http2 -o '{out}' -w '%{{http_code}} %{{http_version}}' {args} \
+             --data-binary @'{body}' '{url}'); rc=$?; \
+           if [ $rc -ne 0 ] || [ \"$code\" != '{status} 2' ] || ! grep -q '{expect}' '{out}'; then \
+             echo \"try $i: curl exit $rc, status $code, body $(head -c 200 '{out}')\"; fi; \
+           rm -f '{out}'; \
+         done",
+        out = out.display(),
+        body = body.display(),
+        url = case.url,
+        status = case.status,
+        expect = case.expect,
+    );
+    let output = Command::new("sh").args(["-c", &script]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A refusal sent before the server reads the body arrives whole over HTTP/2: status and JSON,
+/// for bodies from empty to the body limit (and the 413 past it), with curl (100 tries a case)
+/// and with a Rust HTTP/2 client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_arrive_whole_over_http2() {
+    let stack = TestStack::start().await;
+    let (software, _token) = stack.client_with_token(&["programme-manager"]).await;
+    let files = tempfile::tempdir().unwrap();
+    let ca = stack.data_dir().join("ca.pem");
+    let key = files.path().join("transport.key");
+    let chain = files.path().join("transport.pem");
+    std::fs::write(&key, &software.transport.key_pem).unwrap();
+    std::fs::write(&chain, &software.transport.chain_pem).unwrap();
+    let ca = ca.display().to_string();
+    let identity = vec![
+        "--cacert".to_owned(),
+        ca.clone(),
+        "--cert".to_owned(),
+        chain.display().to_string(),
+        "--key".to_owned(),
+        key.display().to_string(),
+    ];
+    let limit = 64 * 1024;
+    let mut cases = Vec::new();
+    for body_size in [0, 1024, limit] {
+        cases.push(Refusal {
+            name: "wrong admin token on POST /organisations",
+            url: stack.public("/organisations"),
+            curl: vec![
+                "--cacert".into(),
+                ca.clone(),
+                "-H".into(),
+                "Authorization: Bearer wrong".into(),
+                "-H".into(),
+                "Content-Type: application/json".into(),
+            ],
+            body_size,
+            status: 401,
+            expect: "the admin token is wrong",
+        });
+        cases.push(Refusal {
+            name: "no access token on POST /cards",
+            url: stack.cards("/cards"),
+            curl: [
+                identity.clone(),
+                vec!["-H".into(), "Content-Type: application/json".into()],
+            ]
+            .concat(),
+            body_size,
+            status: 401,
+            expect: "\"status\":401",
+        });
+        cases.push(Refusal {
+            name: "no client certificate on POST 8442/token",
+            url: stack.mtls("/token"),
+            curl: vec![
+                "--cacert".into(),
+                ca.clone(),
+                "-H".into(),
+                "Content-Type: application/x-www-form-urlencoded".into(),
+            ],
+            body_size,
+            status: 401,
+            expect: "invalid_client",
+        });
+    }
+    cases.push(Refusal {
+        name: "a body past the limit on POST /organisations",
+        url: stack.public("/organisations"),
+        curl: vec![
+            "--cacert".into(),
+            ca.clone(),
+            "-H".into(),
+            format!("Authorization: Bearer {}", stack.stack.admin_token),
+            "-H".into(),
+            "Content-Type: application/json".into(),
+        ],
+        body_size: limit + 1,
+        status: 413,
+        expect: "the request body is too large",
+    });
+
+    let dir = files.path().to_owned();
+    let report = tokio::task::spawn_blocking(move || {
+        cases
+            .iter()
+            .map(|case| {
+                (
+                    format!("{} ({} bytes)", case.name, case.body_size),
+                    curl_failures(case, &dir, 100),
+                )
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let failed: Vec<_> = report
+        .iter()
+        .filter(|(_, failures)| !failures.is_empty())
+        .map(|(name, failures)| {
+            format!(
+                "{name}: {} of 100 failed, first: {}",
+                failures.len(),
+                failures[0]
+            )
+        })
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+
+    // The same with a Rust HTTP/2 client (hyper's h2 under reqwest), new and reused connections.
+    let h2 = |identity: Option<&certbound_testkit::Credential>| {
+        let builder = reqwest::Client::builder()
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(stack.stack.ca_pem.as_bytes()).unwrap(),
+            ])
+            .http2_prior_knowledge();
+        match identity {
+            Some(credential) => builder.identity(
+                reqwest::Identity::from_pem(
+                    format!("{}{}", credential.chain_pem, credential.key_pem).as_bytes(),
+                )
+                .unwrap(),
+            ),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    };
+    for body_size in [0, 1024, limit] {
+        let body = "x".repeat(body_size);
+        for round in 0..100 {
+            let plain = h2(None);
+            let mtls = h2(Some(&software.transport));
+            let answers = [
+                (
+                    plain
+                        .post(stack.public("/organisations"))
+                        .bearer_auth("wrong")
+                        .body(body.clone())
+                        .send()
+                        .await,
+                    "the admin token is wrong",
+                ),
+                (
+                    mtls.post(stack.cards("/cards"))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await,
+                    "\"status\":401",
+                ),
+                (
+                    plain
+                        .post(stack.mtls("/token"))
+                        .body(body.clone())
+                        .send()
+                        .await,
+                    "invalid_client",
+                ),
+            ];
+            for (answer, expect) in answers {
+                let response = answer.unwrap_or_else(|error| {
+                    panic!("round {round}, {body_size} bytes: no answer: {error:?}")
+                });
+                assert_eq!(response.version(), reqwest::Version::HTTP_2);
+                assert_eq!(response.status(), 401, "{}", response.url());
+                let text = response.text().await.unwrap();
+                assert!(text.contains(expect), "{body_size} bytes: {text}");
+            }
+        }
+    }
     stack.stop().await;
 }
