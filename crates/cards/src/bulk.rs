@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::auth::Caller;
-use crate::handlers::{Tenant, issue_card, parse, product};
+use crate::body::parse;
+use crate::handlers::{Tenant, issue_card, product};
 use crate::idempotency::idempotent;
 use crate::model::BulkRequest;
 use crate::{Cards, CardsError};

@@ -11,37 +11,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use certbound_store::CardRecord;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::body::parse;
 use crate::idempotency::idempotent;
 use crate::model::{
     self, CardType, ChangeStatus, CreateCard, CvvStatus, EncryptedRequest, Errors, Product, SetPin,
     UpdateCard,
 };
 use crate::{Cards, CardsError};
-
-/// Parses a JSON body, naming the field of any error (`cardHolder.firstName`).
-pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, CardsError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        if !matches!(error.inner().classify(), serde_json::error::Category::Data) {
-            return CardsError::field(
-                "body",
-                format!("the body is not valid JSON: {}", error.inner()),
-            );
-        }
-        let path = error.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            "body".to_owned()
-        } else {
-            path
-        };
-        let message = error.inner().to_string();
-        CardsError::field(&field, message)
-    })
-}
 
 pub(crate) fn date(unix: i64) -> time::Date {
     time::OffsetDateTime::from_unix_timestamp(unix)

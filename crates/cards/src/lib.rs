@@ -8,6 +8,7 @@
 //! PAN, PIN and CVV are sealed under the master key and leave only through their endpoints.
 
 mod auth;
+mod body;
 mod bulk;
 pub mod crypto;
 mod error;
@@ -121,6 +122,7 @@ impl Cards {
             .nest("/api/v1", api)
             .route("/healthz", get(|| async { "ok" }))
             .fallback(|| async { CardsError::NotFound("no such endpoint".into()) });
+        let router = certbound_http::shaped_refusals(router, error::framework_refusal);
         self.audit
             .audited(router, "cards", certbound_store::clock::now)
     }
@@ -132,15 +134,15 @@ pub mod fuzzing {
     /// Every Cards API request body, parsed and validated as the handlers do.
     pub fn bodies(body: &[u8]) {
         let mut errors = crate::model::Errors::default();
-        if let Ok(card) = crate::handlers::parse::<crate::model::CreateCard>(body) {
+        if let Ok(card) = crate::body::parse::<crate::model::CreateCard>(body) {
             crate::model::check_card_holder(&card.card_holder, "cardHolder", &mut errors);
             crate::model::check_address(&card.address, "address", &mut errors);
             if let Some(expiry) = &card.expiry_date {
                 crate::model::check_expiry(expiry, "2026-01-01", &mut errors);
             }
         }
-        let _ = crate::handlers::parse::<crate::model::UpdateCard>(body);
-        if let Ok(change) = crate::handlers::parse::<crate::model::ChangeStatus>(body) {
+        let _ = crate::body::parse::<crate::model::UpdateCard>(body);
+        if let Ok(change) = crate::body::parse::<crate::model::ChangeStatus>(body) {
             let wanted = change
                 .card_status_code
                 .or(change.status)
@@ -151,12 +153,12 @@ pub mod fuzzing {
                 let _ = crate::model::transition(from, to);
             }
         }
-        if let Ok(pin) = crate::handlers::parse::<crate::model::SetPin>(body) {
+        if let Ok(pin) = crate::body::parse::<crate::model::SetPin>(body) {
             let _ = crate::model::check_pin(&pin.pin);
         }
-        let _ = crate::handlers::parse::<crate::model::CvvStatus>(body);
-        let _ = crate::handlers::parse::<crate::model::EncryptedRequest>(body);
-        let _ = crate::handlers::parse::<crate::model::BulkRequest>(body);
+        let _ = crate::body::parse::<crate::model::CvvStatus>(body);
+        let _ = crate::body::parse::<crate::model::EncryptedRequest>(body);
+        let _ = crate::body::parse::<crate::model::BulkRequest>(body);
         let _ = errors.finish();
     }
 }

@@ -1,5 +1,5 @@
-//! The Cards API's data: requests as the Thredd API names them (camelCase, unknown fields
-//! refused), the status code table, card products and PAN generation.
+//! The Cards API's data: requests as the Thredd API names them (camelCase, read in any case by
+//! [`crate::body`]; unknown fields refused), the status code table, card products and PAN generation.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,7 @@ use crate::error::CardsError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CardType {
     /// A virtual card that issues other virtual cards.
-    #[serde(rename = "Master Virtual")]
+    #[serde(rename = "Master Virtual", alias = "MasterVirtual")]
     MasterVirtual,
     /// A plastic card: may have fulfilment details.
     Physical,
@@ -75,7 +75,8 @@ pub struct Fulfilment {
 pub struct CreateCard {
     /// Physical, Virtual or Master Virtual.
     pub card_type: CardType,
-    /// A configured product (`10001`...).
+    /// A configured product (`10001`...): a number, as Thredd documents it, or a numeric string.
+    #[serde(deserialize_with = "crate::body::product_code")]
     pub card_product: String,
     /// The issuer's own reference.
     pub customer_reference: String,
@@ -164,7 +165,8 @@ pub struct EncryptedRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BulkRequest {
-    /// A configured product.
+    /// A configured product: a number or a numeric string.
+    #[serde(deserialize_with = "crate::body::product_code")]
     pub card_product: String,
     /// The type of every card.
     pub card_type: CardType,

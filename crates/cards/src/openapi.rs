@@ -109,7 +109,7 @@ pub fn spec() -> Value {
         "info": {
             "title": "certbound Cards API",
             "version": "1.0.0",
-            "description": "The Thredd Cards API as certbound serves it: every call needs mutual TLS with the certificate the access token is bound to (RFC 8705) and `Authorization: Bearer`. Card status codes: 00 Active, 02 Inactive (activateNow: false), 05 Blocked, 41 Lost, 43 Stolen, 46 Closed, 83 Destroyed; 41, 43, 46 and 83 are terminal."
+            "description": "The Thredd Cards API as certbound serves it: every call needs mutual TLS with the certificate the access token is bound to (RFC 8705) and `Authorization: Bearer`. Card status codes: 00 Active, 02 Inactive (activateNow: false), 05 Blocked, 41 Lost, 43 Stolen, 46 Closed, 83 Destroyed; 41, 43, 46 and 83 are terminal. Request bodies are read as Thredd's service reads them: property names in any case (`CardProduct` = `cardProduct`); unknown properties are refused with the property named."
         },
         "servers": [{"url": "/api/v1"}],
         "paths": {
@@ -177,8 +177,8 @@ pub fn spec() -> Value {
                     "address": {"$ref": "#/components/schemas/Address"}, "deliveryMethod": {"type": "string"}, "carrierName": {"type": "string"}
                 }},
                 "CreateCard": {"type": "object", "additionalProperties": false, "required": ["cardType", "cardProduct", "customerReference", "cardHolder", "address"], "properties": {
-                    "cardType": {"type": "string", "enum": ["Physical", "Virtual", "Master Virtual"]},
-                    "cardProduct": {"type": "string", "enum": ["10001", "10002", "10003"]},
+                    "cardType": {"type": "string", "enum": ["Physical", "Virtual", "Master Virtual", "MasterVirtual"]},
+                    "cardProduct": {"oneOf": [{"type": "integer", "enum": [10001, 10002, 10003]}, {"type": "string", "enum": ["10001", "10002", "10003"]}], "description": "a number, as Thredd documents it (10005), or a numeric string"},
                     "customerReference": {"type": "string", "minLength": 1, "maxLength": 50},
                     "cardHolder": {"$ref": "#/components/schemas/CardHolder"},
                     "address": {"$ref": "#/components/schemas/Address"},
@@ -222,8 +222,8 @@ pub fn spec() -> Value {
                 }},
                 "Jwks": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
                 "BulkRequest": {"type": "object", "additionalProperties": false, "required": ["cardProduct", "cardType", "quantity"], "properties": {
-                    "cardProduct": {"type": "string", "enum": ["10001", "10002", "10003"]},
-                    "cardType": {"type": "string", "enum": ["Physical", "Virtual", "Master Virtual"]},
+                    "cardProduct": {"oneOf": [{"type": "integer", "enum": [10001, 10002, 10003]}, {"type": "string", "enum": ["10001", "10002", "10003"]}], "description": "a number, as Thredd documents it (10005), or a numeric string"},
+                    "cardType": {"type": "string", "enum": ["Physical", "Virtual", "Master Virtual", "MasterVirtual"]},
                     "quantity": {"type": "integer", "minimum": 1, "maximum": 50}
                 }},
                 "BulkAccepted": {"type": "object", "properties": {"id": {"type": "string"}}},

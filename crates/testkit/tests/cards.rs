@@ -999,3 +999,89 @@ async fn revoking_the_transport_certificate_stops_its_tokens_at_once() {
     );
     stack.stop().await;
 }
+
+/// Bodies as Thredd's documentation writes them are read as Thredd's service reads them
+/// (DESIGN.md section 4): a numeric `cardProduct`, PascalCase or any-case property names, both
+/// spellings of Master Virtual; an unknown property is still refused by name.
+#[tokio::test]
+async fn thredd_documented_bodies_create_cards() {
+    let stack = TestStack::start().await;
+    let (alice, _) = client(&stack, &["programme-manager"]).await;
+
+    // Thredd's create-card example: cardProduct as a number.
+    let mut numeric = new_card("Virtual");
+    numeric["cardProduct"] = json!(10001);
+    let (status, created, _) = alice.call(Method::POST, "/cards", Some(numeric)).await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["publicToken"].as_str().unwrap();
+    let (_, card, _) = alice
+        .call(Method::GET, &format!("/cards/{token}"), None)
+        .await;
+    assert_eq!(card["cardDetails"]["cardProduct"], "10001", "{card}");
+
+    // PascalCase throughout, `MasterVirtual`, a product of another BIN.
+    let pascal = json!({
+        "CardType": "MasterVirtual", "CardProduct": 10003, "CustomerReference": "pascal",
+        "CardHolder": {"Title": "Mr", "FirstName": "Alan", "LastName": "Turing", "DateOfBirth": "1912-06-23"},
+        "Address": {"AddressLine1": "2 Bletchley Park", "City": "Milton Keynes", "PostCode": "MK3 6EB", "Country": "GBR"},
+        "ActivateNow": true
+    });
+    let (status, created, _) = alice.call(Method::POST, "/cards", Some(pascal)).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(
+        created["maskedPan"].as_str().unwrap().starts_with("400000"),
+        "{created}"
+    );
+    let token = created["publicToken"].as_str().unwrap();
+    let (_, card, _) = alice
+        .call(Method::GET, &format!("/cards/{token}"), None)
+        .await;
+    assert_eq!(card["cardType"], "Master Virtual", "{card}");
+
+    // The spelling with a space, and a numeric string, still work.
+    let mut spaced = new_card("Master Virtual");
+    spaced["cardProduct"] = json!("10002");
+    let (status, created, _) = alice.call(Method::POST, "/cards", Some(spaced)).await;
+    assert_eq!(status, 201, "{created}");
+
+    // Other requests too: status by `CardStatusCode`, bulk with a numeric product.
+    let (status, body, _) = alice
+        .call(
+            Method::PUT,
+            &format!("/cards/{token}/status"),
+            Some(json!({"CardStatusCode": "05"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cardStatusCode"], "05");
+    let (status, body, _) = alice
+        .call(
+            Method::POST,
+            "/cards/bulk",
+            Some(json!({"CardProduct": 10001, "cardtype": "Virtual", "Quantity": 1})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    // Still refused, with the field named: an unknown property in any case, a product that is
+    // neither a number nor digits, an unknown product number, one property twice.
+    let mut unknown = new_card("Virtual");
+    unknown["CardColour"] = json!("red");
+    let (status, body, _) = alice.call(Method::POST, "/cards", Some(unknown)).await;
+    assert_problem(status, &body, 400, "CardColour");
+    let mut words = new_card("Virtual");
+    words["cardProduct"] = json!("ten thousand");
+    let (status, body, _) = alice.call(Method::POST, "/cards", Some(words)).await;
+    assert_problem(status, &body, 400, "cardProduct");
+    let mut unknown_product = new_card("Virtual");
+    unknown_product["cardProduct"] = json!(99999);
+    let (status, body, _) = alice
+        .call(Method::POST, "/cards", Some(unknown_product))
+        .await;
+    assert_problem(status, &body, 400, "cardProduct");
+    let mut twice = new_card("Virtual");
+    twice["CardProduct"] = json!(10002);
+    let (status, body, _) = alice.call(Method::POST, "/cards", Some(twice)).await;
+    assert_problem(status, &body, 400, "cardProduct");
+    stack.stop().await;
+}
