@@ -4,6 +4,7 @@
 #![allow(clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use certbound_client::{ClientError, OnboardOptions, Reporter, Session, onboard};
 use reqwest::Method;
@@ -114,7 +115,8 @@ pub(crate) enum StepCommand {
     Call {
         /// GET, POST, PUT, PATCH or DELETE.
         method: String,
-        /// A path under the Cards API base (e.g. /cards/123456789), or a full https URL.
+        /// The whole path (/api/v1/cards), a path under the Cards API base (/cards/123456789),
+        /// or a full https URL.
         path: String,
         /// A JSON body, or @FILE.
         #[arg(long)]
@@ -192,23 +194,39 @@ pub(crate) enum CardsCommand {
     },
 }
 
-fn print_response(response: &certbound_client::Response) -> Result<(), ClientError> {
-    println!("HTTP {}", response.status);
+/// `call` and the `cards` conveniences: the body alone on stdout (pretty JSON, or the text as
+/// sent) so that `| jq` works, the status on stderr; exit 0 for 2xx, 1 otherwise.
+fn print_response(response: &certbound_client::Response) -> ExitCode {
+    let reason = reqwest::StatusCode::from_u16(response.status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        .unwrap_or_default();
+    eprintln!("HTTP {} {reason}", response.status);
     if !response.json.is_null() {
         println!(
             "{}",
             serde_json::to_string_pretty(&response.json).unwrap_or_default()
         );
     } else if !response.text.is_empty() {
-        println!("{}", response.text);
+        println!("{}", printable(&response.text));
     }
-    if response.status >= 400 {
-        return Err(ClientError::Invalid(format!(
-            "the Cards API answered {}",
-            response.status
-        )));
+    if (200..300).contains(&response.status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
-    Ok(())
+}
+
+/// A server's text with its control characters (but line breaks and tabs) shown as `\u{..}`
+/// escapes, so an answer cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn claims(jwt: &str) -> Value {
@@ -224,7 +242,10 @@ fn claims(jwt: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-pub(crate) async fn run_step(profile: &Path, command: StepCommand) -> Result<(), ClientError> {
+pub(crate) async fn run_step(
+    profile: &Path,
+    command: StepCommand,
+) -> Result<ExitCode, ClientError> {
     let mut session = Session::open(profile)?;
     match command {
         StepCommand::Discover => {
@@ -327,7 +348,7 @@ pub(crate) async fn run_step(profile: &Path, command: StepCommand) -> Result<(),
                 }
             };
             let response = session.call(method, &path, body.as_ref()).await?;
-            print_response(&response)?;
+            return Ok(print_response(&response));
         }
         StepCommand::Pkcs12 { out, password } => {
             if password.is_empty() {
@@ -357,12 +378,12 @@ pub(crate) async fn run_step(profile: &Path, command: StepCommand) -> Result<(),
                 out.display()
             );
         }
-        StepCommand::Cards(command) => cards(&mut session, command).await?,
+        StepCommand::Cards(command) => return cards(&mut session, command).await,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn cards(session: &mut Session, command: CardsCommand) -> Result<(), ClientError> {
+async fn cards(session: &mut Session, command: CardsCommand) -> Result<ExitCode, ClientError> {
     let response = match command {
         CardsCommand::Create {
             product,
@@ -457,5 +478,5 @@ async fn cards(session: &mut Session, command: CardsCommand) -> Result<(), Clien
             ));
         }
     };
-    print_response(&response)
+    Ok(print_response(&response))
 }

@@ -14,7 +14,8 @@ mod demo;
 #[derive(Debug, Parser)]
 #[command(name = "certbound", version)]
 struct Cli {
-    /// The profile directory `certbound onboard --out` wrote (for the single steps).
+    /// The profile `certbound onboard --out` wrote (for the single steps): its directory or its
+    /// profile.toml.
     #[arg(long, global = true, default_value = "certbound-client")]
     profile: PathBuf,
     #[command(subcommand)]
@@ -232,18 +233,29 @@ async fn wait_for_stop() {
     }
 }
 
+/// Colour codes only on a terminal, and never with `NO_COLOR` set (no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The server logs what it does; client commands and the demo keep the terminal for their steps.
+    // The server logs what it does; the demo keeps the terminal for its steps; the client
+    // commands report every failure as an error that says what to do, so the libraries' own log
+    // lines (rustls' verifier logs an unknown issuer at ERROR) would only repeat it, raw.
     let default_filter = match cli.command {
         Command::Up(_) => "warn,certbound=info",
-        _ => "warn",
+        Command::Demo | Command::Keys(_) => "warn",
+        Command::Onboard(_) | Command::Step(_) => "off",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CERTBOUND_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
+        .with_ansi(colour())
         .with_writer(std::io::stderr)
         .init();
     let profile = cli.profile.clone();
@@ -259,20 +271,23 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => up(*args).await,
-
-            Command::Keys(KeysCommand::Rotate(args)) => rotate(args).await,
+            Command::Up(args) => up(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Keys(KeysCommand::Rotate(args)) => {
+                rotate(args).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Onboard(args) => client_commands::run_onboard(*args)
                 .await
+                .map(|()| ExitCode::SUCCESS)
                 .map_err(|error| error.to_string()),
-            Command::Demo => demo::run().await,
+            Command::Demo => demo::run().await.map(|()| ExitCode::SUCCESS),
+            // `call` and `cards` exit 1 on a non-2xx answer they have printed already.
             Command::Step(step) => client_commands::run_step(&profile, step)
                 .await
                 .map_err(|error| error.to_string()),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE

@@ -210,17 +210,47 @@ fn onboard_token_call_and_pkcs12_through_the_binary() {
     );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
-    assert!(stdout.starts_with("HTTP 201"), "{stdout}");
-    let body: serde_json::Value = serde_json::from_str(stdout.split_once('\n').unwrap().1).unwrap();
+    // The body alone on stdout (so `| jq` works), the status on stderr.
+    assert_eq!(stderr.trim(), "HTTP 201 Created", "{stderr}");
+    let body: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let card = body["publicToken"].as_str().unwrap();
-    let (stdout, _) = text(&certbound(
-        &["cards", "--profile", "client", "get", card],
-        work.path(),
-    ));
-    assert!(
-        stdout.starts_with("HTTP 200") && stdout.contains("\"currencyCode\": \"USD\""),
-        "{stdout}"
-    );
+    let output = certbound(&["cards", "--profile", "client", "get", card], work.path());
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stderr.trim(), "HTTP 200 OK");
+    let body: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(body["balance"]["currencyCode"], "USD", "{stdout}");
+    // `jq` reads it, as a person would pipe it.
+    let piped = Command::new("sh")
+        .args([
+            "-c",
+            "\"$0\" call --profile client GET /cards/$1 | jq -er .publicToken",
+        ])
+        .arg(env!("CARGO_BIN_EXE_certbound"))
+        .arg(card)
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    if piped.status.code() != Some(127) {
+        assert_eq!(
+            String::from_utf8_lossy(&piped.stdout).trim(),
+            card,
+            "{piped:?}"
+        );
+    }
+    // The whole path, a whole URL, and the profile named by its file all reach the same card.
+    let cards_url = stack.url("cards");
+    for (profile, path) in [
+        ("client/profile.toml", format!("/api/v1/cards/{card}")),
+        ("client", format!("{cards_url}/cards/{card}")),
+        ("./client/profile.toml", format!("cards/{card}")),
+    ] {
+        let output = certbound(&["call", "--profile", profile, "GET", &path], work.path());
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{profile} {path}: {stderr}");
+        let body: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(body["publicToken"], card, "{profile} {path}");
+    }
 
     // pkcs12, read back by OpenSSL with its password.
     let output = certbound(
@@ -274,11 +304,10 @@ fn onboard_token_call_and_pkcs12_through_the_binary() {
         work.path(),
     );
     let (stdout, stderr) = text(&output);
-    assert!(!output.status.success());
-    assert!(
-        stdout.starts_with("HTTP 404") && stderr.contains("the Cards API answered 404"),
-        "{stdout}{stderr}"
-    );
+    assert_eq!(output.status.code(), Some(1), "exit 1 for a non-2xx answer");
+    assert_eq!(stderr.trim(), "HTTP 404 Not Found", "{stderr}");
+    let body: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(body["status"], 404, "{stdout}");
     let output = certbound(&["token", "--profile", "nowhere"], work.path());
     let (_, stderr) = text(&output);
     assert!(
@@ -330,6 +359,89 @@ fn onboard_token_call_and_pkcs12_through_the_binary() {
     assert!(
         stderr.contains("has no `kid`") && stderr.contains("certbound onboard"),
         "{stderr}"
+    );
+}
+
+/// The first mistakes a person makes with `onboard` read as one clear error each, with no raw
+/// library log line and no colour codes in a file, and leave no half-made profile behind.
+#[test]
+fn onboarding_mistakes_read_cleanly_and_leave_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let stack = up(&data);
+    let wrong_token = work.path().join("wrong.token");
+    std::fs::write(&wrong_token, "not-the-token\n").unwrap();
+    let onboard = |ca: Option<&Path>, token: &Path, out: &str, log: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_certbound"));
+        command
+            .args(["onboard", "--directory", &stack.url("directory")])
+            .args([
+                "--authz",
+                &stack.url("authz"),
+                "--cards",
+                &stack.url("cards"),
+            ])
+            .arg("--admin-token-file")
+            .arg(token)
+            .args(["--out", out])
+            .current_dir(work.path());
+        if let Some(ca) = ca {
+            command.arg("--ca").arg(ca);
+        }
+        if let Some(log) = log {
+            command.env("CERTBOUND_LOG", log);
+        }
+        command.output().unwrap()
+    };
+
+    // `--ca` forgotten: the hint, and no `ERROR rustls_platform_verifier ...` line before it.
+    let output = onboard(None, &data.join("admin.token"), "no-ca", None);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("pass the stack's ca.pem with --ca"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ERROR") && !stderr.contains("rustls_platform_verifier"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|line| line.starts_with("error:"))
+            .count(),
+        1
+    );
+    assert!(
+        !work.path().join("no-ca").exists(),
+        "a half-made profile was left"
+    );
+
+    // A wrong admin token: said once, with what to do.
+    let output = onboard(
+        Some(&data.join("ca.pem")),
+        &wrong_token,
+        "wrong-token",
+        None,
+    );
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr.matches("admin token is wrong").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("DATA_DIR/admin.token"), "{stderr}");
+    assert!(!work.path().join("wrong-token").exists());
+
+    // Logs asked for and sent to a file carry no colour codes.
+    let output = onboard(None, &data.join("admin.token"), "logged", Some("debug"));
+    let (_, stderr) = text(&output);
+    assert!(stderr.contains("DEBUG"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes off a terminal: {stderr:?}"
     );
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// A server answered with an error.
-    #[error("{step}: {url} answered {status}{detail}\n  → {hint}")]
+    #[error("{step}: {url} answered {status}{detail}{}", .hint.as_ref().map(|hint| format!("\n  → {hint}")).unwrap_or_default())]
     Http {
         /// The step (`2.1 RC Access Token`...).
         step: String,
@@ -16,8 +16,8 @@ pub enum ClientError {
         status: u16,
         /// The server's error, formatted.
         detail: String,
-        /// What to do.
-        hint: String,
+        /// What to do, where the server's own description does not say it already.
+        hint: Option<String>,
     },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
@@ -49,6 +49,17 @@ pub enum ClientError {
         detail: String,
         /// What to do.
         hint: String,
+    },
+    /// Onboarding failed after the directory made something: the profile keeps it.
+    #[error(
+        "{error}\n  → {} keeps what was made so far: run the same command again to continue from there",
+        .profile.display()
+    )]
+    Resumable {
+        /// What failed.
+        error: Box<ClientError>,
+        /// The profile directory kept.
+        profile: PathBuf,
     },
     /// No TCP connection.
     #[error(

@@ -56,10 +56,33 @@ fn id_of(value: &Value, field: &str) -> Result<String, ClientError> {
 }
 
 /// Runs the whole onboarding; returns the session over the finished profile.
+///
+/// A run that fails leaves no half-made profile behind: a directory this run created is removed
+/// again while nothing exists on the server that it would be the only record of. Once the
+/// organisation exists, the profile stays (the error says so) and the same command resumes.
 pub async fn onboard(
     options: &OnboardOptions,
     report: &dyn Reporter,
 ) -> Result<Session, ClientError> {
+    let out = &options.out;
+    let created = !out.exists();
+    let error = match run(options, report).await {
+        Ok(session) => return Ok(session),
+        Err(error) => error,
+    };
+    if Profile::load(out).is_ok_and(|profile| profile.org_id.is_some()) {
+        return Err(ClientError::Resumable {
+            error: Box::new(error),
+            profile: out.clone(),
+        });
+    }
+    if created {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    Err(error)
+}
+
+async fn run(options: &OnboardOptions, report: &dyn Reporter) -> Result<Session, ClientError> {
     let out = &options.out;
     std::fs::create_dir_all(out).map_err(ClientError::io(out))?;
     let mut profile = match Profile::load(out) {

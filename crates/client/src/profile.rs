@@ -64,6 +64,19 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The profile directory a `--profile` argument names: the directory itself, or its
+    /// `profile.toml`.
+    pub fn directory_of(path: &Path) -> PathBuf {
+        if path.file_name() == Some(std::ffi::OsStr::new(FILE)) || path.is_file() {
+            match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+        } else {
+            path.to_path_buf()
+        }
+    }
+
     /// Reads `DIR/profile.toml`.
     pub fn load(dir: &Path) -> Result<Self, ClientError> {
         let path = dir.join(FILE);

@@ -44,14 +44,16 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn hint(step: &str, status: u16, body: &Value) -> String {
+/// What to do next after an error answer; `None` where the server's own description already says
+/// it (the directory's admin-token refusal names the file to use).
+fn hint(step: &str, status: u16, body: &Value) -> Option<String> {
     let error = body
         .get("error")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    match (status, error) {
+    Some(match (status, error) {
         (401, "invalid_token") => "the access token is expired, revoked or bound to another certificate: run `certbound token --refresh`".into(),
-        (401, "unauthorized") => "the admin token is wrong: pass the stack's admin.token with --admin-token-file".into(),
+        (401, "unauthorized") => return None,
         (401, _) => "authentication failed: check the profile's certificates and client_id, or onboard again".into(),
         (403, _) => "the token lacks the scope: register the software with a role that allows it".into(),
         (404, _) => format!("{step}: no such resource or path: check the path (Cards API paths start with /cards)"),
@@ -60,7 +62,7 @@ fn hint(step: &str, status: u16, body: &Value) -> String {
         (409, _) => "the resource is not in a state that allows this".into(),
         (413, _) => "the body is too large".into(),
         _ => "see the server's log for the trace id".into(),
-    }
+    })
 }
 
 impl Session {
@@ -106,9 +108,10 @@ impl Session {
         })
     }
 
-    /// Opens the profile in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, ClientError> {
-        Self::new(dir, Profile::load(dir)?)
+    /// Opens the profile in `path`: the profile's directory or its `profile.toml`.
+    pub fn open(path: &Path) -> Result<Self, ClientError> {
+        let dir = Profile::directory_of(path);
+        Self::new(&dir, Profile::load(&dir)?)
     }
 
     /// The profile directory.
@@ -394,23 +397,48 @@ impl Session {
         Ok(token)
     }
 
-    /// Calls the Cards API (a path under the profile's `cards` URL, or a full URL) with the
-    /// transport certificate and a fresh token; retries once with a new token on `invalid_token`.
+    /// The URL `call` sends to: a whole `https` URL as it is; a path that starts with the Cards
+    /// base's own path (`/api/v1/cards`) on the base's origin; any other path under the base
+    /// (`/cards` → `https://host/api/v1/cards`).
+    pub fn cards_url(&self, path: &str) -> Result<String, ClientError> {
+        let lower = path.to_ascii_lowercase();
+        if lower.starts_with("https://") {
+            return Ok(path.to_owned());
+        }
+        if lower.starts_with("http://") {
+            return Err(ClientError::Invalid(format!(
+                "{path}: the Cards API is called over https only (the transport certificate and token never travel in clear)"
+            )));
+        }
+        let base = self.profile.cards.trim_end_matches('/');
+        let parsed = reqwest::Url::parse(base).map_err(|error| {
+            ClientError::Invalid(format!(
+                "the profile's `cards` URL {base} does not parse: {error}"
+            ))
+        })?;
+        let base_path = parsed.path().trim_end_matches('/');
+        let path = format!("/{}", path.trim_start_matches('/'));
+        let under_base = !base_path.is_empty()
+            && (path == base_path
+                || path
+                    .strip_prefix(base_path)
+                    .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?')));
+        Ok(if under_base {
+            format!("{}{path}", base.strip_suffix(base_path).unwrap_or(base))
+        } else {
+            format!("{base}{path}")
+        })
+    }
+
+    /// Calls the Cards API (see [`Session::cards_url`] for `path`) with the transport certificate
+    /// and a fresh token; retries once with a new token on `invalid_token`.
     pub async fn call(
         &mut self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Response, ClientError> {
-        let url = if path.starts_with("https://") {
-            path.to_owned()
-        } else {
-            format!(
-                "{}/{}",
-                self.profile.cards.trim_end_matches('/'),
-                path.trim_start_matches('/')
-            )
-        };
+        let url = self.cards_url(path)?;
         let mut refresh = false;
         loop {
             let token = self.access_token(refresh).await?;
@@ -425,5 +453,64 @@ impl Session {
             }
             return Ok(response);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code
+
+    use super::*;
+
+    fn session_for(cards: &str) -> Session {
+        let profile = Profile {
+            directory: "https://localhost:8441".into(),
+            authz: "https://localhost:8443".into(),
+            cards: cards.into(),
+            ..Profile::default()
+        };
+        Session::new(Path::new("."), profile).unwrap()
+    }
+
+    #[test]
+    fn a_call_path_is_whole_relative_or_a_url() {
+        let session = session_for("https://localhost:8444/api/v1/");
+        for (path, url) in [
+            ("/cards", "https://localhost:8444/api/v1/cards"),
+            ("cards/123", "https://localhost:8444/api/v1/cards/123"),
+            ("/api/v1/cards", "https://localhost:8444/api/v1/cards"),
+            (
+                "/api/v1/cards/bulk?bulkCardRequestId=1",
+                "https://localhost:8444/api/v1/cards/bulk?bulkCardRequestId=1",
+            ),
+            ("/api/v1", "https://localhost:8444/api/v1"),
+            ("/api/v10/x", "https://localhost:8444/api/v1/api/v10/x"),
+            (
+                "https://cards.example/api/v1/keys",
+                "https://cards.example/api/v1/keys",
+            ),
+        ] {
+            assert_eq!(session.cards_url(path).unwrap(), url, "{path}");
+        }
+        let error = session.cards_url("http://localhost:8444/api/v1/keys");
+        assert!(error.unwrap_err().to_string().contains("https only"));
+        let root = session_for("https://cards.example");
+        assert_eq!(
+            root.cards_url("/cards").unwrap(),
+            "https://cards.example/cards"
+        );
+    }
+
+    #[test]
+    fn a_profile_is_named_by_its_directory_or_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("profile.toml");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(Profile::directory_of(&file), dir.path());
+        assert_eq!(Profile::directory_of(dir.path()), dir.path());
+        assert_eq!(
+            Profile::directory_of(Path::new("profile.toml")),
+            Path::new(".")
+        );
     }
 }
