@@ -119,6 +119,25 @@ pub(crate) async fn authenticate(
             }
             let verified = verify_client_assertion(assertion, &keys, &rules)
                 .map_err(|error| AuthzError::InvalidClient(error.to_string()))?;
+            // The key that verified must be a signing key of this very software, unrevoked, now:
+            // the published keystore may be cached, the directory's record is not.
+            let certificates = authz.store.certificates_by_key_id(&verified.kid).await?;
+            let standing = certbound_trust::certificate_standing(
+                &certificates,
+                certbound_trust::Use {
+                    role: certbound_pki::CertificateType::Signing.as_str(),
+                    organisation_id: &record.organisation_id,
+                    software_id: Some(&record.software_id),
+                },
+                now,
+            );
+            if standing != certbound_trust::CertificateStanding::Good {
+                return Err(AuthzError::InvalidClient(format!(
+                    "the key that signed the client assertion (kid {}): {}",
+                    verified.kid,
+                    standing.description()
+                )));
+            }
             if let Some(alg) = &metadata.token_endpoint_auth_signing_alg
                 && certbound_jose::unverified_header(assertion)
                     .and_then(|header| header.get("alg").cloned())

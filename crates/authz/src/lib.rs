@@ -12,7 +12,6 @@
 mod client_auth;
 mod discovery;
 mod error;
-pub mod fetch;
 pub mod keys;
 mod registration;
 mod token;
@@ -25,7 +24,6 @@ use certbound_jose::AlgorithmPolicy;
 use certbound_store::{AuthzStore, DirectoryStore, MasterKey, RateLimitStore, ReplayStore};
 
 pub use error::AuthzError;
-pub use token::{AccessTokenClaims, Confirmation, TokenError, verify_access_token};
 
 /// Everything the authorization server stores, as one trait object.
 /// The directory's certificate revocations are included: a revoked certificate gets nothing here.
@@ -87,7 +85,7 @@ pub struct Authz {
     config: AuthzConfig,
     store: Arc<dyn Store>,
     keys: keys::TokenKeys,
-    key_cache: fetch::KeyCache,
+    key_cache: certbound_trust::fetch::KeyCache,
     audit: certbound_http::AuditLog,
 }
 
@@ -105,7 +103,7 @@ impl Authz {
         config: AuthzConfig,
         store: Arc<dyn Store>,
         master: Arc<MasterKey>,
-        key_source: Box<dyn fetch::KeySource>,
+        key_source: Box<dyn certbound_trust::fetch::KeySource>,
         audit: certbound_http::AuditLog,
     ) -> Result<Arc<Self>, AuthzError> {
         let now = certbound_store::clock::now();
@@ -114,7 +112,7 @@ impl Authz {
             config,
             store,
             keys,
-            key_cache: fetch::KeyCache::new(key_source),
+            key_cache: certbound_trust::fetch::KeyCache::new(key_source),
             audit,
         }))
     }
@@ -141,13 +139,6 @@ impl Authz {
             .verification()
             .to_vec())
     }
-
-    /// Whether an access token was revoked, or its client deleted.
-    pub async fn is_token_inactive(&self, claims: &AccessTokenClaims) -> Result<bool, AuthzError> {
-        Ok(self.store.is_token_revoked(&claims.jti).await?
-            || self.store.client(&claims.client_id).await?.is_none())
-    }
-
     /// Port 8443's router. Every endpoint sits under the issuer's path; `/healthz` at the root.
     pub fn router(self: &Arc<Self>) -> Router {
         let endpoints = Router::new()

@@ -171,7 +171,9 @@ pub(crate) async fn verify_software_statement(
     })
 }
 
-/// The presented certificate must come from the directory and belong to the SSA's organisation.
+/// The presented certificate must come from the directory and belong to the SSA's very software:
+/// OU = the SSA's `org_id` and CN = its `software_id` (DESIGN.md section 3). A sibling software's
+/// certificate, or an organisation-level one, registers nothing.
 fn check_certificate(
     peer: &PeerCertificate,
     ssa: &SoftwareStatement,
@@ -188,6 +190,14 @@ fn check_certificate(
         return Err(AuthzError::UnapprovedSoftwareStatement(format!(
             "the client certificate belongs to organisation `{ou}`, the software statement to `{}`",
             ssa.org_id
+        )));
+    }
+    let cn = info.common_name.unwrap_or_default();
+    if cn != ssa.software_id {
+        return Err(AuthzError::UnapprovedSoftwareStatement(format!(
+            "the client certificate belongs to software `{cn}`, the software statement is for `{}`: \
+             register with that software's own transport certificate",
+            ssa.software_id
         )));
     }
     Ok(info.subject)
@@ -485,6 +495,7 @@ pub(crate) async fn register(
         metadata: serde_json::to_string(&metadata)
             .map_err(|error| AuthzError::Internal(error.to_string()))?,
         registration_token_hash: crate::sha256_b64url(registration_access_token.as_bytes()),
+        registration_id: uuid::Uuid::new_v4().to_string(),
         created_at: now,
         updated_at: now,
     };
@@ -792,9 +803,9 @@ mod tests {
 #[cfg(test)]
 mod ssa_tests {
     use super::*;
-    use crate::fetch::KeySource;
     use certbound_jose::{Algorithm, SigningKey, sign};
     use certbound_pki::{CertificateAuthority, Jwk, PrivateKey, SigningKeyKind};
+    use certbound_trust::fetch::KeySource;
     use serde_json::json;
 
     const NOW: i64 = 1_790_000_000;

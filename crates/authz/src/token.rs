@@ -10,90 +10,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use certbound_http::{PeerCertificate, parse_form};
-use certbound_jose::{AlgorithmPolicy, VerificationKey, verify_jws};
-use serde::{Deserialize, Serialize};
+use certbound_trust::{AccessTokenClaims, Confirmation, Standing, TokenError, verify_access_token};
 use serde_json::{Value, json};
 
 use crate::client_auth::authenticate;
 use crate::{Authz, AuthzError};
-
-/// RFC 8705 §3.1 confirmation: the SHA-256 thumbprint of the bound certificate.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Confirmation {
-    /// base64url SHA-256 of the DER certificate.
-    #[serde(rename = "x5t#S256")]
-    pub x5t_s256: String,
-}
-
-/// The claims of a certbound access token.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessTokenClaims {
-    /// The issuer.
-    pub iss: String,
-    /// The client (`client_id`).
-    pub sub: String,
-    /// Audiences: the client itself.
-    pub aud: Vec<String>,
-    /// Granted scopes.
-    pub scp: Vec<String>,
-    /// The certificate binding.
-    pub cnf: Confirmation,
-    /// Expiry.
-    pub exp: i64,
-    /// Issued at.
-    pub iat: i64,
-    /// Not before.
-    pub nbf: i64,
-    /// Token id (revocation key).
-    pub jti: String,
-    /// Tenant.
-    pub tid: String,
-    /// The client id (same as `sub`).
-    pub client_id: String,
-    /// The client's organisation: resource servers isolate tenants by it.
-    pub org_id: String,
-    /// The client's software id.
-    pub software_id: String,
-}
-
-/// Why an access token is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    /// Signature, algorithm or shape.
-    #[error("the access token is not a valid token of this issuer: {0}")]
-    Invalid(String),
-    /// `exp` passed or `nbf` ahead.
-    #[error("the access token has expired or is not yet valid")]
-    Expired,
-    /// Another issuer.
-    #[error("the access token was issued by another issuer")]
-    Issuer,
-}
-
-/// Verifies an access token's signature (ES256 only, keys of the issuer), issuer and times.
-/// Revocation is the caller's second step ([`Authz::is_token_inactive`]).
-pub fn verify_access_token(
-    token: &str,
-    keys: &[VerificationKey],
-    issuer: &str,
-    now: i64,
-) -> Result<AccessTokenClaims, TokenError> {
-    let verified = verify_jws(
-        token,
-        keys,
-        &AlgorithmPolicy::new([certbound_jose::Algorithm::ES256]),
-    )
-    .map_err(|error| TokenError::Invalid(error.to_string()))?;
-    let claims: AccessTokenClaims = serde_json::from_value(Value::Object(verified.claims))
-        .map_err(|error| TokenError::Invalid(error.to_string()))?;
-    if claims.iss != issuer {
-        return Err(TokenError::Issuer);
-    }
-    if claims.exp <= now || claims.nbf > now + 60 {
-        return Err(TokenError::Expired);
-    }
-    Ok(claims)
-}
 
 fn form(
     headers: &HeaderMap,
@@ -216,6 +137,7 @@ pub(crate) async fn token(
         client_id: client.record.client_id.clone(),
         org_id: client.record.organisation_id.clone(),
         software_id: client.record.software_id.clone(),
+        rid: client.record.registration_id.clone(),
     };
     let signer = authz.keys.signer(now).await?;
     let access_token = certbound_jose::sign(&claims, &signer, "JWT")
@@ -271,7 +193,11 @@ pub(crate) async fn introspect(
     let Some(claims) = our_token(&authz, token, now).await? else {
         return Ok(inactive());
     };
-    if claims.client_id != client.record.client_id || authz.is_token_inactive(&claims).await? {
+    // The same decision the Cards API makes, so the two never disagree; the binding itself is
+    // not compared (the caller need not present the bound certificate to ask about a token).
+    if claims.client_id != client.record.client_id
+        || certbound_trust::standing(&*authz.store, &claims, None).await? != Standing::Good
+    {
         return Ok(inactive());
     }
     Ok(no_store(json!({

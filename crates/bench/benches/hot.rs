@@ -74,7 +74,7 @@ fn benches(c: &mut Criterion) {
     let token = sign(&claims, &token_signer, "JWT").unwrap();
     c.bench_function("verify ES256 access token", |b| {
         b.iter(|| {
-            certbound_authz::verify_access_token(
+            certbound_trust::verify_access_token(
                 black_box(&token),
                 std::slice::from_ref(&token_public),
                 &audience[0],

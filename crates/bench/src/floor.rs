@@ -60,10 +60,10 @@ pub(crate) fn cards(
     certificate_der: &[u8],
     now: i64,
 ) -> Result<f64, String> {
-    certbound_authz::verify_access_token(access_token, keys, issuer, now)
+    certbound_trust::verify_access_token(access_token, keys, issuer, now)
         .map_err(|error| error.to_string())?;
     let verify = time(2000, || {
-        let _ = certbound_authz::verify_access_token(access_token, keys, issuer, now);
+        let _ = certbound_trust::verify_access_token(access_token, keys, issuer, now);
     });
     let hash = time(20000, || {
         let _ = certbound_pki::thumbprint_sha256(certificate_der);

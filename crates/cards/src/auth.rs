@@ -6,8 +6,8 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use certbound_authz::{AccessTokenClaims, TokenError, verify_access_token};
 use certbound_http::PeerCertificate;
+use certbound_trust::{AccessTokenClaims, Standing, TokenError, verify_access_token};
 
 use crate::{Cards, CardsError};
 
@@ -81,29 +81,10 @@ impl FromRequestParts<Arc<Cards>> for Caller {
                     other => CardsError::InvalidToken(other.to_string()),
                 }
             })?;
-        let bound = aws_lc_rs::constant_time::verify_slices_are_equal(
-            claims.cnf.x5t_s256.as_bytes(),
-            peer.thumbprint.as_bytes(),
-        );
-        if bound.is_err() {
-            return Err(CardsError::InvalidToken(
-                "the access token is bound to another certificate: present the one it was issued to".into(),
-            ));
-        }
-        // One statement: the certificate's revocation, the token's, and the client.
-        let standing = cards
-            .store
-            .token_standing(&claims.jti, &claims.client_id, &peer.thumbprint)
-            .await?;
-        if standing.certificate_revoked {
-            return Err(CardsError::InvalidToken(
-                "the certificate this token is bound to was revoked by the directory".into(),
-            ));
-        }
-        if standing.token_revoked || !standing.client_exists {
-            return Err(CardsError::InvalidToken(
-                "the access token was revoked".into(),
-            ));
+        // The decision introspection makes too: binding, token, client registration, certificate.
+        match certbound_trust::standing(&*cards.store, &claims, Some(&peer.thumbprint)).await? {
+            Standing::Good => {}
+            refused => return Err(CardsError::InvalidToken(refused.description().into())),
         }
         Ok(Self { claims })
     }

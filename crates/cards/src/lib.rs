@@ -22,8 +22,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use certbound_authz::fetch::KeyCache;
 use certbound_store::{AuthzStore, CardsStore, DirectoryStore, MasterKey};
+use certbound_trust::fetch::KeyCache;
 
 pub use error::CardsError;
 
@@ -72,7 +72,7 @@ impl Cards {
         store: Arc<dyn Store>,
         master: Arc<MasterKey>,
         keys: crypto::CardKeys,
-        token_key_source: Box<dyn certbound_authz::fetch::KeySource>,
+        token_key_source: Box<dyn certbound_trust::fetch::KeySource>,
         audit: certbound_http::AuditLog,
     ) -> Arc<Self> {
         Arc::new(Self {

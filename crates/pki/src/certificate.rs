@@ -81,6 +81,20 @@ pub fn thumbprint_sha256(certificate_der: &[u8]) -> String {
     crate::b64url(digest.as_ref())
 }
 
+/// Key roles (DESIGN.md section 2): whether a certificate may be an mTLS client certificate. The
+/// directory gives `transport` certificates an extended key usage naming `clientAuth`, and
+/// `signing` and `encryption` certificates none, which WebPKI would read as "any use": so a
+/// client certificate must name `clientAuth` explicitly.
+pub fn names_client_auth(certificate_der: &[u8]) -> bool {
+    X509Certificate::from_der(certificate_der).is_ok_and(|(_, certificate)| {
+        certificate
+            .extended_key_usage()
+            .ok()
+            .flatten()
+            .is_some_and(|usage| usage.value.client_auth)
+    })
+}
+
 /// The facts of a parsed certificate that the directory and the TLS edge use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateInfo {

@@ -14,7 +14,9 @@ mod keys;
 pub use ca::{
     CaError, CertificateAuthority, IssuedCertificate, RevokedSerial, ServerIdentity, pem,
 };
-pub use certificate::{CertificateInfo, CertificateType, ParseError, thumbprint_sha256};
+pub use certificate::{
+    CertificateInfo, CertificateType, ParseError, names_client_auth, thumbprint_sha256,
+};
 pub use csr::{CsrError, CsrSubject, VerifiedCsr, check_csr};
 pub use jwk::{Jwk, JwkSet};
 pub use keys::{KeyError, PrivateKey, SigningKeyKind};

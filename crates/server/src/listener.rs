@@ -26,7 +26,7 @@ use crate::bootstrap::{BootstrapError, TrustMaterial};
 use crate::config::{ConfigError, Part, StackConfig};
 use crate::proxy::TrustedProxies;
 use crate::unread_body;
-use crate::verifier::DirectoryOrSelfSigned;
+use crate::verifier::{DirectoryOrSelfSigned, TransportOnly};
 
 /// Why the stack did not start.
 #[derive(Debug, thiserror::Error)]
@@ -127,10 +127,12 @@ fn acceptor(
                 .map_err(tls_error)?;
             // A connection without a certificate is let through so that `/healthz` answers probes
             // and every other endpoint refuses with an error that says what to do.
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(tls_error)
+            let webpki =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(tls_error)?;
+            Ok(Arc::new(TransportOnly::new(webpki)))
         };
     let mut classify = None;
     // Only listeners that take client certificates take them from a trusted proxy's header too.
@@ -333,7 +335,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 }
             }
         }
-        let key_source = certbound_authz::fetch::HttpsKeySource::new(&material.ca.root_pem())
+        let key_source = certbound_trust::fetch::HttpsKeySource::new(&material.ca.root_pem())
             .map_err(tls_error)?;
         let authz = certbound_authz::Authz::new(
             certbound_authz::AuthzConfig {
@@ -386,7 +388,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             &material.cards_signing.chain_der,
         )
         .map_err(tls_error)?;
-        let key_source = certbound_authz::fetch::HttpsKeySource::new(&material.ca.root_pem())
+        let key_source = certbound_trust::fetch::HttpsKeySource::new(&material.ca.root_pem())
             .map_err(tls_error)?;
         let cards = certbound_cards::Cards::new(
             certbound_cards::CardsConfig {

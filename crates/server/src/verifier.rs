@@ -98,3 +98,71 @@ impl ClientCertVerifier for DirectoryOrSelfSigned {
         self.directory.supported_verify_schemes()
     }
 }
+
+/// A directory client-certificate verifier that also enforces key roles: the leaf must name
+/// `clientAuth` in its extended key usage ([`certbound_pki::names_client_auth`]), so a signing
+/// or encryption certificate never passes as a transport certificate. Every listener that takes
+/// directory client certificates, and the trusted-proxy path, verify through it.
+#[derive(Debug)]
+pub(crate) struct TransportOnly {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl TransportOnly {
+    pub(crate) fn new(inner: Arc<dyn ClientCertVerifier>) -> Self {
+        Self { inner }
+    }
+}
+
+impl ClientCertVerifier for TransportOnly {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if !certbound_pki::names_client_auth(end_entity.as_ref()) {
+            return Err(Error::InvalidCertificate(
+                rustls::CertificateError::InvalidPurpose,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

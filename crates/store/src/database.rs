@@ -12,7 +12,7 @@ use crate::records::{
     AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
     ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
     OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
-    TokenStanding,
+    TokenReference, TokenStanding,
 };
 
 /// Embedded migrations, applied in order at start.
@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "rate limits",
         include_str!("../migrations/0004_rate_limits.sql"),
+    ),
+    (
+        5,
+        "registration id",
+        include_str!("../migrations/0005_registration_id.sql"),
     ),
 ];
 
@@ -367,6 +372,21 @@ impl DirectoryStore for Database {
         Ok(row.as_ref().map(certificate).transpose()?)
     }
 
+    async fn certificates_by_key_id(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates WHERE key_id = $1"
+        ))
+        .bind(key_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(certificate).collect::<Result<_, _>>()?)
+    }
+
     async fn certificates(
         &self,
         organisation_id: &str,
@@ -479,6 +499,7 @@ fn client(row: &AnyRow) -> Result<ClientRecord, sqlx::Error> {
         organisation_id: row.try_get("organisation_id")?,
         metadata: row.try_get("metadata")?,
         registration_token_hash: row.try_get("registration_token_hash")?,
+        registration_id: row.try_get("registration_id")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -500,8 +521,8 @@ impl AuthzStore for Database {
     async fn insert_client(&self, record: &ClientRecord) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "INSERT INTO oauth_clients (client_id, software_id, organisation_id, metadata, \
-             registration_token_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT DO NOTHING",
+             registration_token_hash, created_at, updated_at, registration_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(&record.client_id)
         .bind(&record.software_id)
@@ -510,6 +531,7 @@ impl AuthzStore for Database {
         .bind(&record.registration_token_hash)
         .bind(record.created_at)
         .bind(record.updated_at)
+        .bind(&record.registration_id)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -518,7 +540,7 @@ impl AuthzStore for Database {
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT client_id, software_id, organisation_id, metadata, registration_token_hash, created_at, \
-             updated_at FROM oauth_clients WHERE client_id = $1 OR software_id = $1",
+             updated_at, registration_id FROM oauth_clients WHERE client_id = $1 OR software_id = $1",
         )
         .bind(client_id)
         .fetch_optional(&self.pool)
@@ -534,7 +556,7 @@ impl AuthzStore for Database {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM certificates WHERE thumbprint = $2 AND revoked_at IS NOT NULL) AS revoked, \
              c.client_id, c.software_id, c.organisation_id, c.metadata, c.registration_token_hash, c.created_at, \
-             c.updated_at FROM (SELECT 1 AS one) AS anchor \
+             c.updated_at, c.registration_id FROM (SELECT 1 AS one) AS anchor \
              LEFT JOIN oauth_clients c ON c.client_id = $1 OR c.software_id = $1",
         )
         .bind(client_id)
@@ -632,18 +654,17 @@ impl AuthzStore for Database {
 
     async fn token_standing(
         &self,
-        jti: &str,
-        client_id: &str,
-        thumbprint: &str,
+        token: &TokenReference<'_>,
     ) -> Result<TokenStanding, StoreError> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM certificates WHERE thumbprint = $3 AND revoked_at IS NOT NULL) AS certificate_revoked, \
              (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1) AS token_revoked, \
-             (SELECT COUNT(*) FROM oauth_clients WHERE client_id = $2) AS client_exists",
+             (SELECT COUNT(*) FROM oauth_clients WHERE client_id = $2 AND registration_id = $4) AS client_exists",
         )
-        .bind(jti)
-        .bind(client_id)
-        .bind(thumbprint)
+        .bind(token.jti)
+        .bind(token.client_id)
+        .bind(token.thumbprint)
+        .bind(token.registration_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(TokenStanding {

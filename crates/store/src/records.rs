@@ -129,6 +129,12 @@ pub trait DirectoryStore: Send + Sync {
         &self,
         thumbprint: &str,
     ) -> Result<Option<CertificateRecord>, StoreError>;
+    /// Every certificate of the key with this RFC 7638 thumbprint (`kid`): a key resubmitted in a
+    /// new CSR has more than one.
+    async fn certificates_by_key_id(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<CertificateRecord>, StoreError>;
     /// The certificates of an organisation (`software_statement_id: None`) or of a software statement.
     async fn certificates(
         &self,
@@ -178,6 +184,8 @@ pub struct ClientRecord {
     pub metadata: String,
     /// base64url SHA-256 of the registration access token (the token is never stored).
     pub registration_token_hash: String,
+    /// This registration's own id (a UUID), carried by its access tokens as `rid`.
+    pub registration_id: String,
     /// Registration time.
     pub created_at: i64,
     /// Last update.
@@ -199,6 +207,20 @@ pub struct SigningKeyRecord {
     pub activates_at: i64,
     /// When it leaves the JWKS (its last tokens have expired by then).
     pub retires_at: Option<i64>,
+}
+
+/// What identifies an access token to the store: its id, its client and registration, and the
+/// certificate it is bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenReference<'a> {
+    /// `jti`.
+    pub jti: &'a str,
+    /// `client_id`.
+    pub client_id: &'a str,
+    /// `rid`: the registration the token was issued under.
+    pub registration_id: &'a str,
+    /// `cnf.x5t#S256`.
+    pub thumbprint: &'a str,
 }
 
 /// Whether a presented access token may still be honoured, as far as the store knows.
@@ -251,14 +273,11 @@ pub trait AuthzStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Whether the token with this `jti` was revoked.
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
-    /// In one statement (the Cards API's hot path): whether the certificate with this
-    /// `x5t#S256` was revoked, whether the token was revoked, and whether its client still exists.
-    async fn token_standing(
-        &self,
-        jti: &str,
-        client_id: &str,
-        thumbprint: &str,
-    ) -> Result<TokenStanding, StoreError>;
+    /// In one statement (the Cards API's hot path): whether the certificate the token is bound to
+    /// was revoked, whether the token was revoked, and whether its very registration still
+    /// exists.
+    async fn token_standing(&self, token: &TokenReference<'_>)
+    -> Result<TokenStanding, StoreError>;
 }
 
 /// A card. Non-sensitive details are JSON; PAN, CVV and PIN are sealed under the master key.

@@ -1,0 +1,163 @@
+//! The access token: an ES256 JWT with the seed's claims and an RFC 8705 `cnf` binding it to the
+//! certificate the client presented. Verified with the issuer's published keys; honoured only
+//! while [`standing`] says so. Introspection and the Cards API both ask [`standing`], so they
+//! cannot disagree.
+
+use certbound_jose::{AlgorithmPolicy, VerificationKey, verify_jws};
+use certbound_store::{AuthzStore, StoreError, TokenReference};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// RFC 8705 §3.1 confirmation: the SHA-256 thumbprint of the bound certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// base64url SHA-256 of the DER certificate.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+/// The claims of a certbound access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// The issuer.
+    pub iss: String,
+    /// The client (`client_id`).
+    pub sub: String,
+    /// Audiences: the client itself.
+    pub aud: Vec<String>,
+    /// Granted scopes.
+    pub scp: Vec<String>,
+    /// The certificate binding.
+    pub cnf: Confirmation,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Token id (revocation key).
+    pub jti: String,
+    /// Tenant.
+    pub tid: String,
+    /// The client id (same as `sub`).
+    pub client_id: String,
+    /// The client's organisation: resource servers isolate tenants by it.
+    pub org_id: String,
+    /// The client's software id.
+    pub software_id: String,
+    /// The registration the token was issued under: a client deleted and registered anew has
+    /// another, so the old registration's tokens never work again. (Tokens issued before this
+    /// claim existed carry none, and match only a registration made before it existed.)
+    #[serde(default)]
+    pub rid: String,
+}
+
+/// Why an access token is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Signature, algorithm or shape.
+    #[error("the access token is not a valid token of this issuer: {0}")]
+    Invalid(String),
+    /// `exp` passed or `nbf` ahead.
+    #[error("the access token has expired or is not yet valid")]
+    Expired,
+    /// Another issuer.
+    #[error("the access token was issued by another issuer")]
+    Issuer,
+}
+
+/// Verifies an access token's signature (ES256 only, keys of the issuer), issuer and times.
+/// Whether it may still be honoured is the second step, [`standing`].
+pub fn verify_access_token(
+    token: &str,
+    keys: &[VerificationKey],
+    issuer: &str,
+    now: i64,
+) -> Result<AccessTokenClaims, TokenError> {
+    let verified = verify_jws(
+        token,
+        keys,
+        &AlgorithmPolicy::new([certbound_jose::Algorithm::ES256]),
+    )
+    .map_err(|error| TokenError::Invalid(error.to_string()))?;
+    let claims: AccessTokenClaims = serde_json::from_value(Value::Object(verified.claims))
+        .map_err(|error| TokenError::Invalid(error.to_string()))?;
+    if claims.iss != issuer {
+        return Err(TokenError::Issuer);
+    }
+    if claims.exp <= now || claims.nbf > now + 60 {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+/// A verified token's standing: honoured, or why not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// The certificate the token is bound to is not the one presented (RFC 8705 §3).
+    BoundElsewhere,
+    /// The directory revoked the certificate the token is bound to.
+    CertificateRevoked,
+    /// The client was deleted, or deleted and registered anew, since the token was issued.
+    ClientGone,
+    /// Honoured.
+    Good,
+    /// The token was revoked (RFC 7009).
+    Revoked,
+}
+
+impl Standing {
+    /// What the refusal tells the caller.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::BoundElsewhere => {
+                "the access token is bound to another certificate: present the one it was issued to"
+            }
+            Self::CertificateRevoked => {
+                "the certificate this token is bound to was revoked by the directory"
+            }
+            Self::ClientGone => {
+                "the client this token was issued to is no longer registered: register and get a new token"
+            }
+            Self::Good => "the access token is good",
+            Self::Revoked => "the access token was revoked",
+        }
+    }
+}
+
+/// The standing of a verified token. `presented` is the `x5t#S256` of the certificate on this
+/// connection, where the token is used as a credential (the Cards API); `None` where it is only
+/// looked at (introspection), and then the binding is not compared but the bound certificate's
+/// revocation still counts.
+pub async fn standing(
+    store: &dyn AuthzStore,
+    claims: &AccessTokenClaims,
+    presented: Option<&str>,
+) -> Result<Standing, StoreError> {
+    if let Some(presented) = presented {
+        let bound = aws_lc_rs::constant_time::verify_slices_are_equal(
+            claims.cnf.x5t_s256.as_bytes(),
+            presented.as_bytes(),
+        );
+        if bound.is_err() {
+            return Ok(Standing::BoundElsewhere);
+        }
+    }
+    let known = store
+        .token_standing(&TokenReference {
+            jti: &claims.jti,
+            client_id: &claims.client_id,
+            registration_id: &claims.rid,
+            thumbprint: &claims.cnf.x5t_s256,
+        })
+        .await?;
+    Ok(if known.certificate_revoked {
+        Standing::CertificateRevoked
+    } else if known.token_revoked {
+        Standing::Revoked
+    } else if !known.client_exists {
+        Standing::ClientGone
+    } else {
+        Standing::Good
+    })
+}

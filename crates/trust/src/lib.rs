@@ -1,0 +1,19 @@
+//! certbound's trust decisions, held once: every party (the directory, the authorization server,
+//! the Cards API) calls these functions instead of re-deriving a rule in its handlers.
+//!
+//! What lives here today: the standing of a directory certificate for a use (key role, owner,
+//! validity, revocation); the access token (its claims, its verification with the authorization
+//! server's *published* keys, and its standing: revoked, client deleted or registered anew,
+//! bound certificate revoked, bound to another certificate) and the cache of published keys. A
+//! resource server depends on this crate, never on the authorization server's.
+//!
+//! Decisions take `now` and a narrow store trait; they do no I/O of their own beyond the store.
+
+mod access_token;
+mod certificate;
+pub mod fetch;
+
+pub use access_token::{
+    AccessTokenClaims, Confirmation, Standing, TokenError, standing, verify_access_token,
+};
+pub use certificate::{CertificateStanding, Use, certificate_standing};
