@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use certbound_http::PeerCertificate;
 use certbound_jose::{AssertionRules, verify_client_assertion};
 use certbound_store::ClientRecord;
+use certbound_trust::CertificateStanding;
 use serde_json::Value;
 
 use crate::registration::{ClientMetadata, normalise_dn};
@@ -49,20 +50,31 @@ pub(crate) async fn authenticate(
             ));
         }
     };
-    // The hot path: the client and the certificate's revocation in one statement.
-    let (record, revoked) = authz
+    // The hot path: the client and the presented certificate's record in one statement.
+    let (record, presented) = authz
         .store
-        .client_and_revocation(&claimed, &peer.thumbprint)
+        .client_and_certificate(&claimed, &peer.thumbprint)
         .await?;
-    if revoked {
-        return Err(AuthzError::InvalidClient(
-            "the client certificate has been revoked by the directory: have a new one issued"
-                .into(),
-        ));
-    }
     let record = record.ok_or_else(|| {
         AuthzError::InvalidClient(format!("unknown client `{claimed}`: register it first"))
     })?;
+    // The presented certificate's standing as a transport certificate of the client's
+    // organisation (of its very software for tls_client_auth). A self-signed certificate
+    // (RFC 8705 §2.2) is no directory certificate: only its own method may use it.
+    let presented_standing = |software_id: Option<&str>| {
+        certbound_trust::certificate_standing(
+            presented.as_slice(),
+            certbound_trust::Use {
+                role: certbound_pki::CertificateType::Transport.as_str(),
+                organisation_id: Some(&record.organisation_id),
+                software_id,
+            },
+            now,
+        )
+    };
+    let refuse = |standing: CertificateStanding| {
+        AuthzError::InvalidClient(format!("the client certificate {}", standing.description()))
+    };
     let metadata: ClientMetadata = serde_json::from_str(&record.metadata)
         .map_err(|error| AuthzError::Internal(error.to_string()))?;
     let aliases = [record.software_id.clone()];
@@ -80,14 +92,14 @@ pub(crate) async fn authenticate(
                     "client_assertion_type must be {JWT_BEARER}"
                 )));
             }
-            let info = certbound_pki::CertificateInfo::parse(&peer.der)
-                .map_err(|error| AuthzError::InvalidClient(error.0))?;
-            if !peer.issued_by_directory
-                || info.organisational_unit.as_deref() != Some(record.organisation_id.as_str())
-            {
-                return Err(AuthzError::InvalidClient(
-                    "the client certificate must be a directory certificate of the client's organisation".into(),
-                ));
+            match presented_standing(None) {
+                CertificateStanding::Good if peer.issued_by_directory => {}
+                CertificateStanding::Good | CertificateStanding::Unknown => {
+                    return Err(AuthzError::InvalidClient(
+                        "the client certificate must be a directory transport certificate of the client's organisation".into(),
+                    ));
+                }
+                refused => return Err(refuse(refused)),
             }
             let kid = certbound_jose::unverified_kid(assertion);
             let keys = authz
@@ -126,14 +138,14 @@ pub(crate) async fn authenticate(
                 &certificates,
                 certbound_trust::Use {
                     role: certbound_pki::CertificateType::Signing.as_str(),
-                    organisation_id: &record.organisation_id,
+                    organisation_id: Some(&record.organisation_id),
                     software_id: Some(&record.software_id),
                 },
                 now,
             );
             if standing != certbound_trust::CertificateStanding::Good {
                 return Err(AuthzError::InvalidClient(format!(
-                    "the key that signed the client assertion (kid {}): {}",
+                    "the key that signed the client assertion (kid {}) {}",
                     verified.kid,
                     standing.description()
                 )));
@@ -156,9 +168,19 @@ pub(crate) async fn authenticate(
         }
         "tls_client_auth" => {
             refuse_assertion(assertion, "tls_client_auth")?;
+            let standing = presented_standing(Some(&record.software_id));
+            if matches!(
+                standing,
+                CertificateStanding::Revoked
+                    | CertificateStanding::Expired
+                    | CertificateStanding::NotYetValid
+            ) {
+                return Err(refuse(standing));
+            }
             let info = certbound_pki::CertificateInfo::parse(&peer.der)
                 .map_err(|error| AuthzError::InvalidClient(error.0))?;
             if !peer.issued_by_directory
+                || standing != CertificateStanding::Good
                 || normalise_dn(&info.subject) != normalise_dn(&metadata.tls_client_auth_subject_dn)
             {
                 return Err(AuthzError::InvalidClient(
@@ -168,6 +190,17 @@ pub(crate) async fn authenticate(
         }
         "self_signed_tls_client_auth" => {
             refuse_assertion(assertion, "self_signed_tls_client_auth")?;
+            // A directory certificate presented here still must not be revoked or expired.
+            if presented.is_some() {
+                match presented_standing(None) {
+                    CertificateStanding::Revoked
+                    | CertificateStanding::Expired
+                    | CertificateStanding::NotYetValid => {
+                        return Err(refuse(presented_standing(None)));
+                    }
+                    _ => {}
+                }
+            }
             let mut registered = false;
             for uri in std::iter::once(&metadata.jwks_uri).chain(metadata.jwks_transport_uri.iter())
             {
@@ -196,22 +229,41 @@ pub(crate) async fn authenticate(
     Ok(Client { record, metadata })
 }
 
-/// A certificate the directory revoked authenticates nothing and binds nothing.
-pub(crate) async fn refuse_revoked(
+/// The presented certificate must be a transport certificate of `software_id` in
+/// `organisation_id`, valid and unrevoked now (registration: the SSA's very software).
+pub(crate) async fn require_transport_certificate(
     authz: &Authz,
     peer: &PeerCertificate,
+    organisation_id: &str,
+    software_id: &str,
+    now: i64,
 ) -> Result<(), AuthzError> {
-    let certificate = authz
+    let presented = authz
         .store
         .certificate_by_thumbprint(&peer.thumbprint)
         .await?;
-    if certificate.is_some_and(|certificate| certificate.revoked_at.is_some()) {
-        return Err(AuthzError::InvalidClient(
-            "the client certificate has been revoked by the directory: have a new one issued"
-                .into(),
-        ));
+    let standing = certbound_trust::certificate_standing(
+        presented.as_slice(),
+        certbound_trust::Use {
+            role: certbound_pki::CertificateType::Transport.as_str(),
+            organisation_id: Some(organisation_id),
+            software_id: Some(software_id),
+        },
+        now,
+    );
+    let message = format!("the client certificate {}", standing.description());
+    match standing {
+        CertificateStanding::Good => Ok(()),
+        CertificateStanding::Revoked
+        | CertificateStanding::Expired
+        | CertificateStanding::NotYetValid => Err(AuthzError::InvalidClient(message)),
+        CertificateStanding::Unknown
+        | CertificateStanding::WrongOrganisation
+        | CertificateStanding::WrongRole
+        | CertificateStanding::WrongSoftware => {
+            Err(AuthzError::UnapprovedSoftwareStatement(message))
+        }
     }
-    Ok(())
 }
 
 fn refuse_assertion(assertion: Option<&String>, method: &str) -> Result<(), AuthzError> {

@@ -477,8 +477,15 @@ pub(crate) async fn register(
     })?;
     let now = certbound_store::clock::now();
     let (request, ssa, statement) = request_metadata(&authz, &headers, &body, now).await?;
-    crate::client_auth::refuse_revoked(&authz, &peer).await?;
     let subject = check_certificate(&peer, &statement)?;
+    crate::client_auth::require_transport_certificate(
+        &authz,
+        &peer,
+        &statement.org_id,
+        &statement.software_id,
+        now,
+    )
+    .await?;
     let metadata = build_metadata(
         &request,
         &statement,

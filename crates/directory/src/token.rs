@@ -21,6 +21,7 @@ use certbound_http::{PeerCertificate, parse_form};
 use certbound_jose::{AssertionRules, VerificationKey, verify_client_assertion};
 use certbound_pki::CertificateType;
 use certbound_store::{AccessTokenRecord, CertificateRecord};
+use certbound_trust::{CertificateStanding, Use, certificate_standing};
 
 use crate::organisations::SoftwareStatement;
 use crate::{Directory, DirectoryError};
@@ -69,17 +70,27 @@ pub(crate) async fn refuse_revoked_certificate(
     let Ok(peer) = peer else {
         return certbound_http::MissingCertificate.into_response();
     };
-    match directory
+    let presented = match directory
         .store
         .certificate_by_thumbprint(&peer.thumbprint)
         .await
     {
-        Ok(Some(record)) if record.revoked_at.is_some() => DirectoryError::InvalidClient(
-            "the client certificate has been revoked: have a new one issued".into(),
-        )
+        Ok(presented) => presented,
+        Err(error) => return DirectoryError::from(error).into_response(),
+    };
+    // Any organisation's transport certificate may reach the endpoints; each checks the owner.
+    let wanted = Use {
+        role: CertificateType::Transport.as_str(),
+        organisation_id: None,
+        software_id: None,
+    };
+    match standing(presented.as_ref(), wanted, certbound_store::clock::now()) {
+        CertificateStanding::Good => next.run(request).await,
+        refused => DirectoryError::InvalidClient(format!(
+            "the client certificate {}",
+            refused.description()
+        ))
         .into_response(),
-        Ok(_) => next.run(request).await,
-        Err(error) => DirectoryError::from(error).into_response(),
     }
 }
 
@@ -106,8 +117,14 @@ async fn client(
     Ok(statement)
 }
 
-fn is_active(record: &CertificateRecord, now: i64) -> bool {
-    record.revoked_at.is_none() && record.not_before <= now && now < record.not_after
+/// The standing of `record` (the presented certificate, or a key's) for `wanted`: the one
+/// definition every party uses.
+fn standing(record: Option<&CertificateRecord>, wanted: Use<'_>, now: i64) -> CertificateStanding {
+    certificate_standing(
+        record.map(std::slice::from_ref).unwrap_or_default(),
+        wanted,
+        now,
+    )
 }
 
 /// `POST /token` on the mTLS port.
@@ -223,13 +240,21 @@ async fn authenticate(
             ));
         }
         let statement = client(directory, &issuer).await?;
-        // The certificate must belong to the same organisation as the software.
-        if !presented.as_ref().is_some_and(|record| {
-            record.organisation_id == statement.organisation_id && is_active(record, now)
-        }) {
-            return Err(DirectoryError::InvalidClient(
-                "the client certificate was not issued to this client's organisation".into(),
-            ));
+        // The presented certificate: a transport certificate of the software's organisation.
+        let presented_standing = standing(
+            presented.as_ref(),
+            Use {
+                role: CertificateType::Transport.as_str(),
+                organisation_id: Some(&statement.organisation_id),
+                software_id: None,
+            },
+            now,
+        );
+        if presented_standing != CertificateStanding::Good {
+            return Err(DirectoryError::InvalidClient(format!(
+                "the client certificate {}",
+                presented_standing.description()
+            )));
         }
         let keys = directory
             .store
@@ -240,8 +265,15 @@ async fn authenticate(
             .await?
             .iter()
             .filter(|record| {
-                record.certificate_type == CertificateType::Signing.as_str()
-                    && is_active(record, now)
+                standing(
+                    Some(record),
+                    Use {
+                        role: CertificateType::Signing.as_str(),
+                        organisation_id: Some(&statement.organisation_id),
+                        software_id: Some(&statement.software_statement_id),
+                    },
+                    now,
+                ) == CertificateStanding::Good
             })
             .map(|record| {
                 let jwk = crate::certificates::certificate_jwk(record)?;
@@ -288,16 +320,20 @@ async fn authenticate(
         )
     })?;
     let statement = client(directory, client_id).await?;
-    let owns_certificate = presented.as_ref().is_some_and(|record| {
-        record.software_statement_id.as_deref() == Some(statement.software_statement_id.as_str())
-            && record.certificate_type == CertificateType::Transport.as_str()
-            && is_active(record, now)
-    });
-    if !owns_certificate {
-        return Err(DirectoryError::InvalidClient(
-            "tls_client_auth: the client certificate is not a transport certificate of this client"
-                .into(),
-        ));
+    let presented_standing = standing(
+        presented.as_ref(),
+        Use {
+            role: CertificateType::Transport.as_str(),
+            organisation_id: Some(&statement.organisation_id),
+            software_id: Some(&statement.software_statement_id),
+        },
+        now,
+    );
+    if presented_standing != CertificateStanding::Good {
+        return Err(DirectoryError::InvalidClient(format!(
+            "tls_client_auth: the client certificate is not a transport certificate of this client (it {})",
+            presented_standing.description()
+        )));
     }
     Ok(statement)
 }
@@ -340,14 +376,7 @@ pub(crate) async fn bearer(
                 .into(),
         ));
     }
-    let bound = directory
-        .store
-        .certificate_by_thumbprint(&record.thumbprint)
-        .await?;
-    if bound.is_some_and(|certificate| certificate.revoked_at.is_some()) {
-        return Err(DirectoryError::InvalidToken(
-            "the certificate this token is bound to was revoked".into(),
-        ));
-    }
+    // The middleware in front of every mTLS endpoint judged the presented certificate, which is
+    // the bound one: nothing more to ask of the store.
     Ok(record)
 }

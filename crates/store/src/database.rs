@@ -217,19 +217,25 @@ macro_rules! certificate_columns {
 }
 
 fn certificate(row: &AnyRow) -> Result<CertificateRecord, sqlx::Error> {
+    certificate_prefixed(row, "")
+}
+
+/// A certificate read from columns named `{prefix}id`, `{prefix}organisation_id`... (a join).
+fn certificate_prefixed(row: &AnyRow, prefix: &str) -> Result<CertificateRecord, sqlx::Error> {
+    let column = |name: &str| format!("{prefix}{name}");
     Ok(CertificateRecord {
-        id: row.try_get("id")?,
-        organisation_id: row.try_get("organisation_id")?,
-        software_statement_id: row.try_get("software_statement_id")?,
-        certificate_type: row.try_get("certificate_type")?,
-        key_id: row.try_get("key_id")?,
-        thumbprint: row.try_get("thumbprint")?,
-        serial_hex: row.try_get("serial_hex")?,
-        chain_pem: row.try_get("chain_pem")?,
-        not_before: row.try_get("not_before")?,
-        not_after: row.try_get("not_after")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
+        id: row.try_get(column("id").as_str())?,
+        organisation_id: row.try_get(column("organisation_id").as_str())?,
+        software_statement_id: row.try_get(column("software_statement_id").as_str())?,
+        certificate_type: row.try_get(column("certificate_type").as_str())?,
+        key_id: row.try_get(column("key_id").as_str())?,
+        thumbprint: row.try_get(column("thumbprint").as_str())?,
+        serial_hex: row.try_get(column("serial_hex").as_str())?,
+        chain_pem: row.try_get(column("chain_pem").as_str())?,
+        not_before: row.try_get(column("not_before").as_str())?,
+        not_after: row.try_get(column("not_after").as_str())?,
+        created_at: row.try_get(column("created_at").as_str())?,
+        revoked_at: row.try_get(column("revoked_at").as_str())?,
     })
 }
 
@@ -548,28 +554,35 @@ impl AuthzStore for Database {
         Ok(row.as_ref().map(client).transpose()?)
     }
 
-    async fn client_and_revocation(
+    async fn client_and_certificate(
         &self,
         client_id: &str,
         thumbprint: &str,
-    ) -> Result<(Option<ClientRecord>, bool), StoreError> {
+    ) -> Result<(Option<ClientRecord>, Option<CertificateRecord>), StoreError> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM certificates WHERE thumbprint = $2 AND revoked_at IS NOT NULL) AS revoked, \
-             c.client_id, c.software_id, c.organisation_id, c.metadata, c.registration_token_hash, c.created_at, \
-             c.updated_at, c.registration_id FROM (SELECT 1 AS one) AS anchor \
-             LEFT JOIN oauth_clients c ON c.client_id = $1 OR c.software_id = $1",
+            "SELECT c.client_id, c.software_id, c.organisation_id, c.metadata, c.registration_token_hash, \
+             c.created_at, c.updated_at, c.registration_id, \
+             t.id AS t_id, t.organisation_id AS t_organisation_id, t.software_statement_id AS t_software_statement_id, \
+             t.certificate_type AS t_certificate_type, t.key_id AS t_key_id, t.thumbprint AS t_thumbprint, \
+             t.serial_hex AS t_serial_hex, t.chain_pem AS t_chain_pem, t.not_before AS t_not_before, \
+             t.not_after AS t_not_after, t.created_at AS t_created_at, t.revoked_at AS t_revoked_at \
+             FROM (SELECT 1 AS one) AS anchor \
+             LEFT JOIN oauth_clients c ON c.client_id = $1 OR c.software_id = $1 \
+             LEFT JOIN certificates t ON t.thumbprint = $2",
         )
         .bind(client_id)
         .bind(thumbprint)
         .fetch_one(&self.pool)
         .await?;
-        let revoked = row.try_get::<i64, _>("revoked")? > 0;
-        let found: Option<String> = row.try_get("client_id")?;
-        let record = match found {
+        let record = match row.try_get::<Option<String>, _>("client_id")? {
             Some(_) => Some(client(&row)?),
             None => None,
         };
-        Ok((record, revoked))
+        let certificate = match row.try_get::<Option<String>, _>("t_id")? {
+            Some(_) => Some(certificate_prefixed(&row, "t_")?),
+            None => None,
+        };
+        Ok((record, certificate))
     }
 
     async fn update_client(

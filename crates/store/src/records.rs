@@ -241,13 +241,13 @@ pub trait AuthzStore: Send + Sync {
     async fn insert_client(&self, record: &ClientRecord) -> Result<bool, StoreError>;
     /// The client with this `client_id` or `software_id`.
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
-    /// In one statement (the token endpoint's hot path): the client, and whether the directory
-    /// revoked the certificate with this `x5t#S256`.
-    async fn client_and_revocation(
+    /// In one statement (the token endpoint's hot path): the client with this `client_id` or
+    /// `software_id`, and the directory's certificate with this `x5t#S256` (the presented one).
+    async fn client_and_certificate(
         &self,
         client_id: &str,
         thumbprint: &str,
-    ) -> Result<(Option<ClientRecord>, bool), StoreError>;
+    ) -> Result<(Option<ClientRecord>, Option<CertificateRecord>), StoreError>;
     /// Replaces a client's metadata; `false` if it does not exist.
     async fn update_client(
         &self,

@@ -959,7 +959,7 @@ async fn revocation_reaches_the_mtls_port_jwks_and_crl() {
     assert_eq!((status, error.as_str()), (401, "invalid_client"));
     assert_eq!(
         description,
-        "the client certificate has been revoked: have a new one issued"
+        "the client certificate has been revoked by the directory: have a new one issued"
     );
     // The token bound to it stops working, even presented with a valid certificate.
     let response = stack

@@ -11,8 +11,9 @@ use certbound_store::CertificateRecord;
 pub struct Use<'a> {
     /// The key role the use needs: `transport`, `signing` or `encryption`.
     pub role: &'a str,
-    /// The organisation that must own it.
-    pub organisation_id: &'a str,
+    /// The organisation that must own it; `None` where any organisation's will do (the check at
+    /// the edge, before the caller is known).
+    pub organisation_id: Option<&'a str>,
     /// The software statement that must own it; `None` where an organisation-level
     /// certificate will do.
     pub software_id: Option<&'a str>,
@@ -40,21 +41,19 @@ pub enum CertificateStanding {
 }
 
 impl CertificateStanding {
-    /// What the refusal tells the caller.
+    /// What the refusal tells the caller, as a predicate: "the client certificate {this}".
     pub fn description(self) -> &'static str {
         match self {
-            Self::Expired => "the certificate has expired: have a new one issued",
-            Self::Good => "the certificate is good",
-            Self::NotYetValid => "the certificate is not valid yet",
-            Self::Revoked => {
-                "the certificate has been revoked by the directory: have a new one issued"
-            }
-            Self::Unknown => "the certificate was not issued by the directory",
-            Self::WrongOrganisation => "the certificate belongs to another organisation",
+            Self::Expired => "has expired: have a new one issued",
+            Self::Good => "is good",
+            Self::NotYetValid => "is not valid yet",
+            Self::Revoked => "has been revoked by the directory: have a new one issued",
+            Self::Unknown => "was not issued by the directory",
+            Self::WrongOrganisation => "belongs to another organisation",
             Self::WrongRole => {
-                "the certificate's key role does not allow this use (transport certificates for mTLS, signing keys for assertions)"
+                "has a key role that does not allow this use (transport certificates for mutual TLS, signing keys for assertions)"
             }
-            Self::WrongSoftware => "the certificate belongs to another software statement",
+            Self::WrongSoftware => "belongs to another software statement",
         }
     }
 }
@@ -92,7 +91,10 @@ fn one(record: &CertificateRecord, wanted: Use<'_>, now: i64) -> CertificateStan
         CertificateStanding::Expired
     } else if record.certificate_type != wanted.role {
         CertificateStanding::WrongRole
-    } else if record.organisation_id != wanted.organisation_id {
+    } else if wanted
+        .organisation_id
+        .is_some_and(|organisation| record.organisation_id != organisation)
+    {
         CertificateStanding::WrongOrganisation
     } else if wanted
         .software_id
@@ -129,7 +131,7 @@ mod tests {
 
     const SIGNING: Use<'static> = Use {
         role: "signing",
-        organisation_id: "org",
+        organisation_id: Some("org"),
         software_id: Some("sw"),
     };
 
