@@ -84,13 +84,16 @@ impl IntoResponse for AuthzError {
     fn into_response(self) -> Response {
         let status = match &self {
             Self::Internal(detail) => {
-                let trace_id = uuid::Uuid::new_v4();
-                tracing::error!(%trace_id, detail, "authz internal error");
-                return oauth_error(
+                // Logged at the edge with the request's trace id, which the body carries too.
+                let mut response = oauth_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     self.as_str(),
-                    &format!("internal error, trace id {trace_id}"),
+                    "internal error: report it with this answer's trace_id",
                 );
+                response
+                    .extensions_mut()
+                    .insert(certbound_http::InternalError(detail.clone()));
+                return response;
             }
             Self::TooManyRequests { retry_after, .. } => {
                 let mut response = oauth_error(
@@ -116,7 +119,6 @@ impl IntoResponse for AuthzError {
             | Self::UnsupportedGrantType(_)
             | Self::UnsupportedTokenType(_) => StatusCode::BAD_REQUEST,
         };
-        tracing::info!(error = self.as_str(), description = %self, "authz refusal");
         oauth_error(status, self.as_str(), &self.to_string())
     }
 }

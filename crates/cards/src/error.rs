@@ -85,7 +85,7 @@ pub(crate) fn framework_refusal(status: StatusCode, message: String) -> Response
         return CardsError::TooLarge.into_response();
     }
     let title = status.canonical_reason().unwrap_or("Bad Request");
-    let trace_id = uuid::Uuid::new_v4().to_string();
+    let trace_id = certbound_http::trace_id();
     let mut response = problem(
         status,
         title,
@@ -101,7 +101,7 @@ pub(crate) fn framework_refusal(status: StatusCode, message: String) -> Response
 
 impl IntoResponse for CardsError {
     fn into_response(self) -> Response {
-        let trace_id = uuid::Uuid::new_v4().to_string();
+        let trace_id = certbound_http::trace_id();
         let one = |key: &str, message: String| BTreeMap::from([(key.to_owned(), vec![message])]);
         match self {
             Self::Validation(errors) => problem(
@@ -179,13 +179,17 @@ impl IntoResponse for CardsError {
                 response
             }
             Self::Internal(detail) => {
-                tracing::error!(trace_id, detail, "cards internal error");
-                problem(
+                // Logged at the edge with the request's trace id, which the body carries too.
+                let mut response = problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Internal Server Error",
                     BTreeMap::new(),
                     &trace_id,
-                )
+                );
+                response
+                    .extensions_mut()
+                    .insert(certbound_http::InternalError(detail));
+                response
             }
         }
     }

@@ -74,13 +74,16 @@ impl IntoResponse for DirectoryError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Internal(detail) => {
-                let trace_id = uuid::Uuid::new_v4();
-                tracing::error!(%trace_id, detail, "directory internal error");
-                return oauth_error(
+                // Logged at the edge with the request's trace id, which the body carries too.
+                let mut response = oauth_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     self.as_str(),
-                    &format!("internal error, trace id {trace_id}"),
+                    "internal error: report it with this answer's trace_id",
                 );
+                response
+                    .extensions_mut()
+                    .insert(certbound_http::InternalError(detail.clone()));
+                return response;
             }
             Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) | Self::InvalidScope(_) | Self::UnsupportedGrantType(_) => {

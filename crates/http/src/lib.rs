@@ -95,11 +95,32 @@ pub fn clean_description(text: &str) -> String {
         .collect()
 }
 
-/// An RFC 6749 §5.2 error response. `401 invalid_client` and `invalid_token` carry
+tokio::task_local! {
+    static TRACE_ID: String;
+}
+
+/// The trace id of the request being answered: made once per request at the edge of each
+/// service (the audit layer, [`AuditLog::audited`]), carried by every error body, the
+/// `X-Trace-Id` header and the audit record. Outside a request (tools, unit tests) a fresh one.
+pub fn trace_id() -> String {
+    TRACE_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
+}
+
+/// An internal failure's detail, attached to its (generic) answer so that the edge logs it with
+/// the request's trace id: error types never log in `IntoResponse`.
+#[derive(Clone, Debug)]
+pub struct InternalError(pub String);
+
+/// An RFC 6749 §5.2 error response, with the request's `trace_id`. `401 invalid_client` and `invalid_token` carry
 /// `WWW-Authenticate` as RFC 6749 §5.2 and RFC 6750 §3 require.
 pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let body =
-        serde_json::json!({ "error": error, "error_description": clean_description(description) });
+    let body = serde_json::json!({
+        "error": error,
+        "error_description": clean_description(description),
+        "trace_id": trace_id(),
+    });
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {
         let challenge = if error == "invalid_client" {
@@ -324,9 +345,10 @@ impl AuditLog {
         ))
     }
 
-    /// Records every refused request of `part` (a response carrying a [`Refusal`]) with the
-    /// request's method, path, source address and certificate thumbprint. For
-    /// `axum::middleware::from_fn`.
+    /// The edge of a service, for `axum::middleware::from_fn`: gives the request its trace id
+    /// ([`trace_id`]) for everything that answers it, sends it back as `X-Trace-Id`, records every
+    /// refusal (a response carrying a [`Refusal`]) with the request's method, path, source
+    /// address and certificate thumbprint, and logs every internal failure ([`InternalError`]).
     pub async fn refusals(
         &self,
         part: &'static str,
@@ -344,14 +366,15 @@ impl AuditLog {
             .extensions()
             .get::<PeerCertificate>()
             .map(|peer| peer.thumbprint.to_string());
-        let mut response = next.run(request).await;
+        let trace_id = uuid::Uuid::new_v4().to_string();
+        let mut response = TRACE_ID.scope(trace_id.clone(), next.run(request)).await;
+        if let Ok(value) = axum::http::HeaderValue::from_str(&trace_id) {
+            response.headers_mut().insert("x-trace-id", value);
+        }
+        if let Some(InternalError(detail)) = response.extensions().get::<InternalError>() {
+            tracing::error!(part, %trace_id, %method, %path, detail, "internal error");
+        }
         if let Some(refusal) = response.extensions().get::<Refusal>().cloned() {
-            // The same id in the audit record and the answer, so a refusal a client reports can
-            // be found.
-            let trace_id = uuid::Uuid::new_v4().to_string();
-            if let Ok(value) = axum::http::HeaderValue::from_str(&trace_id) {
-                response.headers_mut().insert("x-trace-id", value);
-            }
             self.record(
                 part,
                 "refused",

@@ -224,26 +224,63 @@ async fn oversized_bodies_are_413_on_every_part() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], 405, "{body}");
     assert!(body["errors"]["request"][0].is_string(), "{body}");
-    // Refusals carry a trace id that the audit trail records.
+    // One trace id per request, made at the edge: the error body, X-Trace-Id and the audit
+    // record carry the same one, on every part (the Cards API's `traceId` included).
+    let refusals = [
+        stack
+            .client()
+            .post(stack.authz("/oauth2/token"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap(),
+        stack
+            .client()
+            .post(stack.public("/organisations"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap(),
+        stack
+            .mtls_client(&software.transport)
+            .get(stack.cards("/cards/123456789"))
+            .send()
+            .await
+            .unwrap(),
+    ];
+    let mut ids = Vec::new();
+    for response in refusals {
+        assert_eq!(response.status(), 401, "{}", response.url());
+        let header = response.headers()["x-trace-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: serde_json::Value = response.json().await.unwrap();
+        let in_body = body
+            .get("trace_id")
+            .or_else(|| body.get("traceId"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        assert_eq!(in_body, header, "{body}");
+        ids.push(header);
+    }
+    let audit = std::fs::read_to_string(stack.data_dir().join("audit.jsonl")).unwrap();
+    for trace_id in &ids {
+        assert!(
+            audit
+                .lines()
+                .any(|line| line.contains(&format!("\"trace_id\":\"{trace_id}\""))),
+            "{trace_id} not in {audit}"
+        );
+    }
+    // Answers that are not refusals carry one too.
     let response = stack
         .client()
-        .post(stack.authz("/oauth2/token"))
-        .form(&[("grant_type", "client_credentials")])
+        .get(stack.public("/healthz"))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 401);
-    let trace_id = response.headers()["x-trace-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let audit = std::fs::read_to_string(stack.data_dir().join("audit.jsonl")).unwrap();
-    assert!(
-        audit
-            .lines()
-            .any(|line| line.contains(&format!("\"trace_id\":\"{trace_id}\""))),
-        "{audit}"
-    );
+    assert!(response.headers().contains_key("x-trace-id"));
     stack.stop().await;
 }
 
