@@ -4,7 +4,7 @@
 //! cannot disagree.
 
 use certbound_jose::{AlgorithmPolicy, VerificationKey, verify_jws};
-use certbound_store::{AuthzStore, StoreError, TokenReference};
+use certbound_store::{AuthzStore, StoreError, TokenReference, TokenStanding};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -128,20 +128,16 @@ impl Standing {
 /// The standing of a verified token. `presented` is the `x5t#S256` of the certificate on this
 /// connection, where the token is used as a credential (the Cards API); `None` where it is only
 /// looked at (introspection), and then the binding is not compared but the bound certificate's
-/// revocation still counts.
+/// revocation still counts. One store read, then [`judge`].
 pub async fn standing(
     store: &dyn AuthzStore,
     claims: &AccessTokenClaims,
     presented: Option<&str>,
 ) -> Result<Standing, StoreError> {
-    if let Some(presented) = presented {
-        let bound = aws_lc_rs::constant_time::verify_slices_are_equal(
-            claims.cnf.x5t_s256.as_bytes(),
-            presented.as_bytes(),
-        );
-        if bound.is_err() {
-            return Ok(Standing::BoundElsewhere);
-        }
+    if let Some(presented) = presented
+        && !bound_to(claims, presented)
+    {
+        return Ok(Standing::BoundElsewhere);
     }
     let known = store
         .token_standing(&TokenReference {
@@ -151,7 +147,28 @@ pub async fn standing(
             thumbprint: &claims.cnf.x5t_s256,
         })
         .await?;
-    Ok(if known.certificate_revoked {
+    Ok(judge(claims, presented, known))
+}
+
+/// RFC 8705 §3: the token's `cnf.x5t#S256` is the presented certificate's, compared in
+/// constant time.
+fn bound_to(claims: &AccessTokenClaims, presented: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(
+        claims.cnf.x5t_s256.as_bytes(),
+        presented.as_bytes(),
+    )
+    .is_ok()
+}
+
+/// The decision itself, over what the store knows of the token: no I/O.
+pub fn judge(
+    claims: &AccessTokenClaims,
+    presented: Option<&str>,
+    known: TokenStanding,
+) -> Standing {
+    if presented.is_some_and(|presented| !bound_to(claims, presented)) {
+        Standing::BoundElsewhere
+    } else if known.certificate_revoked {
         Standing::CertificateRevoked
     } else if known.token_revoked {
         Standing::Revoked
@@ -159,5 +176,100 @@ pub async fn standing(
         Standing::ClientGone
     } else {
         Standing::Good
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: "https://as".into(),
+            sub: "client".into(),
+            aud: vec!["client".into()],
+            scp: vec!["cards.read".into()],
+            cnf: Confirmation {
+                x5t_s256: "bound".into(),
+            },
+            exp: 200,
+            iat: 100,
+            nbf: 100,
+            jti: "jti".into(),
+            tid: "certbound".into(),
+            client_id: "client".into(),
+            org_id: "org".into(),
+            software_id: "sw".into(),
+            rid: "registration".into(),
+        }
+    }
+
+    const CLEAN: TokenStanding = TokenStanding {
+        certificate_revoked: false,
+        token_revoked: false,
+        client_exists: true,
+    };
+
+    #[test]
+    fn each_reason_against_a_token() {
+        let cases = [
+            ("good", Some("bound"), CLEAN, Standing::Good),
+            ("looked at, not presented", None, CLEAN, Standing::Good),
+            (
+                "bound to another certificate",
+                Some("other"),
+                CLEAN,
+                Standing::BoundElsewhere,
+            ),
+            (
+                "bound certificate revoked",
+                Some("bound"),
+                TokenStanding {
+                    certificate_revoked: true,
+                    ..CLEAN
+                },
+                Standing::CertificateRevoked,
+            ),
+            (
+                "bound certificate revoked, only looked at (introspection)",
+                None,
+                TokenStanding {
+                    certificate_revoked: true,
+                    ..CLEAN
+                },
+                Standing::CertificateRevoked,
+            ),
+            (
+                "token revoked",
+                Some("bound"),
+                TokenStanding {
+                    token_revoked: true,
+                    ..CLEAN
+                },
+                Standing::Revoked,
+            ),
+            (
+                "client deleted or registered anew",
+                Some("bound"),
+                TokenStanding {
+                    client_exists: false,
+                    ..CLEAN
+                },
+                Standing::ClientGone,
+            ),
+        ];
+        for (name, presented, known, expected) in cases {
+            assert_eq!(judge(&claims(), presented, known), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_token_without_rid_reads_as_the_empty_registration() {
+        let mut value = serde_json::to_value(claims()).unwrap_or_default();
+        if let Value::Object(map) = &mut value {
+            map.remove("rid");
+        }
+        let parsed: AccessTokenClaims = serde_json::from_value(value).unwrap_or_else(|_| claims());
+        assert_eq!(parsed.rid, "");
+    }
 }

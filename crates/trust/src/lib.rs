@@ -14,6 +14,6 @@ mod certificate;
 pub mod fetch;
 
 pub use access_token::{
-    AccessTokenClaims, Confirmation, Standing, TokenError, standing, verify_access_token,
+    AccessTokenClaims, Confirmation, Standing, TokenError, judge, standing, verify_access_token,
 };
 pub use certificate::{CertificateStanding, Use, certificate_standing};

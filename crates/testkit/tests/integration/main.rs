@@ -1,0 +1,14 @@
+//! certbound from outside, in one test binary (one link, one process): every part through its
+//! real listeners, on SQLite or (with CERTBOUND_TEST_DATABASE_URL) PostgreSQL. Each module is one
+//! area; the trust decisions every party shares are in `trust`.
+
+mod authz;
+mod cards;
+mod directory;
+mod instances;
+mod lifecycle;
+mod limits;
+mod proxy;
+mod seed_flow;
+mod tls_policy;
+mod trust;
