@@ -94,11 +94,72 @@ pub fn config(dir: &Path, database_url: Option<String>) -> StackConfig {
     config
 }
 
+/// A first start's material (master key, CA hierarchy, SSA signer, cards keys, token signing key,
+/// TLS certificates, admin token), made once per test binary: a first start costs about 300 ms
+/// (three RSA keys), a start over existing material about 35 ms. `dir` holds the files of the
+/// data dir; `database` names the PostgreSQL database new ones are copied from (`TEMPLATE`), or
+/// is `None` on SQLite, whose database is a file of `dir`. Never dropped: one temporary
+/// directory per test binary run stays behind.
+struct Golden {
+    dir: tempfile::TempDir,
+    database: Option<String>,
+}
+
+static GOLDEN: tokio::sync::OnceCell<Golden> = tokio::sync::OnceCell::const_new();
+
+async fn golden() -> &'static Golden {
+    GOLDEN
+        .get_or_init(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let database = fresh_database_url().await;
+            let stack = certbound_server::start(config(dir.path(), database.clone()))
+                .await
+                .unwrap();
+            let store = stack.database.clone();
+            stack.shutdown().await;
+            // PostgreSQL copies a template only while nobody is connected to it.
+            store.pool().close().await;
+            Golden { dir, database }
+        })
+        .await
+}
+
+/// A new data dir (and, on PostgreSQL, database) holding the once-made first-start material.
+async fn from_golden() -> (tempfile::TempDir, Option<String>) {
+    let golden = golden().await;
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(golden.dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() && entry.file_name() != "audit.jsonl" {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let database = match &golden.database {
+        Some(template) => {
+            let (server, template_name) = template.rsplit_once('/').unwrap();
+            let name = format!("certbound_t_{}", uuid::Uuid::new_v4().simple());
+            use sqlx::Connection as _;
+            let admin = std::env::var("CERTBOUND_TEST_DATABASE_URL").unwrap();
+            let mut connection = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {name} TEMPLATE {template_name}"
+            )))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+            Some(format!("{server}/{name}"))
+        }
+        None => None,
+    };
+    (dir, database)
+}
+
 impl TestStack {
-    /// Starts a stack with a fresh data dir and database.
+    /// Starts a stack with a fresh data dir and database, over the first-start material made
+    /// once per test binary (see `Golden`): the CA, keys and admin token are shared by such
+    /// stacks, nothing else is.
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let database_url = fresh_database_url().await;
+        let (dir, database_url) = from_golden().await;
         Self::start_in(dir, database_url).await
     }
 
