@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use certbound_http::PeerCertificate;
 use certbound_jose::{AssertionRules, verify_client_assertion};
 use certbound_store::ClientRecord;
-use certbound_trust::CertificateStanding;
+use certbound_trust::{AuthMethod, CertificateStanding};
 use serde_json::Value;
 
 use crate::registration::{ClientMetadata, normalise_dn};
@@ -79,8 +79,8 @@ pub(crate) async fn authenticate(
         .map_err(|error| AuthzError::Internal(error.to_string()))?;
     let aliases = [record.software_id.clone()];
 
-    match metadata.token_endpoint_auth_method.as_str() {
-        "private_key_jwt" => {
+    match metadata.token_endpoint_auth_method {
+        AuthMethod::PrivateKeyJwt => {
             let assertion = assertion.ok_or_else(|| {
                 AuthzError::InvalidClient(
                     "this client authenticates with private_key_jwt: send a client_assertion"
@@ -166,7 +166,7 @@ pub(crate) async fn authenticate(
                 ));
             }
         }
-        "tls_client_auth" => {
+        AuthMethod::TlsClientAuth => {
             refuse_assertion(assertion, "tls_client_auth")?;
             let standing = presented_standing(Some(&record.software_id));
             if matches!(
@@ -188,7 +188,7 @@ pub(crate) async fn authenticate(
                 ));
             }
         }
-        "self_signed_tls_client_auth" => {
+        AuthMethod::SelfSignedTlsClientAuth => {
             refuse_assertion(assertion, "self_signed_tls_client_auth")?;
             // A directory certificate presented here still must not be revoked or expired.
             if presented.is_some() {
@@ -224,7 +224,6 @@ pub(crate) async fn authenticate(
                 ));
             }
         }
-        other => return Err(AuthzError::Internal(format!("stored auth method {other}"))),
     }
     Ok(Client { record, metadata })
 }

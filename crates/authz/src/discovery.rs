@@ -9,18 +9,17 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::{Authz, AuthzError};
+use certbound_trust::{AuthMethod, GrantType};
 
-/// The client authentication methods this server implements.
-pub(crate) const AUTH_METHODS: &[&str] = &[
-    "private_key_jwt",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-];
+use crate::{Authz, AuthzError};
 
 /// `GET /.well-known/openid-configuration`.
 pub(crate) async fn discovery(State(authz): State<Arc<Authz>>) -> Json<Value> {
     let algorithms = authz.config.algorithms.names();
+    let methods: Vec<&str> = AuthMethod::ALL
+        .iter()
+        .map(|method| method.as_str())
+        .collect();
     let endpoint = |path: &str| authz.endpoint(path);
     Json(json!({
         "issuer": authz.config.issuer,
@@ -35,14 +34,14 @@ pub(crate) async fn discovery(State(authz): State<Arc<Authz>>) -> Json<Value> {
             "introspection_endpoint": endpoint("/oauth2/introspect"),
             "revocation_endpoint": endpoint("/oauth2/revoke"),
         },
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": GrantType::ALL.iter().map(|grant| grant.as_str()).collect::<Vec<_>>(),
         "response_types_supported": ["token"],
         "scopes_supported": authz.config.scopes_supported,
-        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "token_endpoint_auth_methods_supported": methods,
         "token_endpoint_auth_signing_alg_values_supported": algorithms,
-        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": methods,
         "introspection_endpoint_auth_signing_alg_values_supported": algorithms,
-        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": methods,
         "revocation_endpoint_auth_signing_alg_values_supported": algorithms,
         "request_object_signing_alg_values_supported": algorithms,
         "tls_client_certificate_bound_access_tokens": true,

@@ -226,7 +226,7 @@ pub mod fuzzing {
             jwks_uri: "https://d/keystore/o1/s1/application.jwks".into(),
             jwks_transport_uri: None,
             redirect_uris: vec!["https://example.com/cb".into()],
-            scopes: vec!["cards.read".into()],
+            scopes: certbound_trust::ScopeSet::parse("cards.read"),
             client_name: "App".into(),
             client_uri: None,
             logo_uri: None,

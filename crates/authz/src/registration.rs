@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
-use crate::discovery::AUTH_METHODS;
 use crate::{Authz, AuthzError, SSA_MAX_AGE};
+use certbound_trust::{AuthMethod, GrantType, ScopeSet};
 
 /// What a registered client is: the stored metadata.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -38,10 +38,10 @@ pub(crate) struct ClientMetadata {
     pub(crate) description: Option<String>,
     pub(crate) application_type: String,
     pub(crate) redirect_uris: Vec<String>,
-    pub(crate) grant_types: Vec<String>,
+    pub(crate) grant_types: Vec<GrantType>,
     pub(crate) response_types: Vec<String>,
-    pub(crate) scope: String,
-    pub(crate) token_endpoint_auth_method: String,
+    pub(crate) scope: ScopeSet,
+    pub(crate) token_endpoint_auth_method: AuthMethod,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) token_endpoint_auth_signing_alg: Option<String>,
     pub(crate) jwks_uri: String,
@@ -64,7 +64,7 @@ pub(crate) struct SoftwareStatement {
     pub(crate) jwks_uri: String,
     pub(crate) jwks_transport_uri: Option<String>,
     pub(crate) redirect_uris: Vec<String>,
-    pub(crate) scopes: Vec<String>,
+    pub(crate) scopes: ScopeSet,
     pub(crate) client_name: String,
     pub(crate) client_uri: Option<String>,
     pub(crate) logo_uri: Option<String>,
@@ -142,14 +142,8 @@ pub(crate) async fn verify_software_statement(
             AuthzError::InvalidSoftwareStatement(format!("software_statement has no {name}"))
         })
     };
-    let scopes: Vec<String> = string_claim(&claims, "scope")
-        .map(|scope| {
-            scope
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+    let scopes = string_claim(&claims, "scope")
+        .map(|scope| ScopeSet::parse(&scope))
         .ok_or_else(|| {
             invalid(
                 "software_statement has no scope: the directory must state what its roles allow",
@@ -244,15 +238,11 @@ pub(crate) fn build_metadata(
     let scopes = match request.get("scope").and_then(Value::as_str) {
         None => ssa.scopes.clone(),
         Some(scope) => {
-            let asked: Vec<String> = scope
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if let Some(outside) = asked.iter().find(|scope| !ssa.scopes.contains(scope)) {
+            let asked = ScopeSet::parse(scope);
+            if let Some(outside) = asked.first_outside(&ssa.scopes) {
                 return Err(metadata_error(format!(
                     "scope `{outside}` is not allowed by the software's roles: {}",
-                    ssa.scopes.join(" ")
+                    ssa.scopes
                 )));
             }
             if asked.is_empty() {
@@ -262,31 +252,23 @@ pub(crate) fn build_metadata(
             }
         }
     };
-    let method = request
+    let method = match request
         .get("token_endpoint_auth_method")
         .and_then(Value::as_str)
-        .unwrap_or("private_key_jwt")
-        .to_owned();
-    if !AUTH_METHODS.contains(&method.as_str()) {
-        return Err(metadata_error(format!(
-            "token_endpoint_auth_method `{method}` is not supported: use {}",
-            AUTH_METHODS.join(", ")
-        )));
-    }
-    let grant_types = match string_list(request.get("grant_types")) {
-        None => vec!["client_credentials".to_owned()],
-        Some(grants) => {
-            if let Some(other) = grants.iter().find(|grant| *grant != "client_credentials") {
-                return Err(metadata_error(format!(
-                    "grant_type `{other}` is not supported: use client_credentials"
-                )));
-            }
-            if grants.is_empty() {
-                vec!["client_credentials".to_owned()]
-            } else {
-                grants
-            }
-        }
+    {
+        None => AuthMethod::PrivateKeyJwt,
+        Some(method) => method.parse().map_err(metadata_error)?,
+    };
+    let grant_types = string_list(request.get("grant_types"))
+        .unwrap_or_default()
+        .iter()
+        .map(|grant| grant.parse::<GrantType>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(metadata_error)?;
+    let grant_types = if grant_types.is_empty() {
+        vec![GrantType::ClientCredentials]
+    } else {
+        grant_types
     };
     let signing_alg = request
         .get("token_endpoint_auth_signing_alg")
@@ -322,7 +304,7 @@ pub(crate) fn build_metadata(
         redirect_uris,
         grant_types,
         response_types: vec!["token".into()],
-        scope: scopes.join(" "),
+        scope: scopes,
         token_endpoint_auth_method: method,
         token_endpoint_auth_signing_alg: signing_alg.map(str::to_owned),
         jwks_uri: ssa.jwks_uri.clone(),
@@ -433,13 +415,7 @@ fn response_body(
     if let Value::Object(map) = &mut body {
         map.insert(
             "scopes".into(),
-            Value::from(
-                metadata
-                    .scope
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>(),
-            ),
+            Value::from(metadata.scope.iter().collect::<Vec<_>>()),
         );
         map.insert(
             "registration_client_uri".into(),
@@ -732,7 +708,7 @@ mod tests {
             jwks_uri: "https://d/keystore/o1/s1/application.jwks".into(),
             jwks_transport_uri: None,
             redirect_uris: vec!["https://example.com/cb".into()],
-            scopes: vec!["cards.read".into(), "cards.write".into()],
+            scopes: ScopeSet::parse("cards.read cards.write"),
             client_name: "App".into(),
             client_uri: None,
             logo_uri: None,
@@ -757,9 +733,12 @@ mod tests {
         let metadata =
             build(json!({"software_statement": "ssa", "frobnicate": true, "client_name": "Mine"}))
                 .unwrap();
-        assert_eq!(metadata.scope, "cards.read cards.write");
+        assert_eq!(metadata.scope.to_string(), "cards.read cards.write");
         assert_eq!(metadata.client_name, "App", "SSA values win");
-        assert_eq!(metadata.token_endpoint_auth_method, "private_key_jwt");
+        assert_eq!(
+            metadata.token_endpoint_auth_method,
+            AuthMethod::PrivateKeyJwt
+        );
         assert_eq!(metadata.redirect_uris, vec!["https://example.com/cb"]);
     }
 
@@ -800,7 +779,10 @@ mod tests {
         );
         assert!(build(json!({"tls_client_auth_subject_dn": "cn=s1, ou=o1"})).is_ok());
         assert_eq!(
-            build(json!({"scope": "cards.read"})).unwrap().scope,
+            build(json!({"scope": "cards.read"}))
+                .unwrap()
+                .scope
+                .to_string(),
             "cards.read"
         );
     }
@@ -892,7 +874,7 @@ mod ssa_tests {
         let statement = verify_software_statement(&authz, &good, NOW + 10)
             .await
             .unwrap();
-        assert_eq!(statement.scopes, vec!["cards.read"]);
+        assert_eq!(statement.scopes.to_string(), "cards.read");
 
         // Older than five minutes.
         let error = verify_software_statement(&authz, &good, NOW + SSA_MAX_AGE + 1)

@@ -10,7 +10,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use certbound_http::{PeerCertificate, parse_form};
-use certbound_trust::{AccessTokenClaims, Confirmation, Standing, TokenError, verify_access_token};
+use certbound_trust::{
+    AccessTokenClaims, Confirmation, GrantType, ScopeSet, Standing, TokenError, verify_access_token,
+};
 use serde_json::{Value, json};
 
 use crate::client_auth::authenticate;
@@ -72,49 +74,20 @@ pub(crate) async fn token(
             .await?;
     }
     let client = authenticate(&authz, peer.as_ref(), &form, now).await?;
-    match form.get("grant_type").map(String::as_str) {
-        Some("client_credentials") => {}
-        Some(other) => {
-            return Err(AuthzError::UnsupportedGrantType(format!(
-                "grant_type `{other}` is not supported: use client_credentials"
-            )));
-        }
-        None => return Err(AuthzError::InvalidRequest("grant_type is required".into())),
+    let grant = form
+        .get("grant_type")
+        .ok_or_else(|| AuthzError::InvalidRequest("grant_type is required".into()))?
+        .parse::<GrantType>()
+        .map_err(AuthzError::UnsupportedGrantType)?;
+    if !client.metadata.grant_types.contains(&grant) {
+        return Err(AuthzError::UnauthorizedClient(format!(
+            "this client is not registered for {grant}"
+        )));
     }
-    if !client
-        .metadata
-        .grant_types
-        .iter()
-        .any(|grant| grant == "client_credentials")
-    {
-        return Err(AuthzError::UnauthorizedClient(
-            "this client is not registered for client_credentials".into(),
-        ));
-    }
-    let registered: Vec<&str> = client
-        .metadata
-        .scope
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .collect();
-    let granted: Vec<String> = match form.get("scope") {
-        None => registered.iter().map(|s| (*s).to_owned()).collect(),
-        Some(scope) => {
-            let asked: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
-            if let Some(outside) = asked.iter().find(|scope| !registered.contains(scope)) {
-                return Err(AuthzError::InvalidScope(format!(
-                    "scope `{outside}` is not registered for this client: {}",
-                    client.metadata.scope
-                )));
-            }
-            let mut granted: Vec<String> = asked.iter().map(|s| (*s).to_owned()).collect();
-            granted.dedup();
-            granted
-        }
-    };
-    let mut sorted = granted.clone();
-    sorted.sort();
-    sorted.dedup();
+    let sorted = grant_scopes(
+        &client.metadata.scope,
+        form.get("scope").map(String::as_str),
+    )?;
     // `authenticate` refused a request without a certificate: the binding always exists.
     let thumbprint = peer
         .as_ref()
@@ -125,7 +98,7 @@ pub(crate) async fn token(
         iss: authz.config.issuer.clone(),
         sub: client.record.client_id.clone(),
         aud: vec![client.record.client_id.clone()],
-        scp: sorted.clone(),
+        scp: sorted.to_vec(),
         cnf: Confirmation {
             x5t_s256: thumbprint.clone(),
         },
@@ -148,14 +121,32 @@ pub(crate) async fn token(
         "token_issued",
         now,
         serde_json::json!({"client_id": claims.client_id, "organisation_id": claims.org_id, "jti": claims.jti,
-            "scope": claims.scp.join(" "), "thumbprint": thumbprint, "kid": signer.kid()}),
+            "scope": sorted.to_string(), "thumbprint": thumbprint, "kid": signer.kid()}),
     );
     Ok(no_store(json!({
         "access_token": access_token,
         "expires_in": lifetime,
-        "scope": sorted.join(" "),
+        "scope": sorted.to_string(),
         "token_type": "bearer",
     })))
+}
+
+/// The scopes a token gets (RFC 6749 §3.3): those asked for, each registered for the client
+/// (`invalid_scope` otherwise), or every registered scope when none is asked; sorted.
+pub(crate) fn grant_scopes(
+    registered: &ScopeSet,
+    asked: Option<&str>,
+) -> Result<ScopeSet, AuthzError> {
+    let Some(asked) = asked else {
+        return Ok(registered.sorted());
+    };
+    let asked = ScopeSet::parse(asked);
+    if let Some(outside) = asked.first_outside(registered) {
+        return Err(AuthzError::InvalidScope(format!(
+            "scope `{outside}` is not registered for this client: {registered}"
+        )));
+    }
+    Ok(asked.sorted())
 }
 
 /// Verifies a token presented to introspection or revocation; `None` if it is not ours.
@@ -253,4 +244,32 @@ pub(crate) async fn revoke(
         );
     }
     Ok(([(header::CACHE_CONTROL, "no-store")], "").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code
+
+    use super::*;
+
+    #[test]
+    fn scopes_granted_are_asked_and_registered() {
+        let registered = ScopeSet::parse("pin.read cards.read cards.write");
+        assert_eq!(
+            grant_scopes(&registered, None).unwrap().to_string(),
+            "cards.read cards.write pin.read"
+        );
+        assert_eq!(
+            grant_scopes(&registered, Some("cards.write cards.read cards.write"))
+                .unwrap()
+                .to_string(),
+            "cards.read cards.write"
+        );
+        let refused = grant_scopes(&registered, Some("cards.read cvv.read")).unwrap_err();
+        assert_eq!(refused.as_str(), "invalid_scope");
+        assert_eq!(
+            refused.to_string(),
+            "scope `cvv.read` is not registered for this client: pin.read cards.read cards.write"
+        );
+    }
 }

@@ -21,7 +21,7 @@ use certbound_http::{PeerCertificate, parse_form};
 use certbound_jose::{AssertionRules, VerificationKey, verify_client_assertion};
 use certbound_pki::CertificateType;
 use certbound_store::{AccessTokenRecord, CertificateRecord};
-use certbound_trust::{CertificateStanding, Use, certificate_standing};
+use certbound_trust::{CertificateStanding, GrantType, ScopeSet, Use, certificate_standing};
 
 use crate::organisations::SoftwareStatement;
 use crate::{Directory, DirectoryError};
@@ -142,23 +142,15 @@ pub(crate) async fn token(
     let now = certbound_store::clock::now();
     let statement = authenticate(&directory, &peer, &form, now).await?;
 
-    match form.get("grant_type").map(String::as_str) {
-        Some("client_credentials") => {}
-        Some(other) => {
-            return Err(DirectoryError::UnsupportedGrantType(format!(
-                "grant_type `{other}` is not supported: use client_credentials"
-            )));
-        }
-        None => {
-            return Err(DirectoryError::InvalidRequest(
-                "grant_type is required".into(),
-            ));
-        }
-    }
+    let _client_credentials: GrantType = form
+        .get("grant_type")
+        .ok_or_else(|| DirectoryError::InvalidRequest("grant_type is required".into()))?
+        .parse()
+        .map_err(DirectoryError::UnsupportedGrantType)?;
     if let Some(scope) = form.get("scope")
-        && scope
-            .split(' ')
-            .any(|requested| !requested.is_empty() && requested != DIRECTORY_SCOPE)
+        && ScopeSet::parse(scope)
+            .first_outside(&ScopeSet::parse(DIRECTORY_SCOPE))
+            .is_some()
     {
         return Err(DirectoryError::InvalidScope(format!(
             "the directory grants only `{DIRECTORY_SCOPE}`"

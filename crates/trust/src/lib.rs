@@ -12,8 +12,10 @@
 mod access_token;
 mod certificate;
 pub mod fetch;
+mod vocabulary;
 
 pub use access_token::{
     AccessTokenClaims, Confirmation, Standing, TokenError, judge, standing, verify_access_token,
 };
 pub use certificate::{CertificateStanding, Use, certificate_standing};
+pub use vocabulary::{AuthMethod, GrantType, ScopeSet};

@@ -1,0 +1,202 @@
+//! The typed vocabulary the parties share: what a wire string means is decided once, here, when
+//! it is parsed; afterwards a value of these types is valid (rustls' "parse, don't validate").
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A set of OAuth scopes (RFC 6749 §3.3): space-delimited on the wire, each scope once, in the
+/// order first given (registration answers keep the software statement's order; tokens use
+/// [`ScopeSet::sorted`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeSet(Vec<String>);
+
+impl ScopeSet {
+    /// Parses a space-delimited scope string; empty parts and repeats are dropped.
+    pub fn parse(text: &str) -> Self {
+        text.split(' ').filter(|scope| !scope.is_empty()).collect()
+    }
+
+    /// No scope at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `scope` is in the set.
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.iter().any(|held| held == scope)
+    }
+
+    /// The first scope of `self` that `allowed` does not hold.
+    pub fn first_outside<'a>(&'a self, allowed: &ScopeSet) -> Option<&'a str> {
+        self.0
+            .iter()
+            .map(String::as_str)
+            .find(|scope| !allowed.contains(scope))
+    }
+
+    /// The scopes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// The same set in lexical order.
+    pub fn sorted(&self) -> Self {
+        let mut scopes = self.0.clone();
+        scopes.sort();
+        Self(scopes)
+    }
+
+    /// The scopes as owned strings (a token's `scp` claim).
+    pub fn to_vec(&self) -> Vec<String> {
+        self.0.clone()
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for ScopeSet {
+    fn from_iter<I: IntoIterator<Item = S>>(scopes: I) -> Self {
+        let mut set = Vec::new();
+        for scope in scopes {
+            let scope = scope.into();
+            if !scope.is_empty() && !set.contains(&scope) {
+                set.push(scope);
+            }
+        }
+        Self(set)
+    }
+}
+
+impl fmt::Display for ScopeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+impl Serialize for ScopeSet {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ScopeSet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|text| Self::parse(&text))
+    }
+}
+
+/// Defines a closed set of wire strings as an enum with `as_str`, `FromStr` and serde as the
+/// string.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$variant_meta:meta])* $variant:ident => $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The wire string.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $wire),+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($wire => Ok(Self::$variant),)+
+                    other => Err(format!(
+                        "{} `{other}` is not supported: use {}",
+                        $what,
+                        Self::ALL.iter().map(|value| value.as_str()).collect::<Vec<_>>().join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// How a client authenticates at the token endpoint (RFC 7591 `token_endpoint_auth_method`),
+    /// in the order of preference discovery lists them (the first is the default).
+    AuthMethod, "token_endpoint_auth_method" {
+        /// RFC 7523: a JWT signed by one of the client's signing keys.
+        PrivateKeyJwt => "private_key_jwt",
+        /// RFC 8705 §2.1: the directory certificate with the registered subject.
+        TlsClientAuth => "tls_client_auth",
+        /// RFC 8705 §2.2: a self-signed certificate the client publishes.
+        SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
+    }
+}
+
+wire_enum! {
+    /// An OAuth grant type this stack issues tokens for.
+    GrantType, "grant_type" {
+        /// RFC 6749 §4.4.
+        ClientCredentials => "client_credentials",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_once_each_in_order() {
+        let scopes = ScopeSet::parse("  cards.read cards.write  cards.read pin.read ");
+        assert_eq!(scopes.to_string(), "cards.read cards.write pin.read");
+        assert_eq!(
+            scopes.sorted().to_string(),
+            "cards.read cards.write pin.read"
+        );
+        assert_eq!(ScopeSet::parse("b a").sorted().to_string(), "a b");
+        let allowed = ScopeSet::parse("cards.read");
+        assert_eq!(scopes.first_outside(&allowed), Some("cards.write"));
+        assert_eq!(allowed.first_outside(&scopes), None);
+        assert!(ScopeSet::parse("   ").is_empty());
+    }
+
+    #[test]
+    fn wire_strings_parse_and_print() {
+        for method in AuthMethod::ALL {
+            assert_eq!(method.as_str().parse::<AuthMethod>(), Ok(*method));
+        }
+        let error = "client_secret_basic".parse::<AuthMethod>().unwrap_err();
+        assert_eq!(
+            error,
+            "token_endpoint_auth_method `client_secret_basic` is not supported: use private_key_jwt, tls_client_auth, self_signed_tls_client_auth"
+        );
+        assert_eq!(
+            serde_json::to_string(&GrantType::ClientCredentials).unwrap_or_default(),
+            "\"client_credentials\""
+        );
+    }
+}
