@@ -14,6 +14,8 @@ use certbound_store::CardRecord;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use certbound_trust::Secret;
+
 use crate::body::parse;
 use crate::idempotency::idempotent;
 use crate::model::{
@@ -54,20 +56,25 @@ pub(crate) fn seal(
     cards: &Cards,
     public_token: &str,
     what: &str,
-    value: &str,
+    value: &Secret,
 ) -> Result<String, CardsError> {
     cards
         .master
-        .seal(&format!("card:{public_token}:{what}"), value.as_bytes())
+        .seal(
+            &format!("card:{public_token}:{what}"),
+            value.expose().as_bytes(),
+        )
         .map_err(|error| CardsError::Internal(error.to_string()))
 }
 
-fn open(cards: &Cards, public_token: &str, what: &str, sealed: &str) -> Result<String, CardsError> {
+fn open(cards: &Cards, public_token: &str, what: &str, sealed: &str) -> Result<Secret, CardsError> {
     let bytes = cards
         .master
         .open(&format!("card:{public_token}:{what}"), sealed)
         .map_err(|error| CardsError::Internal(error.to_string()))?;
-    String::from_utf8(bytes.to_vec()).map_err(|error| CardsError::Internal(error.to_string()))
+    String::from_utf8(bytes.to_vec())
+        .map(Secret::new)
+        .map_err(|error| CardsError::Internal(error.to_string()))
 }
 
 pub(crate) fn product<'a>(cards: &'a Cards, code: &str) -> Option<&'a Product> {
@@ -119,11 +126,11 @@ pub(crate) async fn issue_card(
     expiry: time::Date,
     now: i64,
 ) -> Result<(String, Value), CardsError> {
-    let pan = model::new_pan(product)?;
-    let cvv = model::random_digits(3)?;
+    let pan = Secret::new(model::new_pan(product)?);
+    let cvv = Secret::new(model::random_digits(3)?);
     let today = date(now);
     if let Value::Object(map) = &mut details {
-        map.insert("maskedPan".into(), Value::from(model::masked(&pan)));
+        map.insert("maskedPan".into(), Value::from(model::masked(pan.expose())));
         map.insert("startDate".into(), Value::from(iso(today)));
         map.insert("expiryDate".into(), Value::from(iso(expiry)));
         map.insert("currencyCode".into(), Value::from(product.currency.clone()));
@@ -505,7 +512,7 @@ pub(crate) async fn show_pin(
         .as_deref()
         .ok_or_else(|| CardsError::NotFound("no PIN has been set on this card".into()))?;
     Ok(Json(
-        json!({"pin": open(&cards, &card.public_token, "pin", sealed)?}),
+        json!({"pin": open(&cards, &card.public_token, "pin", sealed)?.expose()}),
     ))
 }
 
@@ -523,7 +530,7 @@ pub(crate) async fn show_cvv(
         ));
     }
     Ok(Json(
-        json!({"cvv": open(&cards, &card.public_token, "cvv", &card.cvv_sealed)?, "resultStatus": "Success"}),
+        json!({"cvv": open(&cards, &card.public_token, "cvv", &card.cvv_sealed)?.expose(), "resultStatus": "Success"}),
     ))
 }
 
@@ -585,8 +592,8 @@ pub(crate) async fn encrypted(
     let details = details(&card)?;
     let plaintext = zeroize::Zeroizing::new(
         json!({
-            "pan": open(&cards, &card.public_token, "pan", &card.pan_sealed)?,
-            "cvv": open(&cards, &card.public_token, "cvv", &card.cvv_sealed)?,
+            "pan": open(&cards, &card.public_token, "pan", &card.pan_sealed)?.expose(),
+            "cvv": open(&cards, &card.public_token, "cvv", &card.cvv_sealed)?.expose(),
             "expiryDate": details["expiryDate"],
             "embossName": details["embossName"],
         })

@@ -142,7 +142,7 @@ pub struct ChangeStatus {
 #[serde(deny_unknown_fields)]
 pub struct SetPin {
     /// 4 to 12 digits.
-    pub pin: String,
+    pub pin: certbound_trust::Secret,
 }
 
 /// `POST /cards/{publicToken}/cvv/status`.
@@ -429,7 +429,8 @@ pub fn check_address(address: &Address, prefix: &str, errors: &mut Errors) {
 }
 
 /// Checks a PIN: 4 to 12 digits.
-pub fn check_pin(pin: &str) -> Result<(), CardsError> {
+pub fn check_pin(pin: &certbound_trust::Secret) -> Result<(), CardsError> {
+    let pin = pin.expose();
     if (4..=12).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
@@ -479,11 +480,15 @@ mod tests {
 
     #[test]
     fn pins_are_four_to_twelve_digits() {
-        assert!(check_pin("1234").is_ok());
-        assert!(check_pin("123456789012").is_ok());
-        assert!(check_pin("123").is_err());
-        assert!(check_pin("1234567890123").is_err());
-        assert!(check_pin("12a4").is_err());
+        let pin = |text: &str| certbound_trust::Secret::new(text.into());
+        assert!(check_pin(&pin("1234")).is_ok());
+        assert!(check_pin(&pin("123456789012")).is_ok());
+        assert!(check_pin(&pin("123")).is_err());
+        assert!(check_pin(&pin("1234567890123")).is_err());
+        assert!(check_pin(&pin("12a4")).is_err());
+        // A request holding a PIN prints nothing of it.
+        let request: SetPin = serde_json::from_str(r#"{"pin":"4921"}"#).unwrap();
+        assert!(!format!("{request:?}").contains("4921"));
     }
 
     #[test]

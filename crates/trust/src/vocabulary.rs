@@ -165,6 +165,46 @@ wire_enum! {
     }
 }
 
+/// A card secret (PAN, PIN, CVV) in the clear: zeroized when dropped, compared in constant
+/// time, and its `Debug` prints nothing of it, so no log line or panic message can carry one.
+/// [`Secret::expose`] is the one way to the value, for sealing and for the endpoints that
+/// return it.
+#[derive(Clone, Default)]
+pub struct Secret(zeroize::Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: String) -> Self {
+        Self(zeroize::Zeroizing::new(value))
+    }
+
+    /// The value, for the few places that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(self.0.as_bytes().ct_eq(other.0.as_bytes()))
+    }
+}
+
+impl Eq for Secret {}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +222,16 @@ mod tests {
         assert_eq!(scopes.first_outside(&allowed), Some("cards.write"));
         assert_eq!(allowed.first_outside(&scopes), None);
         assert!(ScopeSet::parse("   ").is_empty());
+    }
+
+    #[test]
+    fn a_secret_prints_nothing_of_itself() {
+        let pin: Secret = serde_json::from_str("\"4921\"").unwrap_or_default();
+        assert_eq!(pin.expose(), "4921");
+        assert_eq!(format!("{pin:?}"), "Secret(redacted)");
+        assert_eq!(format!("{:?}", Some(&pin)), "Some(Secret(redacted))");
+        assert_eq!(pin, Secret::new("4921".into()));
+        assert_ne!(pin, Secret::new("4922".into()));
     }
 
     #[test]
