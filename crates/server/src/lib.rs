@@ -14,5 +14,5 @@ mod verifier;
 
 pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};
 pub use config::{ConfigError, Limits, Listen, Part, RateLimits, StackConfig};
-pub use listener::{RunningStack, StartError, start};
+pub use listener::{Routers, RunningStack, StartError, start};
 pub use proxy::forwarded_certificates;

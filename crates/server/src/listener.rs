@@ -73,6 +73,9 @@ pub struct RunningStack {
     pub admin_token: String,
     /// The root CA, PEM.
     pub ca_pem: String,
+    /// The routers the listeners serve, for tests that send requests straight to a part (with
+    /// the peer certificate as a request extension), without TLS.
+    pub routers: Routers,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -83,6 +86,19 @@ impl RunningStack {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// The router of each listener that runs here.
+#[derive(Clone, Debug, Default)]
+pub struct Routers {
+    /// Port 8441.
+    pub directory: Option<Router>,
+    /// Port 8442.
+    pub directory_mtls: Option<Router>,
+    /// Port 8443.
+    pub authz: Option<Router>,
+    /// Port 8444.
+    pub cards: Option<Router>,
 }
 
 fn tls_error<E: std::fmt::Display>(error: E) -> StartError {
@@ -242,6 +258,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         AlgorithmPolicy::default()
     };
 
+    let mut routers = Routers::default();
     let mut directory_url = None;
     let mut directory_mtls_url = None;
     if let Some((public, mtls)) = sockets.directory {
@@ -286,7 +303,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 ClientCertificates::NotRequested,
                 &config.trusted_proxies,
             )?,
-            directory.public_router(),
+            routers.directory.insert(directory.public_router()).clone(),
             watcher.clone(),
             limits,
         ));
@@ -297,7 +314,10 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 ClientCertificates::DirectoryCa,
                 &config.trusted_proxies,
             )?,
-            directory.mtls_router(),
+            routers
+                .directory_mtls
+                .insert(directory.mtls_router())
+                .clone(),
             watcher.clone(),
             limits,
         ));
@@ -366,7 +386,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 ClientCertificates::DirectoryOrSelfSigned,
                 &config.trusted_proxies,
             )?,
-            authz.router(),
+            routers.authz.insert(authz.router()).clone(),
             watcher.clone(),
             limits,
         ));
@@ -413,7 +433,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 ClientCertificates::DirectoryCa,
                 &config.trusted_proxies,
             )?,
-            cards.router(),
+            routers.cards.insert(cards.router()).clone(),
             watcher.clone(),
             limits,
         ));
@@ -431,6 +451,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         master_key,
         admin_token: material.admin_token.clone(),
         ca_pem: material.ca.root_pem(),
+        routers,
         shutdown,
         tasks,
     })

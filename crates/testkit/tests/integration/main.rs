@@ -9,6 +9,7 @@ mod instances;
 mod lifecycle;
 mod limits;
 mod proxy;
+mod routers;
 mod seed_flow;
 mod tls_policy;
 mod trust;
