@@ -131,19 +131,15 @@ pub(crate) async fn authenticate(
             }
             let verified = verify_client_assertion(assertion, &keys, &rules)
                 .map_err(|error| AuthzError::InvalidClient(error.to_string()))?;
-            // The key that verified must be a signing key of this very software, unrevoked, now:
-            // the published keystore may be cached, the directory's record is not.
-            let certificates = authz.store.certificates_by_key_id(&verified.kid).await?;
-            let standing = certbound_trust::certificate_standing(
-                &certificates,
-                certbound_trust::Use {
-                    role: certbound_pki::CertificateType::Signing.as_str(),
-                    organisation_id: Some(&record.organisation_id),
-                    software_id: Some(&record.software_id),
-                },
+            let standing = signing_key_standing(
+                authz,
+                &verified.kid,
+                &record.organisation_id,
+                &record.software_id,
                 now,
-            );
-            if standing != certbound_trust::CertificateStanding::Good {
+            )
+            .await?;
+            if standing != CertificateStanding::Good {
                 return Err(AuthzError::InvalidClient(format!(
                     "the key that signed the client assertion (kid {}) {}",
                     verified.kid,
@@ -226,6 +222,29 @@ pub(crate) async fn authenticate(
         }
     }
     Ok(Client { record, metadata })
+}
+
+/// The standing of the key with this `kid` as a signing key of `software_id` in
+/// `organisation_id`, now. Whatever verified a client assertion or a signed registration
+/// request must be one: the published keystore may be cached, the directory's record is not, so
+/// a revoked key is refused at once, and an encryption or transport key signs nothing.
+pub(crate) async fn signing_key_standing(
+    authz: &Authz,
+    kid: &str,
+    organisation_id: &str,
+    software_id: &str,
+    now: i64,
+) -> Result<CertificateStanding, AuthzError> {
+    let certificates = authz.store.certificates_by_key_id(kid).await?;
+    Ok(certbound_trust::certificate_standing(
+        &certificates,
+        certbound_trust::Use {
+            role: certbound_pki::CertificateType::Signing.as_str(),
+            organisation_id: Some(organisation_id),
+            software_id: Some(software_id),
+        },
+        now,
+    ))
 }
 
 /// The presented certificate must be a transport certificate of `software_id` in

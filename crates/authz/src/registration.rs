@@ -381,6 +381,21 @@ async fn request_metadata(
                     "the signed registration request: {error}"
                 ))
             })?;
+            let standing = crate::client_auth::signing_key_standing(
+                authz,
+                &verified.kid,
+                &statement.org_id,
+                &statement.software_id,
+                now,
+            )
+            .await?;
+            if standing != certbound_trust::CertificateStanding::Good {
+                return Err(AuthzError::InvalidClientMetadata(format!(
+                    "the key that signed the registration request (kid {}) {}",
+                    verified.kid,
+                    standing.description()
+                )));
+            }
             Ok((verified.claims, ssa, statement))
         }
         _ => Err(AuthzError::InvalidRequest(

@@ -185,7 +185,8 @@ async fn a_revoked_signing_key_is_refused_at_once_everywhere() {
     stack.stop().await;
 }
 
-/// Key roles: an assertion signed by the software's encryption key gets no token.
+/// Key roles: an assertion or a registration request signed by the software's encryption key
+/// gets nothing.
 #[tokio::test]
 async fn an_encryption_key_signs_nothing() {
     let stack = TestStack::start().await;
@@ -199,7 +200,7 @@ async fn an_encryption_key_signs_nothing() {
         )
         .await;
     let mut signed_by_encryption_key = software.clone();
-    signed_by_encryption_key.signing = encryption;
+    signed_by_encryption_key.signing = encryption.clone();
     let assertion = stack.authz_assertion(&signed_by_encryption_key, |_| {});
     let response = stack
         .authz_token_request(&software.transport, &assertion, &[])
@@ -215,6 +216,47 @@ async fn an_encryption_key_signs_nothing() {
             .contains("key role"),
         "{body}"
     );
+    // Nor does a registration request it signed (the software registers anew after a DELETE).
+    let other = stack.onboard(&["programme-manager"]).await;
+    let encryption = stack
+        .certificate(
+            &other.organisation_id,
+            Some(&other.software_statement_id),
+            "encryption",
+        )
+        .await;
+    let ssa = stack.ssa(&other).await;
+    let sign = |credential: &Credential| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(credential.key_id.clone());
+        jsonwebtoken::encode(
+            &header,
+            &json!({"software_statement": ssa, "iss": other.software_statement_id}),
+            &jsonwebtoken::EncodingKey::from_ec_pem(credential.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let register = |jwt: String| {
+        stack
+            .mtls_client(&other.transport)
+            .post(stack.authz("/oauth2/register"))
+            .header("content-type", "application/jwt")
+            .body(jwt)
+            .send()
+    };
+    let response = register(sign(&encryption)).await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_client_metadata");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("key role"),
+        "{body}"
+    );
+    assert_eq!(register(sign(&other.signing)).await.unwrap().status(), 201);
     stack.stop().await;
 }
 
