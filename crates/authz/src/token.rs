@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use certbound_http::{PeerCertificate, parse_form};
 use certbound_trust::{
-    AccessTokenClaims, Confirmation, GrantType, ScopeSet, Standing, TokenError, verify_access_token,
+    AccessTokenClaims, ClientId, Confirmation, GrantType, Jti, OrganisationId, RegistrationId,
+    ScopeSet, SoftwareId, Standing, Thumbprint, TokenError, verify_access_token,
 };
 use serde_json::{Value, json};
 
@@ -96,21 +97,21 @@ pub(crate) async fn token(
     let lifetime = authz.config.token_lifetime;
     let claims = AccessTokenClaims {
         iss: authz.config.issuer.clone(),
-        sub: client.record.client_id.clone(),
+        sub: ClientId::new(client.record.client_id.clone()),
         aud: vec![client.record.client_id.clone()],
         scp: sorted.to_vec(),
         cnf: Confirmation {
-            x5t_s256: thumbprint.clone(),
+            x5t_s256: Thumbprint::new(thumbprint.clone()),
         },
         exp: now + lifetime,
         iat: now,
         nbf: now,
-        jti: uuid::Uuid::new_v4().to_string(),
+        jti: Jti::new(uuid::Uuid::new_v4().to_string()),
         tid: "certbound".into(),
-        client_id: client.record.client_id.clone(),
-        org_id: client.record.organisation_id.clone(),
-        software_id: client.record.software_id.clone(),
-        rid: client.record.registration_id.clone(),
+        client_id: ClientId::new(client.record.client_id.clone()),
+        org_id: OrganisationId::new(client.record.organisation_id.clone()),
+        software_id: SoftwareId::new(client.record.software_id.clone()),
+        rid: RegistrationId::new(client.record.registration_id.clone()),
     };
     let signer = authz.keys.signer(now).await?;
     let access_token = certbound_jose::sign(&claims, &signer, "JWT")

@@ -59,8 +59,8 @@ pub(crate) async fn create(
                 .store
                 .insert_bulk_job(&BulkJobRecord {
                     id: id.clone(),
-                    organisation_id: caller.claims.org_id.clone(),
-                    client_id: caller.claims.client_id.clone(),
+                    organisation_id: caller.claims.org_id.to_string(),
+                    client_id: caller.claims.client_id.to_string(),
                     request: serde_json::to_string(&request)
                         .map_err(|error| CardsError::Internal(error.to_string()))?,
                     quantity: request.quantity,

@@ -459,7 +459,7 @@ pub(crate) async fn change_status(
         card.status_code = to.code.to_owned();
         card.status_updated = json!({
             "updated": rfc3339(now),
-            "updatedBy": request.updated_by.unwrap_or_else(|| caller.claims.client_id.clone()),
+            "updatedBy": request.updated_by.unwrap_or_else(|| caller.claims.client_id.to_string()),
             "description": request.description.unwrap_or_else(|| to.description.to_owned()),
         })
         .to_string();

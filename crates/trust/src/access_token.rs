@@ -8,12 +8,14 @@ use certbound_store::{AuthzStore, StoreError, TokenReference, TokenStanding};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::vocabulary::{ClientId, Jti, OrganisationId, RegistrationId, SoftwareId, Thumbprint};
+
 /// RFC 8705 §3.1 confirmation: the SHA-256 thumbprint of the bound certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     /// base64url SHA-256 of the DER certificate.
     #[serde(rename = "x5t#S256")]
-    pub x5t_s256: String,
+    pub x5t_s256: Thumbprint,
 }
 
 /// The claims of a certbound access token.
@@ -22,7 +24,7 @@ pub struct AccessTokenClaims {
     /// The issuer.
     pub iss: String,
     /// The client (`client_id`).
-    pub sub: String,
+    pub sub: ClientId,
     /// Audiences: the client itself.
     pub aud: Vec<String>,
     /// Granted scopes.
@@ -36,20 +38,20 @@ pub struct AccessTokenClaims {
     /// Not before.
     pub nbf: i64,
     /// Token id (revocation key).
-    pub jti: String,
+    pub jti: Jti,
     /// Tenant.
     pub tid: String,
     /// The client id (same as `sub`).
-    pub client_id: String,
+    pub client_id: ClientId,
     /// The client's organisation: resource servers isolate tenants by it.
-    pub org_id: String,
+    pub org_id: OrganisationId,
     /// The client's software id.
-    pub software_id: String,
+    pub software_id: SoftwareId,
     /// The registration the token was issued under: a client deleted and registered anew has
     /// another, so the old registration's tokens never work again. (Tokens issued before this
     /// claim existed carry none, and match only a registration made before it existed.)
     #[serde(default)]
-    pub rid: String,
+    pub rid: RegistrationId,
 }
 
 /// Why an access token is not acceptable.
@@ -186,21 +188,21 @@ mod tests {
     fn claims() -> AccessTokenClaims {
         AccessTokenClaims {
             iss: "https://as".into(),
-            sub: "client".into(),
+            sub: ClientId::new("client"),
             aud: vec!["client".into()],
             scp: vec!["cards.read".into()],
             cnf: Confirmation {
-                x5t_s256: "bound".into(),
+                x5t_s256: Thumbprint::new("bound"),
             },
             exp: 200,
             iat: 100,
             nbf: 100,
-            jti: "jti".into(),
+            jti: Jti::new("jti"),
             tid: "certbound".into(),
-            client_id: "client".into(),
-            org_id: "org".into(),
-            software_id: "sw".into(),
-            rid: "registration".into(),
+            client_id: ClientId::new("client"),
+            org_id: OrganisationId::new("org"),
+            software_id: SoftwareId::new("sw"),
+            rid: RegistrationId::new("registration"),
         }
     }
 
@@ -270,6 +272,6 @@ mod tests {
             map.remove("rid");
         }
         let parsed: AccessTokenClaims = serde_json::from_value(value).unwrap_or_else(|_| claims());
-        assert_eq!(parsed.rid, "");
+        assert_eq!(parsed.rid.as_str(), "");
     }
 }

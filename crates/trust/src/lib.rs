@@ -18,4 +18,7 @@ pub use access_token::{
     AccessTokenClaims, Confirmation, Standing, TokenError, judge, standing, verify_access_token,
 };
 pub use certificate::{CertificateStanding, Use, certificate_standing};
-pub use vocabulary::{AuthMethod, GrantType, ScopeSet, Secret};
+pub use vocabulary::{
+    AuthMethod, ClientId, GrantType, Jti, OrganisationId, RegistrationId, ScopeSet, Secret,
+    SoftwareId, Thumbprint,
+};

@@ -85,6 +85,77 @@ impl<'de> Deserialize<'de> for ScopeSet {
     }
 }
 
+/// Defines an identifier newtype: a `String` on the wire (`serde(transparent)`) and in storage
+/// (it derefs to `str`), but a type of its own in code, so a client id can never be passed where
+/// an organisation id is wanted.
+macro_rules! id_type {
+    ($($(#[$meta:meta])* $name:ident;)+) => {$(
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a value read from a trusted place (a verified token, the store).
+            pub fn new(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+
+            /// The value.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                self == &other.0
+            }
+        }
+    )+};
+}
+
+id_type! {
+    /// A client's `client_id` (the directory's `ClientId` URL).
+    ClientId;
+    /// A token's `jti`.
+    Jti;
+    /// A directory `OrganisationId`.
+    OrganisationId;
+    /// One registration of a client (a token's `rid`).
+    RegistrationId;
+    /// A `SoftwareStatementId` (an SSA's `software_id`).
+    SoftwareId;
+    /// An RFC 8705 `x5t#S256`: base64url SHA-256 of a DER certificate.
+    Thumbprint;
+}
+
 /// Defines a closed set of wire strings as an enum with `as_str`, `FromStr` and serde as the
 /// string.
 macro_rules! wire_enum {
@@ -232,6 +303,20 @@ mod tests {
         assert_eq!(format!("{:?}", Some(&pin)), "Some(Secret(redacted))");
         assert_eq!(pin, Secret::new("4921".into()));
         assert_ne!(pin, Secret::new("4922".into()));
+    }
+
+    #[test]
+    fn identifiers_are_strings_on_the_wire_and_types_in_code() {
+        let client = ClientId::new("https://localhost:8441/openid_relying_party/1");
+        assert_eq!(
+            serde_json::to_string(&client).unwrap_or_default(),
+            "\"https://localhost:8441/openid_relying_party/1\""
+        );
+        assert_eq!(
+            client,
+            "https://localhost:8441/openid_relying_party/1".to_owned()
+        );
+        assert!(client.starts_with("https://"));
     }
 
     #[test]
