@@ -22,5 +22,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = verify_client_assertion(token, std::slice::from_ref(key()), &rules);
     let _ = verify_jws(token, std::slice::from_ref(key()), &policy);
     let _ = unverified_claims(token);
-    let _ = certbound_authz::verify_access_token(token, std::slice::from_ref(key()), "https://localhost:8443", 1_790_000_000);
+    let _ = certbound_trust::verify_access_token(token, std::slice::from_ref(key()), "https://localhost:8443", 1_790_000_000);
 });

@@ -16,7 +16,7 @@ use certbound_trust::{
 };
 use serde_json::{Value, json};
 
-use crate::client_auth::authenticate;
+use crate::client_auth::{Client, authenticate};
 use crate::{Authz, AuthzError};
 
 fn form(
@@ -40,7 +40,8 @@ fn no_store(body: Value) -> Response {
         .into_response()
 }
 
-/// `POST /oauth2/token`.
+/// `POST /oauth2/token`: extract, then rate limits, client authentication, the grant, the
+/// scopes, and the token, each a named step; the handler only maps.
 pub(crate) async fn token(
     State(authz): State<Arc<Authz>>,
     peer: Option<PeerCertificate>,
@@ -50,15 +51,42 @@ pub(crate) async fn token(
 ) -> Result<Response, AuthzError> {
     let form = form(&headers, &body)?;
     let now = certbound_store::clock::now();
+    rate_limit(&authz, address, &form, now).await?;
+    let client = authenticate(&authz, peer.as_ref(), &form, now).await?;
+    require_grant(&client, form.get("grant_type").map(String::as_str))?;
+    let scopes = grant_scopes(
+        &client.metadata.scope,
+        form.get("scope").map(String::as_str),
+    )?;
+    // `authenticate` refused a request without a certificate: the binding always exists.
+    let thumbprint = peer.map(|peer| Thumbprint::new(&*peer.thumbprint));
+    let access_token = issue(
+        &authz,
+        &client,
+        thumbprint.unwrap_or_default(),
+        &scopes,
+        now,
+    )
+    .await?;
+    Ok(no_store(json!({
+        "access_token": access_token,
+        "expires_in": authz.config.token_lifetime,
+        "scope": scopes.to_string(),
+        "token_type": "bearer",
+    })))
+}
+
+/// The token endpoint's budgets: per source address, and per claimed client.
+async fn rate_limit(
+    authz: &Authz,
+    address: Option<certbound_http::ClientAddress>,
+    form: &std::collections::BTreeMap<String, String>,
+    now: i64,
+) -> Result<(), AuthzError> {
     let limits = authz.config.rate_limits;
     if let Some(address) = address {
-        authz
-            .limit(
-                &format!("token|address|{}", address.0.ip()),
-                limits.token_per_address,
-                now,
-            )
-            .await?;
+        let key = format!("token|address|{}", address.0.ip());
+        authz.limit(&key, limits.token_per_address, now).await?;
     }
     let claimed = form.get("client_id").cloned().or_else(|| {
         form.get("client_assertion")
@@ -66,17 +94,15 @@ pub(crate) async fn token(
             .and_then(|claims| claims.get("iss").and_then(Value::as_str).map(str::to_owned))
     });
     if let Some(client) = claimed {
-        authz
-            .limit(
-                &format!("token|client|{client}"),
-                limits.token_per_client,
-                now,
-            )
-            .await?;
+        let key = format!("token|client|{client}");
+        authz.limit(&key, limits.token_per_client, now).await?;
     }
-    let client = authenticate(&authz, peer.as_ref(), &form, now).await?;
-    let grant = form
-        .get("grant_type")
+    Ok(())
+}
+
+/// The grant asked for is one this server issues and the client registered for.
+fn require_grant(client: &Client, asked: Option<&str>) -> Result<GrantType, AuthzError> {
+    let grant = asked
         .ok_or_else(|| AuthzError::InvalidRequest("grant_type is required".into()))?
         .parse::<GrantType>()
         .map_err(AuthzError::UnsupportedGrantType)?;
@@ -85,51 +111,48 @@ pub(crate) async fn token(
             "this client is not registered for {grant}"
         )));
     }
-    let sorted = grant_scopes(
-        &client.metadata.scope,
-        form.get("scope").map(String::as_str),
-    )?;
-    // `authenticate` refused a request without a certificate: the binding always exists.
-    let thumbprint = peer
-        .as_ref()
-        .map(|peer| peer.thumbprint.to_string())
-        .unwrap_or_default();
-    let lifetime = authz.config.token_lifetime;
+    Ok(grant)
+}
+
+/// Signs an access token for `client`, bound to `thumbprint`, and records its issuance.
+async fn issue(
+    authz: &Authz,
+    client: &Client,
+    thumbprint: Thumbprint,
+    scopes: &ScopeSet,
+    now: i64,
+) -> Result<String, AuthzError> {
+    let record = &client.record;
     let claims = AccessTokenClaims {
         iss: authz.config.issuer.clone(),
-        sub: ClientId::new(client.record.client_id.clone()),
-        aud: vec![client.record.client_id.clone()],
-        scp: sorted.to_vec(),
+        sub: ClientId::new(record.client_id.clone()),
+        aud: vec![record.client_id.clone()],
+        scp: scopes.to_vec(),
         cnf: Confirmation {
-            x5t_s256: Thumbprint::new(thumbprint.clone()),
+            x5t_s256: thumbprint,
         },
-        exp: now + lifetime,
+        exp: now + authz.config.token_lifetime,
         iat: now,
         nbf: now,
         jti: Jti::new(uuid::Uuid::new_v4().to_string()),
         tid: "certbound".into(),
-        client_id: ClientId::new(client.record.client_id.clone()),
-        org_id: OrganisationId::new(client.record.organisation_id.clone()),
-        software_id: SoftwareId::new(client.record.software_id.clone()),
-        rid: RegistrationId::new(client.record.registration_id.clone()),
+        client_id: ClientId::new(record.client_id.clone()),
+        org_id: OrganisationId::new(record.organisation_id.clone()),
+        software_id: SoftwareId::new(record.software_id.clone()),
+        rid: RegistrationId::new(record.registration_id.clone()),
     };
     let signer = authz.keys.signer(now).await?;
     let access_token = certbound_jose::sign(&claims, &signer, "JWT")
         .map_err(|error| AuthzError::Internal(error.to_string()))?;
-    tracing::info!(client_id = %claims.client_id, thumbprint, kid = signer.kid(), "access token issued");
+    tracing::info!(client_id = %claims.client_id, thumbprint = %claims.cnf.x5t_s256, kid = signer.kid(), "access token issued");
     authz.audit.record(
         "authz",
         "token_issued",
         now,
         serde_json::json!({"client_id": claims.client_id, "organisation_id": claims.org_id, "jti": claims.jti,
-            "scope": sorted.to_string(), "thumbprint": thumbprint, "kid": signer.kid()}),
+            "scope": scopes.to_string(), "thumbprint": claims.cnf.x5t_s256, "kid": signer.kid()}),
     );
-    Ok(no_store(json!({
-        "access_token": access_token,
-        "expires_in": lifetime,
-        "scope": sorted.to_string(),
-        "token_type": "bearer",
-    })))
+    Ok(access_token)
 }
 
 /// The scopes a token gets (RFC 6749 §3.3): those asked for, each registered for the client
