@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use certbound_http::PeerCertificate;
 use certbound_jose::{AssertionRules, verify_client_assertion};
-use certbound_store::ClientRecord;
+use certbound_store::{CertificateRecord, ClientRecord};
 use certbound_trust::{AuthMethod, CertificateStanding};
 use serde_json::Value;
 
@@ -24,7 +24,9 @@ pub(crate) struct Client {
     pub(crate) metadata: ClientMetadata,
 }
 
-/// Authenticates the client of a form request presenting `peer`.
+/// Authenticates the client of a form request presenting `peer`: finds the client and the
+/// presented certificate's record (one statement, the hot path), then applies the method the
+/// client registered.
 pub(crate) async fn authenticate(
     authz: &Authz,
     peer: Option<&PeerCertificate>,
@@ -36,7 +38,7 @@ pub(crate) async fn authenticate(
             "no client certificate: certificate-bound tokens need mutual TLS with your transport certificate".into(),
         )
     })?;
-    let assertion = form.get("client_assertion");
+    let assertion = form.get("client_assertion").map(String::as_str);
     let claimed = match (form.get("client_id"), assertion) {
         (Some(client_id), _) => client_id.clone(),
         (None, Some(assertion)) => certbound_jose::unverified_claims(assertion)
@@ -50,7 +52,6 @@ pub(crate) async fn authenticate(
             ));
         }
     };
-    // The hot path: the client and the presented certificate's record in one statement.
     let (record, presented) = authz
         .store
         .client_and_certificate(&claimed, &peer.thumbprint)
@@ -58,28 +59,14 @@ pub(crate) async fn authenticate(
     let record = record.ok_or_else(|| {
         AuthzError::InvalidClient(format!("unknown client `{claimed}`: register it first"))
     })?;
-    // The presented certificate's standing as a transport certificate of the client's
-    // organisation (of its very software for tls_client_auth). A self-signed certificate
-    // (RFC 8705 §2.2) is no directory certificate: only its own method may use it.
-    let presented_standing = |software_id: Option<&str>| {
-        certbound_trust::certificate_standing(
-            presented.as_slice(),
-            certbound_trust::Use {
-                role: certbound_pki::CertificateType::Transport.as_str(),
-                organisation_id: Some(&record.organisation_id),
-                software_id,
-            },
-            now,
-        )
-    };
-    let refuse = |standing: CertificateStanding| {
-        AuthzError::InvalidClient(format!("the client certificate {}", standing.description()))
-    };
     let metadata: ClientMetadata = serde_json::from_str(&record.metadata)
         .map_err(|error| AuthzError::Internal(error.to_string()))?;
-    let aliases = [record.software_id.clone()];
-
-    match metadata.token_endpoint_auth_method {
+    let client = Client { record, metadata };
+    let presented = Presented {
+        peer,
+        record: presented,
+    };
+    match client.metadata.token_endpoint_auth_method {
         AuthMethod::PrivateKeyJwt => {
             let assertion = assertion.ok_or_else(|| {
                 AuthzError::InvalidClient(
@@ -92,136 +79,197 @@ pub(crate) async fn authenticate(
                     "client_assertion_type must be {JWT_BEARER}"
                 )));
             }
-            match presented_standing(None) {
-                CertificateStanding::Good if peer.issued_by_directory => {}
-                CertificateStanding::Good | CertificateStanding::Unknown => {
-                    return Err(AuthzError::InvalidClient(
-                        "the client certificate must be a directory transport certificate of the client's organisation".into(),
-                    ));
-                }
-                refused => return Err(refuse(refused)),
-            }
-            let kid = certbound_jose::unverified_kid(assertion);
-            let keys = authz
-                .key_cache
-                .keys(&metadata.jwks_uri, kid.as_deref(), now)
-                .await
-                .map_err(|error| {
-                    AuthzError::Internal(format!("client JWKS unavailable: {error}"))
-                })?;
-            let audiences: Vec<String> = if authz.config.strict_audience {
-                vec![authz.config.issuer.clone()]
-            } else {
-                vec![authz.config.issuer.clone(), authz.endpoint("/oauth2/token")]
-            };
-            let rules = AssertionRules {
-                client_id: &record.client_id,
-                client_id_aliases: &aliases,
-                audiences: &audiences,
-                algorithms: &authz.config.algorithms,
-                now,
-            };
-            if authz.config.strict_audience
-                && certbound_jose::unverified_claims(assertion)
-                    .is_some_and(|claims| !claims.get("aud").is_some_and(Value::is_string))
-            {
-                return Err(AuthzError::InvalidClient(
-                    "client assertion aud must be the issuer, as a string".into(),
-                ));
-            }
-            let verified = verify_client_assertion(assertion, &keys, &rules)
-                .map_err(|error| AuthzError::InvalidClient(error.to_string()))?;
-            let standing = signing_key_standing(
-                authz,
-                &verified.kid,
-                &record.organisation_id,
-                &record.software_id,
-                now,
-            )
-            .await?;
-            if standing != CertificateStanding::Good {
-                return Err(AuthzError::InvalidClient(format!(
-                    "the key that signed the client assertion (kid {}) {}",
-                    verified.kid,
-                    standing.description()
-                )));
-            }
-            if let Some(alg) = &metadata.token_endpoint_auth_signing_alg
-                && certbound_jose::unverified_header(assertion)
-                    .and_then(|header| header.get("alg").cloned())
-                    != Some(Value::from(alg.as_str()))
-            {
-                return Err(AuthzError::InvalidClient(format!(
-                    "this client registered {alg} for its assertions"
-                )));
-            }
-            let replay = format!("authz|{}|{}", record.client_id, verified.jti);
-            if !authz.store.use_once(&replay, verified.exp, now).await? {
-                return Err(AuthzError::InvalidClient(
-                    "client assertion jti has already been used".into(),
-                ));
-            }
+            private_key_jwt(authz, &client, &presented, assertion, now).await?;
         }
         AuthMethod::TlsClientAuth => {
             refuse_assertion(assertion, "tls_client_auth")?;
-            let standing = presented_standing(Some(&record.software_id));
-            if matches!(
-                standing,
-                CertificateStanding::Revoked
-                    | CertificateStanding::Expired
-                    | CertificateStanding::NotYetValid
-            ) {
-                return Err(refuse(standing));
-            }
-            let info = certbound_pki::CertificateInfo::parse(&peer.der)
-                .map_err(|error| AuthzError::InvalidClient(error.0))?;
-            if !peer.issued_by_directory
-                || standing != CertificateStanding::Good
-                || normalise_dn(&info.subject) != normalise_dn(&metadata.tls_client_auth_subject_dn)
-            {
-                return Err(AuthzError::InvalidClient(
-                    "tls_client_auth: the certificate is not the directory certificate registered for this client".into(),
-                ));
-            }
+            tls_client_auth(&client, &presented, now)?;
         }
         AuthMethod::SelfSignedTlsClientAuth => {
             refuse_assertion(assertion, "self_signed_tls_client_auth")?;
-            // A directory certificate presented here still must not be revoked or expired.
-            if presented.is_some() {
-                match presented_standing(None) {
-                    CertificateStanding::Revoked
-                    | CertificateStanding::Expired
-                    | CertificateStanding::NotYetValid => {
-                        return Err(refuse(presented_standing(None)));
-                    }
-                    _ => {}
-                }
-            }
-            let mut registered = false;
-            for uri in std::iter::once(&metadata.jwks_uri).chain(metadata.jwks_transport_uri.iter())
-            {
-                let set = authz
-                    .key_cache
-                    .raw(uri)
-                    .await
-                    .map_err(AuthzError::Internal)?;
-                registered |= set
-                    .get("keys")
-                    .and_then(Value::as_array)
-                    .is_some_and(|keys| {
-                        keys.iter().any(|key| {
-                            key.get("x5t#S256").and_then(Value::as_str) == Some(&*peer.thumbprint)
-                        })
-                    });
-            }
-            if !registered {
-                return Err(AuthzError::InvalidClient(
-                    "self_signed_tls_client_auth: the certificate is not among the client's published keys".into(),
-                ));
-            }
+            self_signed_tls_client_auth(authz, &client, &presented, now).await?;
         }
     }
-    Ok(Client { record, metadata })
+    Ok(client)
+}
+
+/// The certificate on the connection, and the directory's record of it (none for a self-signed
+/// one, RFC 8705 §2.2).
+struct Presented<'a> {
+    peer: &'a PeerCertificate,
+    record: Option<CertificateRecord>,
+}
+
+impl Presented<'_> {
+    /// Its standing as a transport certificate of the client's organisation (and of its very
+    /// software, if given).
+    fn standing(
+        &self,
+        client: &Client,
+        software_id: Option<&str>,
+        now: i64,
+    ) -> CertificateStanding {
+        certbound_trust::certificate_standing(
+            self.record.as_slice(),
+            certbound_trust::Use {
+                role: certbound_pki::CertificateType::Transport.as_str(),
+                organisation_id: Some(&client.record.organisation_id),
+                software_id,
+            },
+            now,
+        )
+    }
+}
+
+fn refuse(standing: CertificateStanding) -> AuthzError {
+    AuthzError::InvalidClient(format!("the client certificate {}", standing.description()))
+}
+
+/// Revoked, expired and not-yet-valid certificates are refused whatever the method.
+fn refuse_unusable(standing: CertificateStanding) -> Result<(), AuthzError> {
+    match standing {
+        CertificateStanding::Revoked
+        | CertificateStanding::Expired
+        | CertificateStanding::NotYetValid => Err(refuse(standing)),
+        _ => Ok(()),
+    }
+}
+
+/// RFC 7523 over mTLS: a directory transport certificate of the client's organisation, and an
+/// assertion (the rules of DESIGN.md section 3) signed by one of the software's signing keys,
+/// its `jti` used once.
+async fn private_key_jwt(
+    authz: &Authz,
+    client: &Client,
+    presented: &Presented<'_>,
+    assertion: &str,
+    now: i64,
+) -> Result<(), AuthzError> {
+    let (record, metadata) = (&client.record, &client.metadata);
+    match presented.standing(client, None, now) {
+        CertificateStanding::Good if presented.peer.issued_by_directory => {}
+        CertificateStanding::Good | CertificateStanding::Unknown => {
+            return Err(AuthzError::InvalidClient(
+                "the client certificate must be a directory transport certificate of the client's organisation".into(),
+            ));
+        }
+        refused => return Err(refuse(refused)),
+    }
+    let kid = certbound_jose::unverified_kid(assertion);
+    let keys = authz
+        .key_cache
+        .keys(&metadata.jwks_uri, kid.as_deref(), now)
+        .await
+        .map_err(|error| AuthzError::Internal(format!("client JWKS unavailable: {error}")))?;
+    let audiences: Vec<String> = if authz.config.strict_audience {
+        vec![authz.config.issuer.clone()]
+    } else {
+        vec![authz.config.issuer.clone(), authz.endpoint("/oauth2/token")]
+    };
+    if authz.config.strict_audience
+        && certbound_jose::unverified_claims(assertion)
+            .is_some_and(|claims| !claims.get("aud").is_some_and(Value::is_string))
+    {
+        return Err(AuthzError::InvalidClient(
+            "client assertion aud must be the issuer, as a string".into(),
+        ));
+    }
+    let aliases = [record.software_id.clone()];
+    let rules = AssertionRules {
+        client_id: &record.client_id,
+        client_id_aliases: &aliases,
+        audiences: &audiences,
+        algorithms: &authz.config.algorithms,
+        now,
+    };
+    let verified = verify_client_assertion(assertion, &keys, &rules)
+        .map_err(|error| AuthzError::InvalidClient(error.to_string()))?;
+    let standing = signing_key_standing(
+        authz,
+        &verified.kid,
+        &record.organisation_id,
+        &record.software_id,
+        now,
+    )
+    .await?;
+    if standing != CertificateStanding::Good {
+        return Err(AuthzError::InvalidClient(format!(
+            "the key that signed the client assertion (kid {}) {}",
+            verified.kid,
+            standing.description()
+        )));
+    }
+    if let Some(alg) = &metadata.token_endpoint_auth_signing_alg
+        && certbound_jose::unverified_header(assertion)
+            .and_then(|header| header.get("alg").cloned())
+            != Some(Value::from(alg.as_str()))
+    {
+        return Err(AuthzError::InvalidClient(format!(
+            "this client registered {alg} for its assertions"
+        )));
+    }
+    let replay = format!("authz|{}|{}", record.client_id, verified.jti);
+    if !authz.store.use_once(&replay, verified.exp, now).await? {
+        return Err(AuthzError::InvalidClient(
+            "client assertion jti has already been used".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 8705 §2.1: the directory transport certificate of this very software, with the subject
+/// the client registered.
+fn tls_client_auth(client: &Client, presented: &Presented<'_>, now: i64) -> Result<(), AuthzError> {
+    let standing = presented.standing(client, Some(&client.record.software_id), now);
+    refuse_unusable(standing)?;
+    let info = certbound_pki::CertificateInfo::parse(&presented.peer.der)
+        .map_err(|error| AuthzError::InvalidClient(error.0))?;
+    if !presented.peer.issued_by_directory
+        || standing != CertificateStanding::Good
+        || normalise_dn(&info.subject) != normalise_dn(&client.metadata.tls_client_auth_subject_dn)
+    {
+        return Err(AuthzError::InvalidClient(
+            "tls_client_auth: the certificate is not the directory certificate registered for this client".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 8705 §2.2: a certificate whose `x5t#S256` the client publishes in its keystore; a
+/// directory certificate presented this way still must be usable.
+async fn self_signed_tls_client_auth(
+    authz: &Authz,
+    client: &Client,
+    presented: &Presented<'_>,
+    now: i64,
+) -> Result<(), AuthzError> {
+    if presented.record.is_some() {
+        refuse_unusable(presented.standing(client, None, now))?;
+    }
+    let metadata = &client.metadata;
+    let mut registered = false;
+    for uri in std::iter::once(&metadata.jwks_uri).chain(metadata.jwks_transport_uri.iter()) {
+        let set = authz
+            .key_cache
+            .raw(uri)
+            .await
+            .map_err(AuthzError::Internal)?;
+        registered |= set
+            .get("keys")
+            .and_then(Value::as_array)
+            .is_some_and(|keys| {
+                keys.iter().any(|key| {
+                    key.get("x5t#S256").and_then(Value::as_str) == Some(&*presented.peer.thumbprint)
+                })
+            });
+    }
+    if !registered {
+        return Err(AuthzError::InvalidClient(
+            "self_signed_tls_client_auth: the certificate is not among the client's published keys"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The standing of the key with this `kid` as a signing key of `software_id` in
@@ -284,7 +332,7 @@ pub(crate) async fn require_transport_certificate(
     }
 }
 
-fn refuse_assertion(assertion: Option<&String>, method: &str) -> Result<(), AuthzError> {
+fn refuse_assertion(assertion: Option<&str>, method: &str) -> Result<(), AuthzError> {
     match assertion {
         Some(_) => Err(AuthzError::InvalidClient(format!(
             "this client authenticates with {method}: do not send a client_assertion"
