@@ -7,6 +7,9 @@ SECONDS_EACH=${FUZZ_SECONDS:-20}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # cargo fuzz needs nightly-only flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
 export RUSTC_BOOTSTRAP=1
+# Release builds of the fuzz workspace are kept between runs on this machine (a build cache; the
+# first run builds everything twice, for the seed example and instrumented for the targets).
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/certbound-ci/fuzz-target}
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
 cargo run -q --release --example seeds -- "$WORK/corpus"
 cargo fuzz build --release --sanitizer none
