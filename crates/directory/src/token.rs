@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -64,7 +64,7 @@ pub(crate) async fn token_without_certificate(
 pub(crate) async fn refuse_revoked_certificate(
     State(directory): State<Arc<Directory>>,
     peer: Result<PeerCertificate, certbound_http::MissingCertificate>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let Ok(peer) = peer else {
@@ -84,9 +84,16 @@ pub(crate) async fn refuse_revoked_certificate(
         organisation_id: None,
         software_id: None,
     };
-    match standing(presented.as_ref(), wanted, certbound_store::clock::now()) {
-        CertificateStanding::Good => next.run(request).await,
-        refused => DirectoryError::InvalidClient(format!(
+    match (
+        standing(presented.as_ref(), wanted, certbound_store::clock::now()),
+        presented,
+    ) {
+        (CertificateStanding::Good, Some(record)) => {
+            // The endpoints judge this same record for their own use: no second read.
+            request.extensions_mut().insert(Presented(record));
+            next.run(request).await
+        }
+        (refused, _) => DirectoryError::InvalidClient(format!(
             "the client certificate {}",
             refused.description()
         ))
@@ -117,6 +124,11 @@ async fn client(
     Ok(statement)
 }
 
+/// The directory's record of the certificate on this connection, read once by
+/// [`refuse_revoked_certificate`] for the endpoints behind it.
+#[derive(Clone, Debug)]
+pub(crate) struct Presented(CertificateRecord);
+
 /// The standing of `record` (the presented certificate, or a key's) for `wanted`: the one
 /// definition every party uses.
 fn standing(record: Option<&CertificateRecord>, wanted: Use<'_>, now: i64) -> CertificateStanding {
@@ -131,6 +143,7 @@ fn standing(record: Option<&CertificateRecord>, wanted: Use<'_>, now: i64) -> Ce
 pub(crate) async fn token(
     State(directory): State<Arc<Directory>>,
     peer: PeerCertificate,
+    Extension(Presented(presented)): Extension<Presented>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, DirectoryError> {
@@ -140,7 +153,7 @@ pub(crate) async fn token(
     let form = parse_form(content_type, &body)
         .map_err(|error| DirectoryError::InvalidRequest(error.description()))?;
     let now = certbound_store::clock::now();
-    let statement = authenticate(&directory, &peer, &form, now).await?;
+    let statement = authenticate(&directory, &presented, &form, now).await?;
 
     let _client_credentials: GrantType = form
         .get("grant_type")
@@ -203,14 +216,10 @@ pub(crate) async fn token(
 /// Client authentication: `private_key_jwt` when an assertion is present, else `tls_client_auth`.
 async fn authenticate(
     directory: &Directory,
-    peer: &PeerCertificate,
+    presented: &CertificateRecord,
     form: &BTreeMap<String, String>,
     now: i64,
 ) -> Result<SoftwareStatement, DirectoryError> {
-    let presented = directory
-        .store
-        .certificate_by_thumbprint(&peer.thumbprint)
-        .await?;
     if let Some(assertion) = form.get("client_assertion") {
         if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
             return Err(DirectoryError::InvalidClient(format!(
@@ -234,7 +243,7 @@ async fn authenticate(
         let statement = client(directory, &issuer).await?;
         // The presented certificate: a transport certificate of the software's organisation.
         let presented_standing = standing(
-            presented.as_ref(),
+            Some(presented),
             Use {
                 role: CertificateType::Transport.as_str(),
                 organisation_id: Some(&statement.organisation_id),
@@ -313,7 +322,7 @@ async fn authenticate(
     })?;
     let statement = client(directory, client_id).await?;
     let presented_standing = standing(
-        presented.as_ref(),
+        Some(presented),
         Use {
             role: CertificateType::Transport.as_str(),
             organisation_id: Some(&statement.organisation_id),
