@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(token) = std::str::from_utf8(data) else { return };
     let policy = AlgorithmPolicy::default();
     let audiences = ["https://localhost:8443".to_owned()];
-    let rules = AssertionRules { client_id: "c", client_id_aliases: &[], audiences: &audiences, algorithms: &policy, now: 1_790_000_000 };
+    let rules = AssertionRules { client_id: "c", client_id_aliases: &[], audiences: &audiences, algorithms: &policy, now: 1_790_000_000, max_lifetime: certbound_jose::DEFAULT_MAX_LIFETIME };
     let _ = verify_client_assertion(token, std::slice::from_ref(key()), &rules);
     let _ = verify_jws(token, std::slice::from_ref(key()), &policy);
     let _ = unverified_claims(token);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use certbound_http::PeerCertificate;
 use certbound_jose::{AssertionRules, verify_client_assertion};
 use certbound_store::{CertificateRecord, ClientRecord};
-use certbound_trust::{AuthMethod, CertificateStanding};
+use certbound_trust::{Acceptor, AuthMethod, CertificateStanding, Jti, JtiUse};
 use serde_json::Value;
 
 use crate::registration::{ClientMetadata, normalise_dn};
@@ -181,6 +181,7 @@ async fn private_key_jwt(
         audiences: &audiences,
         algorithms: &authz.config.algorithms,
         now,
+        max_lifetime: authz.config.assertion_max_lifetime,
     };
     let verified = verify_client_assertion(assertion, &keys, &rules)
         .map_err(|error| AuthzError::InvalidClient(error.to_string()))?;
@@ -208,11 +209,17 @@ async fn private_key_jwt(
             "this client registered {alg} for its assertions"
         )));
     }
-    let replay = format!("authz|{}|{}", record.client_id, verified.jti);
-    if !authz.store.use_once(&replay, verified.exp, now).await? {
-        return Err(AuthzError::InvalidClient(
-            "client assertion jti has already been used".into(),
-        ));
+    let used = certbound_trust::use_jti_once(
+        authz.store.as_ref(),
+        Acceptor::AuthorizationServer,
+        &record.client_id,
+        &Jti::new(verified.jti.clone()),
+        verified.exp,
+        now,
+    )
+    .await?;
+    if used == JtiUse::Replayed {
+        return Err(AuthzError::InvalidClient(used.description().into()));
     }
     Ok(())
 }
@@ -249,19 +256,14 @@ async fn self_signed_tls_client_auth(
     let metadata = &client.metadata;
     let mut registered = false;
     for uri in std::iter::once(&metadata.jwks_uri).chain(metadata.jwks_transport_uri.iter()) {
-        let set = authz
+        registered = authz
             .key_cache
-            .raw(uri)
+            .publishes_thumbprint(uri, &presented.peer.thumbprint, now)
             .await
             .map_err(AuthzError::Internal)?;
-        registered |= set
-            .get("keys")
-            .and_then(Value::as_array)
-            .is_some_and(|keys| {
-                keys.iter().any(|key| {
-                    key.get("x5t#S256").and_then(Value::as_str) == Some(&*presented.peer.thumbprint)
-                })
-            });
+        if registered {
+            break;
+        }
     }
     if !registered {
         return Err(AuthzError::InvalidClient(

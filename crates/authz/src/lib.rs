@@ -21,20 +21,28 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use certbound_jose::AlgorithmPolicy;
-use certbound_store::{AuthzStore, DirectoryStore, MasterKey, RateLimitStore, ReplayStore};
+use certbound_store::{
+    AuthzStore, DirectoryStore, MasterKey, RateLimitStore, ReplayStore, TokenStandingStore,
+};
 
 pub use error::AuthzError;
 
 /// Everything the authorization server stores, as one trait object.
 /// The directory's certificate revocations are included: a revoked certificate gets nothing here.
-pub trait Store: AuthzStore + ReplayStore + DirectoryStore + RateLimitStore {}
-impl<T: AuthzStore + ReplayStore + DirectoryStore + RateLimitStore> Store for T {}
+pub trait Store:
+    AuthzStore + ReplayStore + DirectoryStore + RateLimitStore + TokenStandingStore
+{
+}
+impl<T: AuthzStore + ReplayStore + DirectoryStore + RateLimitStore + TokenStandingStore> Store
+    for T
+{
+}
 
 /// Requests per minute allowed at the token and registration endpoints (0: no limit). Counted in
 /// the shared store, so the limit holds across instances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimits {
-    /// Token requests per claimed client.
+    /// Token requests per client, counted only once the request authenticated as it.
     pub token_per_client: i64,
     /// Token requests per source address.
     pub token_per_address: i64,
@@ -66,6 +74,8 @@ pub struct AuthzConfig {
     pub token_lifetime: i64,
     /// Accepted client assertion and request object algorithms.
     pub algorithms: AlgorithmPolicy,
+    /// The longest accepted client assertion life, seconds.
+    pub assertion_max_lifetime: i64,
     /// FAPI 2 strictness: a client assertion's `aud` must be the issuer string alone.
     pub strict_audience: bool,
     /// The scopes this server may grant (discovery lists them).

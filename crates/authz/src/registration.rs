@@ -848,6 +848,7 @@ mod ssa_tests {
             directory_jwks_uri: format!("{DIRECTORY}/jwks"),
             token_lifetime: 600,
             algorithms: AlgorithmPolicy::default(),
+            assertion_max_lifetime: certbound_jose::DEFAULT_MAX_LIFETIME,
             strict_audience: false,
             scopes_supported: vec![],
             rate_limits: crate::RateLimits::default(),

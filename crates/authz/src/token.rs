@@ -51,8 +51,9 @@ pub(crate) async fn token(
 ) -> Result<Response, AuthzError> {
     let form = form(&headers, &body)?;
     let now = certbound_store::clock::now();
-    rate_limit(&authz, address, &form, now).await?;
+    limit_address(&authz, address, now).await?;
     let client = authenticate(&authz, peer.as_ref(), &form, now).await?;
+    limit_client(&authz, &client, now).await?;
     require_grant(&client, form.get("grant_type").map(String::as_str))?;
     let scopes = grant_scopes(
         &client.metadata.scope,
@@ -76,28 +77,30 @@ pub(crate) async fn token(
     })))
 }
 
-/// The token endpoint's budgets: per source address, and per claimed client.
-async fn rate_limit(
+/// The token endpoint's budget per source address (behind a trusted proxy, the address the
+/// proxy forwarded), spent by every request before anything else is done for it.
+async fn limit_address(
     authz: &Authz,
     address: Option<certbound_http::ClientAddress>,
-    form: &std::collections::BTreeMap<String, String>,
     now: i64,
 ) -> Result<(), AuthzError> {
-    let limits = authz.config.rate_limits;
     if let Some(address) = address {
         let key = format!("token|address|{}", address.0.ip());
-        authz.limit(&key, limits.token_per_address, now).await?;
-    }
-    let claimed = form.get("client_id").cloned().or_else(|| {
-        form.get("client_assertion")
-            .and_then(|assertion| certbound_jose::unverified_claims(assertion))
-            .and_then(|claims| claims.get("iss").and_then(Value::as_str).map(str::to_owned))
-    });
-    if let Some(client) = claimed {
-        let key = format!("token|client|{client}");
-        authz.limit(&key, limits.token_per_client, now).await?;
+        authz
+            .limit(&key, authz.config.rate_limits.token_per_address, now)
+            .await?;
     }
     Ok(())
+}
+
+/// A client's own budget, spent only by requests that authenticated as it: nobody can spend
+/// another client's budget by naming it (a lock-out), and the key is a registered `client_id`,
+/// never unbounded request text.
+async fn limit_client(authz: &Authz, client: &Client, now: i64) -> Result<(), AuthzError> {
+    let key = format!("token|client|{}", client.record.client_id);
+    authz
+        .limit(&key, authz.config.rate_limits.token_per_client, now)
+        .await
 }
 
 /// The grant asked for is one this server issues and the client registered for.

@@ -49,6 +49,7 @@ fn benches(c: &mut Criterion) {
         audiences: &audience,
         algorithms: &policy,
         now: NOW,
+        max_lifetime: certbound_jose::DEFAULT_MAX_LIFETIME,
     };
     c.bench_function("verify PS256 client assertion", |b| {
         b.iter(|| {

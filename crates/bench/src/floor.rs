@@ -36,6 +36,7 @@ pub(crate) fn token(
         audiences: &audiences,
         algorithms: &policy,
         now,
+        max_lifetime: certbound_jose::DEFAULT_MAX_LIFETIME,
     };
     verify_client_assertion(assertion, std::slice::from_ref(client_key), &rules)
         .map_err(|error| error.to_string())?;

@@ -26,6 +26,14 @@ impl Caller {
             Err(CardsError::InsufficientScope(scope))
         }
     }
+
+    /// Who a card this caller creates belongs to.
+    pub(crate) fn tenant(&self) -> crate::handlers::Tenant<'_> {
+        crate::handlers::Tenant {
+            organisation_id: &self.claims.org_id,
+            client_id: &self.claims.client_id,
+        }
+    }
 }
 
 impl FromRequestParts<Arc<Cards>> for Caller {

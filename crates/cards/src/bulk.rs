@@ -198,7 +198,7 @@ async fn process(
             now,
         )
         .await?;
-        tokens.push(public_token);
+        tokens.push(public_token.to_string());
         let recorded = serde_json::to_string(&tokens)
             .map_err(|error| CardsError::Internal(error.to_string()))?;
         cards

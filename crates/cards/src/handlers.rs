@@ -19,8 +19,8 @@ use certbound_trust::Secret;
 use crate::body::parse;
 use crate::idempotency::idempotent;
 use crate::model::{
-    self, CardType, ChangeStatus, CreateCard, CvvStatus, EncryptedRequest, Errors, Product, SetPin,
-    UpdateCard,
+    self, CardStatus, ChangeStatus, CreateCard, CvvStatus, EncryptedRequest, Product, PublicToken,
+    SetPin, UpdateCard,
 };
 use crate::{Cards, CardsError};
 
@@ -85,22 +85,59 @@ pub(crate) fn product<'a>(cards: &'a Cards, code: &str) -> Option<&'a Product> {
         .find(|product| product.code == code)
 }
 
+/// The card a path names, or 404. A malformed token names no card (and is not echoed back).
+fn card_token(text: &str) -> Result<PublicToken, CardsError> {
+    PublicToken::parse(text)
+        .ok_or_else(|| CardsError::NotFound("no card has this publicToken: it is 9 digits".into()))
+}
+
 /// The caller's card, or 404 (another tenant's card does not exist for it).
 async fn owned(
     cards: &Cards,
     caller: &Caller,
-    public_token: &str,
+    public_token: &PublicToken,
 ) -> Result<CardRecord, CardsError> {
-    let not_found = || CardsError::NotFound(format!("card {public_token} does not exist"));
-    if public_token.len() != 9 || !public_token.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(not_found());
-    }
     cards
         .store
-        .card(public_token)
+        .card(public_token.as_str())
         .await?
         .filter(|card| card.organisation_id == caller.claims.org_id)
-        .ok_or_else(not_found)
+        .ok_or_else(|| CardsError::NotFound(format!("card {public_token} does not exist")))
+}
+
+/// The stored status of a card.
+fn stored_status(card: &CardRecord) -> Result<CardStatus, CardsError> {
+    CardStatus::parse(&card.status_code)
+        .ok_or_else(|| CardsError::Internal("unknown stored status".into()))
+}
+
+/// How often a write re-reads a card that another write changed under it before giving up.
+const ATTEMPTS: usize = 8;
+
+/// Reads the caller's card, lets `change` decide on it (from its current status, at `now`) and
+/// writes it back only if no other write came in between: a write that lost the race reads the
+/// card again and decides again, so no write overwrites another's (a PIN set cannot bring back
+/// the status a concurrent `Lost` replaced).
+async fn change_card<T>(
+    cards: &Cards,
+    caller: &Caller,
+    public_token: &PublicToken,
+    mut change: impl FnMut(&mut CardRecord, CardStatus, i64) -> Result<T, CardsError>,
+) -> Result<(CardRecord, T), CardsError> {
+    for _ in 0..ATTEMPTS {
+        let mut card = owned(cards, caller, public_token).await?;
+        let now = certbound_store::clock::now();
+        let status = stored_status(&card)?;
+        let outcome = change(&mut card, status, now)?;
+        card.updated_at = now;
+        if cards.store.update_card(&card).await? {
+            card.version += 1;
+            return Ok((card, outcome));
+        }
+    }
+    Err(CardsError::Conflict(
+        "the card kept changing under this request: retry it".into(),
+    ))
 }
 
 fn details(card: &CardRecord) -> Result<Value, CardsError> {
@@ -125,7 +162,7 @@ pub(crate) async fn issue_card(
     active: bool,
     expiry: time::Date,
     now: i64,
-) -> Result<(String, Value), CardsError> {
+) -> Result<(PublicToken, Value), CardsError> {
     let pan = Secret::new(model::new_pan(product)?);
     let cvv = Secret::new(model::random_digits(3)?);
     let today = date(now);
@@ -135,26 +172,31 @@ pub(crate) async fn issue_card(
         map.insert("expiryDate".into(), Value::from(iso(expiry)));
         map.insert("currencyCode".into(), Value::from(product.currency.clone()));
     }
-    let status = if active { "00" } else { "02" };
+    let status = if active {
+        CardStatus::Active
+    } else {
+        CardStatus::Inactive
+    };
     for _ in 0..5 {
-        let public_token = model::new_public_token()?;
+        let public_token = PublicToken::generate()?;
         let record = CardRecord {
-            public_token: public_token.clone(),
+            public_token: public_token.to_string(),
             organisation_id: tenant.organisation_id.to_owned(),
             client_id: tenant.client_id.to_owned(),
             details: details.to_string(),
-            pan_sealed: seal(cards, &public_token, "pan", &pan)?,
-            cvv_sealed: seal(cards, &public_token, "cvv", &cvv)?,
+            pan_sealed: seal(cards, public_token.as_str(), "pan", &pan)?,
+            cvv_sealed: seal(cards, public_token.as_str(), "cvv", &cvv)?,
             pin_sealed: None,
-            status_code: status.to_owned(),
+            status_code: status.code().to_owned(),
             status_updated: json!({"updated": rfc3339(now), "updatedBy": tenant.client_id, "description": "Card issued"}).to_string(),
             cvv_blocked: false,
             created_at: now,
             updated_at: now,
+            version: 0,
         };
         if cards.store.insert_card(&record).await? {
             tracing::info!(
-                public_token,
+                public_token = %public_token,
                 organisation_id = tenant.organisation_id,
                 "card issued"
             );
@@ -177,75 +219,14 @@ pub(crate) async fn create_card(
     let request: CreateCard = parse(&body)?;
     let now = certbound_store::clock::now();
     let today = date(now);
-    let mut errors = Errors::default();
-    let product = product(&cards, &request.card_product);
-    if product.is_none() {
-        let known: Vec<&str> = cards
-            .config
-            .products
-            .iter()
-            .map(|product| product.code.as_str())
-            .collect();
-        errors.add(
-            "cardProduct",
-            format!(
-                "unknown card product; the products are {}",
-                known.join(", ")
-            ),
-        );
-    }
-    if request.customer_reference.trim().is_empty()
-        || request.customer_reference.chars().count() > 50
-    {
-        errors.add(
-            "customerReference",
-            "customerReference is required, at most 50 characters",
-        );
-    }
-    model::check_card_holder(&request.card_holder, "cardHolder", &mut errors);
-    model::check_address(&request.address, "address", &mut errors);
-    if let Some(address) = request
-        .fulfilment
-        .as_ref()
-        .and_then(|fulfilment| fulfilment.address.as_ref())
-    {
-        model::check_address(address, "fulfilment.address", &mut errors);
-    }
-    if let Some(expiry) = &request.expiry_date {
-        model::check_expiry(expiry, &iso(today), &mut errors);
-    }
-    errors.finish()?;
-    if request.fulfilment.is_some() && request.card_type != CardType::Physical {
-        return Err(CardsError::Unprocessable {
-            field: "fulfilment".into(),
-            message: "fulfilment applies to physical cards only".into(),
-        });
-    }
-    let Some(product) = product.cloned() else {
-        return Err(CardsError::field("cardProduct", "unknown card product"));
-    };
+    let product = request.check(&cards.config.products, &iso(today))?;
     let endpoint = "POST /cards".to_owned();
     idempotent(&cards, &caller, &headers, endpoint, &body, || async {
         let expiry = request
             .expiry_date
             .as_deref()
-            .and_then(|value| {
-                time::Date::parse(
-                    value,
-                    time::macros::format_description!("[year]-[month]-[day]"),
-                )
-                .ok()
-            })
+            .and_then(parse_date)
             .unwrap_or_else(|| default_expiry(today));
-        let emboss: String = format!(
-            "{} {}",
-            request.card_holder.first_name.trim(),
-            request.card_holder.last_name.trim()
-        )
-        .to_uppercase()
-        .chars()
-        .take(26)
-        .collect();
         let details = json!({
             "cardType": request.card_type,
             "cardProduct": request.card_product,
@@ -254,43 +235,46 @@ pub(crate) async fn create_card(
             "address": request.address,
             "fulfilment": request.fulfilment,
             "designId": request.design_id,
-            "embossName": emboss,
+            "embossName": request.emboss_name(),
         });
+        let active = request.activate_now.unwrap_or(true);
         let (public_token, details) = issue_card(
             &cards,
-            Tenant {
-                organisation_id: &caller.claims.org_id,
-                client_id: &caller.claims.client_id,
-            },
-            &product,
+            caller.tenant(),
+            product,
             details,
-            request.activate_now.unwrap_or(true),
+            active,
             expiry,
             now,
         )
         .await?;
-        Ok((
-            StatusCode::CREATED,
-            Some(json!({
-                "publicToken": public_token,
-                "customerReference": details["customerReference"],
-                "embossName": details["embossName"],
-                "maskedPan": details["maskedPan"],
-                "startDate": details["startDate"],
-                "expiryDate": details["expiryDate"],
-            })),
-        ))
+        let answer = json!({
+            "publicToken": public_token.as_str(),
+            "customerReference": details["customerReference"],
+            "embossName": details["embossName"],
+            "maskedPan": details["maskedPan"],
+            "startDate": details["startDate"],
+            "expiryDate": details["expiryDate"],
+        });
+        Ok((StatusCode::CREATED, Some(answer)))
     })
     .await
 }
 
+fn parse_date(value: &str) -> Option<time::Date> {
+    time::Date::parse(
+        value,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()
+}
+
 fn status_view(card: &CardRecord) -> Result<Value, CardsError> {
-    let status = model::status(&card.status_code)
-        .ok_or_else(|| CardsError::Internal("unknown stored status".into()))?;
+    let status = stored_status(card)?;
     let updated: Value = serde_json::from_str(&card.status_updated).unwrap_or_else(|_| json!({}));
     Ok(json!({
-        "status": status.name,
-        "cardStatusCode": status.code,
+        "status": status.name(),
+        "cardStatusCode": status.code(),
         "updated": updated["updated"],
         "updatedBy": updated["updatedBy"],
         "description": updated["description"],
@@ -304,16 +288,15 @@ pub(crate) async fn show_card(
     Path(public_token): Path<String>,
 ) -> Result<Json<Value>, CardsError> {
     caller.require("cards.read")?;
-    let card = owned(&cards, &caller, &public_token).await?;
+    let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
     let details = details(&card)?;
-    let status = model::status(&card.status_code)
-        .ok_or_else(|| CardsError::Internal("unknown stored status".into()))?;
+    let status = stored_status(&card)?;
     Ok(Json(json!({
         "cardType": details["cardType"],
         "publicToken": card.public_token,
-        "status": status.name,
-        "cardStatusCode": status.code,
-        "cardStatusDescription": status.description,
+        "status": status.name(),
+        "cardStatusCode": status.code(),
+        "cardStatusDescription": status.description(),
         "balance": {
             "currencyCode": details["currencyCode"],
             "cardBalance": 0.0,
@@ -344,57 +327,19 @@ pub(crate) async fn update_card(
     body: Bytes,
 ) -> Result<Response, CardsError> {
     caller.require("cards.write")?;
-    let mut card = owned(&cards, &caller, &public_token).await?;
+    let public_token = card_token(&public_token)?;
     let request: UpdateCard = parse(&body)?;
-    let mut details = details(&card)?;
-    let mut errors = Errors::default();
-    if let Some(reference) = &request.customer_reference
-        && (reference.trim().is_empty() || reference.chars().count() > 50)
-    {
-        errors.add(
-            "customerReference",
-            "customerReference must be 1 to 50 characters",
-        );
-    }
-    if let Some(holder) = &request.card_holder {
-        model::check_card_holder(holder, "cardHolder", &mut errors);
-    }
-    if let Some(address) = &request.address {
-        model::check_address(address, "address", &mut errors);
-    }
-    errors.finish()?;
-    if request.fulfilment.is_some() && details["cardType"] != json!(CardType::Physical) {
-        return Err(CardsError::Unprocessable {
-            field: "fulfilment".into(),
-            message: "fulfilment applies to physical cards only".into(),
-        });
-    }
+    request.check()?;
     let endpoint = format!("PATCH /cards/{public_token}");
     idempotent(&cards, &caller, &headers, endpoint, &body, || async {
-        if let Value::Object(map) = &mut details {
-            let mut set = |key: &str, value: Option<Value>| {
-                if let Some(value) = value {
-                    map.insert(key.to_owned(), value);
-                }
-            };
-            set(
-                "customerReference",
-                request.customer_reference.map(Value::from),
-            );
-            set(
-                "cardHolder",
-                request.card_holder.map(|holder| json!(holder)),
-            );
-            set("address", request.address.map(|address| json!(address)));
-            set(
-                "fulfilment",
-                request.fulfilment.map(|fulfilment| json!(fulfilment)),
-            );
-            set("designId", request.design_id.map(Value::from));
-        }
-        card.details = details.to_string();
-        card.updated_at = certbound_store::clock::now();
-        cards.store.update_card(&card).await?;
+        change_card(&cards, &caller, &public_token, |card, status, _| {
+            status.accepts_changes()?;
+            let mut details = details(card)?;
+            request.apply(&mut details)?;
+            card.details = details.to_string();
+            Ok(())
+        })
+        .await?;
         Ok((StatusCode::NO_CONTENT, None))
     })
     .await
@@ -407,11 +352,12 @@ pub(crate) async fn show_status(
     Path(public_token): Path<String>,
 ) -> Result<Json<Value>, CardsError> {
     caller.require("cards.read")?;
-    let card = owned(&cards, &caller, &public_token).await?;
+    let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
     Ok(Json(status_view(&card)?))
 }
 
-/// `PUT /cards/{publicToken}/status`.
+/// `PUT /cards/{publicToken}/status`. `updatedBy` is the caller's to say; the audit trail
+/// records the authenticated client beside it, whatever it says.
 pub(crate) async fn change_status(
     State(cards): State<Arc<Cards>>,
     caller: Caller,
@@ -420,57 +366,35 @@ pub(crate) async fn change_status(
     body: Bytes,
 ) -> Result<Response, CardsError> {
     caller.require("cards.write")?;
-    let mut card = owned(&cards, &caller, &public_token).await?;
+    let public_token = card_token(&public_token)?;
     let request: ChangeStatus = parse(&body)?;
-    let wanted = request
-        .card_status_code
-        .as_deref()
-        .or(request.status.as_deref())
-        .ok_or_else(|| {
-            CardsError::field(
-                "cardStatusCode",
-                "give cardStatusCode (e.g. \"41\") or status (e.g. \"Lost\")",
-            )
-        })?;
-    let known: Vec<String> = model::STATUSES
-        .iter()
-        .map(|status| format!("{} {}", status.code, status.name))
-        .collect();
-    let to = model::status(wanted).ok_or_else(|| {
-        CardsError::field(
-            "cardStatusCode",
-            format!("unknown status; the statuses are {}", known.join(", ")),
-        )
-    })?;
-    if let (Some(code), Some(name)) = (&request.card_status_code, &request.status)
-        && model::status(name).map(|status| status.code) != Some(to.code)
-    {
-        return Err(CardsError::field(
-            "status",
-            format!("status `{name}` does not match cardStatusCode `{code}`"),
-        ));
-    }
-    let from = model::status(&card.status_code)
-        .ok_or_else(|| CardsError::Internal("unknown stored status".into()))?;
-    model::transition(from, to)?;
+    let to = request.wanted()?;
+    let client_id = caller.claims.client_id.to_string();
+    let updated_by = request
+        .updated_by
+        .clone()
+        .unwrap_or_else(|| client_id.clone());
     let endpoint = format!("PUT /cards/{public_token}/status");
     idempotent(&cards, &caller, &headers, endpoint, &body, || async {
-        let now = certbound_store::clock::now();
-        card.status_code = to.code.to_owned();
-        card.status_updated = json!({
-            "updated": rfc3339(now),
-            "updatedBy": request.updated_by.unwrap_or_else(|| caller.claims.client_id.to_string()),
-            "description": request.description.unwrap_or_else(|| to.description.to_owned()),
+        let (card, now) = change_card(&cards, &caller, &public_token, |card, from, now| {
+            from.transition(to)?;
+            card.status_code = to.code().to_owned();
+            card.status_updated = json!({
+                "updated": rfc3339(now),
+                "updatedBy": updated_by,
+                "description": request.description.as_deref().unwrap_or(to.description()),
+            })
+            .to_string();
+            Ok(now)
         })
-        .to_string();
-        card.updated_at = now;
-        cards.store.update_card(&card).await?;
-        tracing::info!(public_token = %card.public_token, status = to.code, "card status changed");
+        .await?;
+        tracing::info!(%public_token, status = to.code(), "card status changed");
         cards.audit.record(
             "cards",
             "card_status_changed",
             now,
-            json!({"public_token": card.public_token, "organisation_id": card.organisation_id, "status": to.code, "client_id": caller.claims.client_id}),
+            json!({"public_token": card.public_token, "organisation_id": card.organisation_id,
+                   "status": to.code(), "client_id": client_id, "updated_by": updated_by}),
         );
         Ok((StatusCode::OK, Some(status_view(&card)?)))
     })
@@ -486,14 +410,17 @@ pub(crate) async fn set_pin(
     body: Bytes,
 ) -> Result<Response, CardsError> {
     caller.require("pin.write")?;
-    let mut card = owned(&cards, &caller, &public_token).await?;
+    let public_token = card_token(&public_token)?;
     let request: SetPin = parse(&body)?;
     model::check_pin(&request.pin)?;
     let endpoint = format!("POST /cards/{public_token}/pin");
     idempotent(&cards, &caller, &headers, endpoint, &body, || async {
-        card.pin_sealed = Some(seal(&cards, &card.public_token, "pin", &request.pin)?);
-        card.updated_at = certbound_store::clock::now();
-        cards.store.update_card(&card).await?;
+        change_card(&cards, &caller, &public_token, |card, status, _| {
+            status.accepts_changes()?;
+            card.pin_sealed = Some(seal(&cards, public_token.as_str(), "pin", &request.pin)?);
+            Ok(())
+        })
+        .await?;
         Ok((StatusCode::NO_CONTENT, None))
     })
     .await
@@ -506,7 +433,7 @@ pub(crate) async fn show_pin(
     Path(public_token): Path<String>,
 ) -> Result<Json<Value>, CardsError> {
     caller.require("pin.read")?;
-    let card = owned(&cards, &caller, &public_token).await?;
+    let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
     let sealed = card
         .pin_sealed
         .as_deref()
@@ -523,7 +450,7 @@ pub(crate) async fn show_cvv(
     Path(public_token): Path<String>,
 ) -> Result<Json<Value>, CardsError> {
     caller.require("cvv.read")?;
-    let card = owned(&cards, &caller, &public_token).await?;
+    let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
     if card.cvv_blocked {
         return Err(CardsError::Conflict(
             "CVV lookups are blocked on this card: unblock them first".into(),
@@ -541,7 +468,7 @@ pub(crate) async fn show_cvv_status(
     Path(public_token): Path<String>,
 ) -> Result<Json<Value>, CardsError> {
     caller.require("cvv.read")?;
-    let card = owned(&cards, &caller, &public_token).await?;
+    let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
     Ok(Json(
         json!({"status": if card.cvv_blocked { "Blocked" } else { "Unblocked" }}),
     ))
@@ -556,23 +483,17 @@ pub(crate) async fn change_cvv_status(
     body: Bytes,
 ) -> Result<Response, CardsError> {
     caller.require("cvv.write")?;
-    let mut card = owned(&cards, &caller, &public_token).await?;
+    let public_token = card_token(&public_token)?;
     let request: CvvStatus = parse(&body)?;
-    let blocked = match request.status.as_str() {
-        "Blocked" => true,
-        "Unblocked" => false,
-        _ => {
-            return Err(CardsError::field(
-                "status",
-                "status must be Blocked or Unblocked",
-            ));
-        }
-    };
+    let blocked = request.blocked()?;
     let endpoint = format!("POST /cards/{public_token}/cvv/status");
     idempotent(&cards, &caller, &headers, endpoint, &body, || async {
-        card.cvv_blocked = blocked;
-        card.updated_at = certbound_store::clock::now();
-        cards.store.update_card(&card).await?;
+        change_card(&cards, &caller, &public_token, |card, status, _| {
+            status.accepts_changes()?;
+            card.cvv_blocked = blocked;
+            Ok(())
+        })
+        .await?;
         Ok((StatusCode::OK, Some(json!({"status": request.status}))))
     })
     .await
@@ -587,7 +508,7 @@ pub(crate) async fn encrypted(
     body: Bytes,
 ) -> Result<Response, CardsError> {
     caller.require("cards.encrypted")?;
-    let card = owned(&cards, &caller, &public_token).await?;
+    let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
     let request: EncryptedRequest = parse(&body)?;
     let details = details(&card)?;
     let plaintext = zeroize::Zeroizing::new(

@@ -22,15 +22,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use certbound_store::{AuthzStore, CardsStore, DirectoryStore, MasterKey};
+use certbound_store::{CardsStore, DirectoryStore, MasterKey, TokenStandingStore};
 use certbound_trust::fetch::KeyCache;
 
 pub use error::CardsError;
 
 /// Everything the Cards API reads and writes, as one trait object: its cards, the authorization
 /// server's revocations and clients, the directory's certificate revocations.
-pub trait Store: CardsStore + AuthzStore + DirectoryStore {}
-impl<T: CardsStore + AuthzStore + DirectoryStore> Store for T {}
+pub trait Store: CardsStore + TokenStandingStore + DirectoryStore {}
+impl<T: CardsStore + TokenStandingStore + DirectoryStore> Store for T {}
 
 /// The largest request body the API reads.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -117,6 +117,7 @@ impl Cards {
             .route("/keys", get(handlers::keys))
             .route("/openapi.json", get(openapi::document))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(axum::middleware::map_response(no_store))
             .with_state(self.clone());
         let router = Router::new()
             .nest("/api/v1", api)
@@ -128,37 +129,43 @@ impl Cards {
     }
 }
 
+/// Every Cards API answer may carry card data (PAN, PIN, CVV, cardholder details): no cache, shared
+/// or private, keeps one.
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 /// Entry points for the fuzz targets (`fuzz/`): parsers of outside input, without I/O.
 #[doc(hidden)]
 pub mod fuzzing {
     /// Every Cards API request body, parsed and validated as the handlers do.
     pub fn bodies(body: &[u8]) {
-        let mut errors = crate::model::Errors::default();
+        let products = crate::model::default_products();
         if let Ok(card) = crate::body::parse::<crate::model::CreateCard>(body) {
-            crate::model::check_card_holder(&card.card_holder, "cardHolder", &mut errors);
-            crate::model::check_address(&card.address, "address", &mut errors);
-            if let Some(expiry) = &card.expiry_date {
-                crate::model::check_expiry(expiry, "2026-01-01", &mut errors);
-            }
+            let _ = card.check(&products, "2026-01-01");
+            let _ = card.emboss_name();
         }
-        let _ = crate::body::parse::<crate::model::UpdateCard>(body);
-        if let Ok(change) = crate::body::parse::<crate::model::ChangeStatus>(body) {
-            let wanted = change
-                .card_status_code
-                .or(change.status)
-                .unwrap_or_default();
-            if let (Some(from), Some(to)) =
-                (crate::model::status("00"), crate::model::status(&wanted))
-            {
-                let _ = crate::model::transition(from, to);
-            }
+        if let Ok(update) = crate::body::parse::<crate::model::UpdateCard>(body) {
+            let _ = update.check();
+            let mut details = serde_json::json!({"cardType": "Virtual"});
+            let _ = update.apply(&mut details);
+        }
+        if let Ok(change) = crate::body::parse::<crate::model::ChangeStatus>(body)
+            && let Ok(to) = change.wanted()
+        {
+            let _ = crate::model::CardStatus::Active.transition(to);
         }
         if let Ok(pin) = crate::body::parse::<crate::model::SetPin>(body) {
             let _ = crate::model::check_pin(&pin.pin);
         }
-        let _ = crate::body::parse::<crate::model::CvvStatus>(body);
+        if let Ok(cvv) = crate::body::parse::<crate::model::CvvStatus>(body) {
+            let _ = cvv.blocked();
+        }
         let _ = crate::body::parse::<crate::model::EncryptedRequest>(body);
         let _ = crate::body::parse::<crate::model::BulkRequest>(body);
-        let _ = errors.finish();
     }
 }

@@ -174,87 +174,147 @@ pub struct BulkRequest {
     pub quantity: i64,
 }
 
-/// A status of the table below.
+/// A card's status: Thredd's two-character codes. A card starts `00` (or `02` with
+/// `activateNow: false`); a terminal status never changes again and the card accepts no
+/// changes (409).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Status {
+pub enum CardStatus {
+    /// `00`.
+    Active,
+    /// `05`.
+    Blocked,
+    /// `46`.
+    Closed,
+    /// `83`.
+    Destroyed,
+    /// `02`: issued, awaiting activation.
+    Inactive,
+    /// `41`.
+    Lost,
+    /// `43`.
+    Stolen,
+}
+
+impl CardStatus {
+    /// Every status, in code order (the order error messages list them in).
+    pub const ALL: [Self; 7] = [
+        Self::Active,
+        Self::Inactive,
+        Self::Blocked,
+        Self::Lost,
+        Self::Stolen,
+        Self::Closed,
+        Self::Destroyed,
+    ];
+
     /// The two-character code.
-    pub code: &'static str,
-    /// Its name.
-    pub name: &'static str,
-    /// What it means.
-    pub description: &'static str,
-    /// No way back to Active.
-    pub terminal: bool,
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Active => "00",
+            Self::Blocked => "05",
+            Self::Closed => "46",
+            Self::Destroyed => "83",
+            Self::Inactive => "02",
+            Self::Lost => "41",
+            Self::Stolen => "43",
+        }
+    }
+
+    /// Its name on the wire (`status`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "Active",
+            Self::Blocked => "Blocked",
+            Self::Closed => "Closed",
+            Self::Destroyed => "Destroyed",
+            Self::Inactive => "Inactive",
+            Self::Lost => "Lost",
+            Self::Stolen => "Stolen",
+        }
+    }
+
+    /// What it means (`cardStatusDescription`).
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Active => "Card is active",
+            Self::Blocked => "Temporarily blocked (do not honour)",
+            Self::Closed => "Account closed",
+            Self::Destroyed => "Card destroyed",
+            Self::Inactive => "Issued, awaiting activation",
+            Self::Lost => "Reported lost",
+            Self::Stolen => "Reported stolen",
+        }
+    }
+
+    /// No way back, and no other change either.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Closed | Self::Destroyed | Self::Lost | Self::Stolen
+        )
+    }
+
+    /// The status with this code or name (names in any case).
+    pub fn parse(code_or_name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| {
+            status.code() == code_or_name || status.name().eq_ignore_ascii_case(code_or_name)
+        })
+    }
+
+    /// Whether a card may move from `self` to `to`.
+    pub fn transition(self, to: Self) -> Result<(), CardsError> {
+        self.accepts_changes()?;
+        if to == Self::Inactive && self != Self::Inactive {
+            return Err(CardsError::Conflict(
+                "a card that was activated cannot become inactive again".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses every change to a card in a terminal status (409).
+    pub fn accepts_changes(self) -> Result<(), CardsError> {
+        if self.is_terminal() {
+            return Err(CardsError::Conflict(format!(
+                "the card is {} ({}), a terminal status: it accepts no further changes",
+                self.name(),
+                self.code()
+            )));
+        }
+        Ok(())
+    }
 }
 
-/// The card status codes. A card starts `00` (or `02` with `activateNow: false`); terminal
-/// states cannot change again (409).
-pub const STATUSES: &[Status] = &[
-    Status {
-        code: "00",
-        name: "Active",
-        description: "Card is active",
-        terminal: false,
-    },
-    Status {
-        code: "02",
-        name: "Inactive",
-        description: "Issued, awaiting activation",
-        terminal: false,
-    },
-    Status {
-        code: "05",
-        name: "Blocked",
-        description: "Temporarily blocked (do not honour)",
-        terminal: false,
-    },
-    Status {
-        code: "41",
-        name: "Lost",
-        description: "Reported lost",
-        terminal: true,
-    },
-    Status {
-        code: "43",
-        name: "Stolen",
-        description: "Reported stolen",
-        terminal: true,
-    },
-    Status {
-        code: "46",
-        name: "Closed",
-        description: "Account closed",
-        terminal: true,
-    },
-    Status {
-        code: "83",
-        name: "Destroyed",
-        description: "Card destroyed",
-        terminal: true,
-    },
-];
+/// A card's `publicToken`: 9 digits, not starting with 0. Anything else names no card.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PublicToken(String);
 
-/// The status with this code or name.
-pub fn status(code_or_name: &str) -> Option<&'static Status> {
-    STATUSES.iter().find(|status| {
-        status.code == code_or_name || status.name.eq_ignore_ascii_case(code_or_name)
-    })
+impl PublicToken {
+    /// The token in `text`, if it has the form of one.
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == 9 && text.bytes().all(|byte| byte.is_ascii_digit()))
+            .then(|| Self(text.to_owned()))
+    }
+
+    /// A new random token.
+    pub fn generate() -> Result<Self, CardsError> {
+        let digits = random_digits(9)?;
+        Ok(Self(match digits.strip_prefix('0') {
+            Some(rest) => format!("1{rest}"),
+            None => digits,
+        }))
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-/// Whether a card may move from `from` to `to`.
-pub fn transition(from: &Status, to: &Status) -> Result<(), CardsError> {
-    if from.terminal {
-        return Err(CardsError::Conflict(format!(
-            "the card is {} ({}), a terminal status: it cannot change to {} ({})",
-            from.name, from.code, to.name, to.code
-        )));
+impl std::fmt::Display for PublicToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    if to.code == "02" && from.code != "02" {
-        return Err(CardsError::Conflict(
-            "a card that was activated cannot become inactive again".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// A card product: BIN and currency.
@@ -336,15 +396,6 @@ pub fn random_digits(count: usize) -> Result<String, CardsError> {
 pub fn new_pan(product: &Product) -> Result<String, CardsError> {
     let body = format!("{}{}", product.bin, random_digits(15 - product.bin.len())?);
     Ok(format!("{body}{}", luhn_check_digit(&body)))
-}
-
-/// A 9-digit public token not starting with 0.
-pub fn new_public_token() -> Result<String, CardsError> {
-    let digits = random_digits(9)?;
-    Ok(match digits.strip_prefix('0') {
-        Some(rest) => format!("1{rest}"),
-        None => digits,
-    })
 }
 
 /// First six and last four digits.
@@ -445,6 +496,193 @@ pub fn check_expiry(value: &str, today: &str, errors: &mut Errors) {
     }
 }
 
+impl CreateCard {
+    /// Every field rule at once (400 naming each field), then the rules across fields (422).
+    /// The product the card is made from, when all hold.
+    pub fn check<'a>(
+        &self,
+        products: &'a [Product],
+        today: &str,
+    ) -> Result<&'a Product, CardsError> {
+        let mut errors = Errors::default();
+        let product = products
+            .iter()
+            .find(|product| product.code == self.card_product);
+        if product.is_none() {
+            let known: Vec<&str> = products
+                .iter()
+                .map(|product| product.code.as_str())
+                .collect();
+            errors.add(
+                "cardProduct",
+                format!(
+                    "unknown card product; the products are {}",
+                    known.join(", ")
+                ),
+            );
+        }
+        if self.customer_reference.trim().is_empty() || self.customer_reference.chars().count() > 50
+        {
+            errors.add(
+                "customerReference",
+                "customerReference is required, at most 50 characters",
+            );
+        }
+        check_card_holder(&self.card_holder, "cardHolder", &mut errors);
+        check_address(&self.address, "address", &mut errors);
+        if let Some(address) = self
+            .fulfilment
+            .as_ref()
+            .and_then(|fulfilment| fulfilment.address.as_ref())
+        {
+            check_address(address, "fulfilment.address", &mut errors);
+        }
+        if let Some(expiry) = &self.expiry_date {
+            check_expiry(expiry, today, &mut errors);
+        }
+        errors.finish()?;
+        if self.fulfilment.is_some() && self.card_type != CardType::Physical {
+            return Err(CardsError::Unprocessable {
+                field: "fulfilment".into(),
+                message: "fulfilment applies to physical cards only".into(),
+            });
+        }
+        product.ok_or_else(|| CardsError::field("cardProduct", "unknown card product"))
+    }
+
+    /// The name embossed on the card: first and last name, upper case, at most 26 characters.
+    pub fn emboss_name(&self) -> String {
+        format!(
+            "{} {}",
+            self.card_holder.first_name.trim(),
+            self.card_holder.last_name.trim()
+        )
+        .to_uppercase()
+        .chars()
+        .take(26)
+        .collect()
+    }
+}
+
+impl UpdateCard {
+    /// Every field rule at once (400 naming each field).
+    pub fn check(&self) -> Result<(), CardsError> {
+        let mut errors = Errors::default();
+        if let Some(reference) = &self.customer_reference
+            && (reference.trim().is_empty() || reference.chars().count() > 50)
+        {
+            errors.add(
+                "customerReference",
+                "customerReference must be 1 to 50 characters",
+            );
+        }
+        if let Some(holder) = &self.card_holder {
+            check_card_holder(holder, "cardHolder", &mut errors);
+        }
+        if let Some(address) = &self.address {
+            check_address(address, "address", &mut errors);
+        }
+        errors.finish()
+    }
+}
+
+impl UpdateCard {
+    /// Applies the change to a card's stored details. 422 for `fulfilment` on a virtual card.
+    pub fn apply(&self, details: &mut serde_json::Value) -> Result<(), CardsError> {
+        if self.fulfilment.is_some()
+            && details.get("cardType") != Some(&serde_json::json!(CardType::Physical))
+        {
+            return Err(CardsError::Unprocessable {
+                field: "fulfilment".into(),
+                message: "fulfilment applies to physical cards only".into(),
+            });
+        }
+        if let serde_json::Value::Object(map) = details {
+            let mut set = |key: &str, value: Option<serde_json::Value>| {
+                if let Some(value) = value {
+                    map.insert(key.to_owned(), value);
+                }
+            };
+            set(
+                "customerReference",
+                self.customer_reference.clone().map(serde_json::Value::from),
+            );
+            set(
+                "cardHolder",
+                self.card_holder
+                    .as_ref()
+                    .map(|holder| serde_json::json!(holder)),
+            );
+            set(
+                "address",
+                self.address
+                    .as_ref()
+                    .map(|address| serde_json::json!(address)),
+            );
+            set(
+                "fulfilment",
+                self.fulfilment
+                    .as_ref()
+                    .map(|fulfilment| serde_json::json!(fulfilment)),
+            );
+            set(
+                "designId",
+                self.design_id.clone().map(serde_json::Value::from),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ChangeStatus {
+    /// The status asked for, by code or name (both must agree when both are given).
+    pub fn wanted(&self) -> Result<CardStatus, CardsError> {
+        let wanted = self
+            .card_status_code
+            .as_deref()
+            .or(self.status.as_deref())
+            .ok_or_else(|| {
+                CardsError::field(
+                    "cardStatusCode",
+                    "give cardStatusCode (e.g. \"41\") or status (e.g. \"Lost\")",
+                )
+            })?;
+        let to = CardStatus::parse(wanted).ok_or_else(|| {
+            let known: Vec<String> = CardStatus::ALL
+                .iter()
+                .map(|status| format!("{} {}", status.code(), status.name()))
+                .collect();
+            CardsError::field(
+                "cardStatusCode",
+                format!("unknown status; the statuses are {}", known.join(", ")),
+            )
+        })?;
+        if let (Some(code), Some(name)) = (&self.card_status_code, &self.status)
+            && CardStatus::parse(name) != Some(to)
+        {
+            return Err(CardsError::field(
+                "status",
+                format!("status `{name}` does not match cardStatusCode `{code}`"),
+            ));
+        }
+        Ok(to)
+    }
+}
+
+impl CvvStatus {
+    /// Whether CVV lookups are to be blocked.
+    pub fn blocked(&self) -> Result<bool, CardsError> {
+        match self.status.as_str() {
+            "Blocked" => Ok(true),
+            "Unblocked" => Ok(false),
+            _ => Err(CardsError::field(
+                "status",
+                "status must be Blocked or Unblocked",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,18 +702,31 @@ mod tests {
 
     #[test]
     fn terminal_states_do_not_come_back() {
-        let active = status("00").unwrap();
-        let lost = status("Lost").unwrap();
-        assert!(transition(active, lost).is_ok());
-        assert!(matches!(
-            transition(lost, active),
-            Err(CardsError::Conflict(_))
-        ));
-        assert!(matches!(
-            transition(active, status("02").unwrap()),
-            Err(CardsError::Conflict(_))
-        ));
-        assert!(transition(status("02").unwrap(), active).is_ok());
+        use CardStatus::{Active, Blocked, Inactive, Lost};
+        let cases = [
+            (Active, Lost, true),
+            (Lost, Active, false),
+            (Lost, Blocked, false),
+            (Active, Inactive, false),
+            (Inactive, Active, true),
+            (Blocked, Active, true),
+        ];
+        for (from, to, allowed) in cases {
+            let outcome = from.transition(to);
+            assert_eq!(outcome.is_ok(), allowed, "{from:?} -> {to:?}");
+            if !allowed {
+                assert!(matches!(outcome, Err(CardsError::Conflict(_))));
+            }
+        }
+        for status in CardStatus::ALL {
+            assert_eq!(CardStatus::parse(status.code()), Some(status));
+            assert_eq!(
+                CardStatus::parse(&status.name().to_lowercase()),
+                Some(status)
+            );
+            assert_eq!(status.accepts_changes().is_ok(), !status.is_terminal());
+        }
+        assert_eq!(CardStatus::parse("99"), None);
     }
 
     #[test]
@@ -494,9 +745,13 @@ mod tests {
     #[test]
     fn public_tokens_are_nine_digits() {
         for _ in 0..50 {
-            let token = new_public_token().unwrap();
-            assert_eq!(token.len(), 9);
-            assert!(!token.starts_with('0'));
+            let token = PublicToken::generate().unwrap();
+            assert_eq!(token.as_str().len(), 9);
+            assert!(!token.as_str().starts_with('0'));
+            assert_eq!(PublicToken::parse(token.as_str()), Some(token));
+        }
+        for bad in ["12345678", "1234567890", "12345678a", "../../etc", ""] {
+            assert_eq!(PublicToken::parse(bad), None, "{bad}");
         }
     }
 }

@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use certbound_pki::{CertificateType, CsrSubject, Jwk, JwkSet, RevokedSerial, check_csr};
+use certbound_pki::{
+    CertificateType, CsrSubject, IssuedSubject, Jwk, JwkSet, RevokedSerial, check_csr,
+};
 use certbound_store::CertificateRecord;
 
 use crate::organisations::{load_organisation, load_software_statement};
@@ -211,11 +213,18 @@ async fn issue(
     };
     let csr = check_csr(&pem, &expected)
         .map_err(|error| DirectoryError::InvalidRequest(error.to_string()))?;
+    let organisation = load_organisation(directory, &owner.organisation_id).await?;
+    let subject = IssuedSubject {
+        country: organisation.country.as_deref(),
+        organisation_name: &organisation.organisation_name,
+        organisational_unit: &owner.organisation_id,
+        common_name: owner.common_name(),
+    };
     let now = certbound_store::clock::now();
     let crl_url = format!("{}/crl", directory.config.issuer);
     let issued = directory
         .ca
-        .issue(csr, certificate_type, now, &crl_url)
+        .issue(csr, certificate_type, &subject, now, &crl_url)
         .map_err(|error| DirectoryError::Internal(error.to_string()))?;
     let record = CertificateRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -515,7 +524,22 @@ pub(crate) async fn ca_pem(State(directory): State<Arc<Directory>>) -> Response 
         .into_response()
 }
 
-/// `GET /crl`: a freshly signed CRL of every revoked certificate (DER, `application/pkix-crl`).
+/// A CRL this instance signed, and what it was signed over.
+#[derive(Debug)]
+pub(crate) struct SignedCrl {
+    revoked: Vec<RevokedSerial>,
+    signed_at: i64,
+    der: Vec<u8>,
+}
+
+/// A CRL is re-signed this long after it was signed (its `nextUpdate` is a day after signing),
+/// even if no revocation changed.
+const CRL_REFRESH: i64 = 12 * 3600;
+
+/// `GET /crl`: the CRL of every revoked certificate (DER, `application/pkix-crl`). Anyone may ask,
+/// so asking costs one read: a new CRL (a new number, a signature) is made only when the
+/// revocations changed or the one served nears its `nextUpdate`, and is served from memory
+/// otherwise.
 pub(crate) async fn crl(
     State(directory): State<Arc<Directory>>,
 ) -> Result<Response, DirectoryError> {
@@ -529,16 +553,29 @@ pub(crate) async fn crl(
             revoked_at: record.revoked_at.unwrap_or_default(),
         })
         .collect();
+    let now = certbound_store::clock::now();
+    let mut cached = directory.crl.lock().await;
+    if let Some(signed) = cached.as_ref()
+        && signed.revoked == revoked
+        && now - signed.signed_at < CRL_REFRESH
+    {
+        return Ok(crl_response(signed.der.clone()));
+    }
     let number = directory.store.next_counter("crl_number").await?;
     let der = directory
         .ca
-        .crl(
-            &revoked,
-            u64::try_from(number).unwrap_or_default(),
-            certbound_store::clock::now(),
-        )
+        .crl(&revoked, u64::try_from(number).unwrap_or_default(), now)
         .map_err(|error| DirectoryError::Internal(error.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response())
+    *cached = Some(SignedCrl {
+        revoked,
+        signed_at: now,
+        der: der.clone(),
+    });
+    Ok(crl_response(der))
+}
+
+fn crl_response(der: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response()
 }
 
 #[cfg(test)]

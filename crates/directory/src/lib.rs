@@ -45,6 +45,8 @@ pub struct DirectoryConfig {
     pub token_lifetime: i64,
     /// Accepted client assertion algorithms.
     pub algorithms: AlgorithmPolicy,
+    /// The longest accepted client assertion life, seconds.
+    pub assertion_max_lifetime: i64,
 }
 
 /// The directory service: configuration, store, CA and the SSA signer.
@@ -56,6 +58,9 @@ pub struct Directory {
     ssa_signer_jwk: Jwk,
     admin_token_hash: [u8; 32],
     audit: certbound_http::AuditLog,
+    /// The last CRL this instance signed, served until the revocations change or it nears its
+    /// `nextUpdate`.
+    crl: tokio::sync::Mutex<Option<certificates::SignedCrl>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -86,6 +91,7 @@ impl Directory {
             ssa_signer_jwk,
             admin_token_hash: sha256(admin_token.as_bytes()),
             audit,
+            crl: tokio::sync::Mutex::new(None),
         })
     }
 

@@ -21,7 +21,9 @@ use certbound_http::{PeerCertificate, parse_form};
 use certbound_jose::{AssertionRules, VerificationKey, verify_client_assertion};
 use certbound_pki::CertificateType;
 use certbound_store::{AccessTokenRecord, CertificateRecord};
-use certbound_trust::{CertificateStanding, GrantType, ScopeSet, Use, certificate_standing};
+use certbound_trust::{
+    Acceptor, CertificateStanding, GrantType, Jti, JtiUse, ScopeSet, Use, certificate_standing,
+};
 
 use crate::organisations::SoftwareStatement;
 use crate::{Directory, DirectoryError};
@@ -296,21 +298,21 @@ async fn authenticate(
             audiences: &audiences,
             algorithms: &directory.config.algorithms,
             now,
+            max_lifetime: directory.config.assertion_max_lifetime,
         };
         let verified = verify_client_assertion(assertion, &keys, &rules)
             .map_err(|error| DirectoryError::InvalidClient(error.to_string()))?;
-        let replay_key = format!(
-            "directory|{}|{}",
-            statement.software_statement_id, verified.jti
-        );
-        if !directory
-            .store
-            .use_once(&replay_key, verified.exp, now)
-            .await?
-        {
-            return Err(DirectoryError::InvalidClient(
-                "client assertion jti has already been used".into(),
-            ));
+        let used = certbound_trust::use_jti_once(
+            directory.store.as_ref(),
+            Acceptor::Directory,
+            &statement.software_statement_id,
+            &Jti::new(verified.jti.clone()),
+            verified.exp,
+            now,
+        )
+        .await?;
+        if used == JtiUse::Replayed {
+            return Err(DirectoryError::InvalidClient(used.description().into()));
         }
         return Ok(statement);
     }

@@ -6,8 +6,7 @@
 //! [`PeerCertificate`] values only after rustls has verified the chain.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
@@ -84,16 +83,32 @@ impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for PeerCertific
 /// Removes characters RFC 6749 §5.2 forbids in `error_description` (outside %x20-21 /
 /// %x23-5B / %x5D-7E): control characters such as CR, LF and TAB become spaces; `"` and `\`
 /// become `'` and `/`.
+///
+/// At most [`MAX_DESCRIPTION`] characters: a description may quote what the client sent, and
+/// nothing a client sends is echoed or recorded unbounded.
 pub fn clean_description(text: &str) -> String {
-    text.chars()
+    let mut cleaned: String = text
+        .chars()
+        .take(MAX_DESCRIPTION)
         .map(|c| match c {
             '"' => '\'',
             '\\' => '/',
             c if (' '..='~').contains(&c) => c,
             _ => ' ',
         })
-        .collect()
+        .collect();
+    if text.chars().nth(MAX_DESCRIPTION).is_some() {
+        cleaned.push_str("...");
+    }
+    cleaned
 }
+
+/// The longest error description sent or recorded, in characters.
+pub const MAX_DESCRIPTION: usize = 512;
+
+mod audit;
+
+pub use audit::{AuditLog, Rotation};
 
 tokio::task_local! {
     static TRACE_ID: String;
@@ -286,111 +301,4 @@ pub struct Refusal {
     pub code: String,
     /// The description sent to the client (never a secret).
     pub description: String,
-}
-
-/// The audit trail: security events as JSON lines (one object per line), appended to a file.
-/// Records carry ids, thumbprints, reason codes and trace ids, never a secret: callers pass only
-/// those, and refusals carry the description already sent to the client.
-#[derive(Clone, Debug, Default)]
-pub struct AuditLog {
-    sink: Option<Arc<Mutex<std::fs::File>>>,
-}
-
-impl AuditLog {
-    /// Appends to `path` (created 0600).
-    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
-        Ok(Self {
-            sink: Some(Arc::new(Mutex::new(file))),
-        })
-    }
-
-    /// A log that records nothing.
-    pub fn disabled() -> Self {
-        Self { sink: None }
-    }
-
-    /// Records `event` of `part` with `fields` (an object of ids, codes, thumbprints).
-    pub fn record(&self, part: &str, event: &str, now: i64, fields: serde_json::Value) {
-        let Some(sink) = &self.sink else { return };
-        let mut line = serde_json::json!({"ts": now, "part": part, "event": event});
-        if let (serde_json::Value::Object(line), serde_json::Value::Object(fields)) =
-            (&mut line, fields)
-        {
-            line.extend(fields.into_iter().filter(|(_, value)| !value.is_null()));
-        }
-        let Ok(mut file) = sink.lock() else { return };
-        let _ = writeln!(file, "{line}");
-    }
-
-    /// Wraps `router` so every refused request is recorded (see [`AuditLog::refusals`]);
-    /// `now` reads the clock at the edge.
-    pub fn audited<S: Clone + Send + Sync + 'static>(
-        &self,
-        router: axum::Router<S>,
-        part: &'static str,
-        now: fn() -> i64,
-    ) -> axum::Router<S> {
-        let audit = self.clone();
-        router.layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let audit = audit.clone();
-                async move { audit.refusals(part, now(), request, next).await }
-            },
-        ))
-    }
-
-    /// The edge of a service, for `axum::middleware::from_fn`: gives the request its trace id
-    /// ([`trace_id`]) for everything that answers it, sends it back as `X-Trace-Id`, records every
-    /// refusal (a response carrying a [`Refusal`]) with the request's method, path, source
-    /// address and certificate thumbprint, and logs every internal failure ([`InternalError`]).
-    pub async fn refusals(
-        &self,
-        part: &'static str,
-        now: i64,
-        request: axum::extract::Request,
-        next: axum::middleware::Next,
-    ) -> Response {
-        let method = request.method().to_string();
-        let path = request.uri().path().to_owned();
-        let address = request
-            .extensions()
-            .get::<ClientAddress>()
-            .map(|address| address.0.ip().to_string());
-        let thumbprint = request
-            .extensions()
-            .get::<PeerCertificate>()
-            .map(|peer| peer.thumbprint.to_string());
-        let trace_id = uuid::Uuid::new_v4().to_string();
-        let mut response = TRACE_ID.scope(trace_id.clone(), next.run(request)).await;
-        if let Ok(value) = axum::http::HeaderValue::from_str(&trace_id) {
-            response.headers_mut().insert("x-trace-id", value);
-        }
-        if let Some(InternalError(detail)) = response.extensions().get::<InternalError>() {
-            tracing::error!(part, %trace_id, %method, %path, detail, "internal error");
-        }
-        if let Some(refusal) = response.extensions().get::<Refusal>().cloned() {
-            self.record(
-                part,
-                "refused",
-                now,
-                serde_json::json!({
-                    "status": response.status().as_u16(),
-                    "reason": refusal.code,
-                    "description": refusal.description,
-                    "method": method,
-                    "path": path,
-                    "address": address,
-                    "thumbprint": thumbprint,
-                    "trace_id": trace_id,
-                }),
-            );
-        }
-        response
-    }
 }

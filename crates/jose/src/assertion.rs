@@ -1,6 +1,7 @@
 //! RFC 7523 client assertions (`private_key_jwt`), checked as DESIGN.md section 3 says:
 //! `iss` = `sub` = the client id; `aud` one of the accepted audiences (a string, or an array
-//! holding one); `exp` required and in the future; `iat`/`nbf` at most 60 s ahead; `jti`
+//! holding one); `exp` required, in the future and at most [`DEFAULT_MAX_LIFETIME`] (configurable)
+//! after `iat`; `iat`/`nbf` at most 60 s ahead; `jti`
 //! required; `alg` from the allowlist; the key from the client's own keys.
 
 use jsonwebtoken::{Validation, decode, decode_header};
@@ -10,6 +11,11 @@ use crate::keys::{AlgorithmPolicy, VerificationKey};
 
 /// How far ahead of `now` an `iat` or `nbf` may be: clocks drift.
 pub(crate) const MAX_FUTURE_SKEW: i64 = 60;
+
+/// The longest life (`exp` − `iat`, or `exp` − now without `iat`) an assertion may have by
+/// default, seconds: its `jti` is remembered until `exp`, so this bounds what a client can make
+/// the replay table keep, and how long a stolen assertion stays usable.
+pub const DEFAULT_MAX_LIFETIME: i64 = 300;
 
 /// What a client assertion is checked against.
 #[derive(Clone, Debug)]
@@ -24,6 +30,8 @@ pub struct AssertionRules<'a> {
     pub algorithms: &'a AlgorithmPolicy,
     /// The current time, seconds since the epoch.
     pub now: i64,
+    /// The longest accepted life, seconds ([`DEFAULT_MAX_LIFETIME`] by default).
+    pub max_lifetime: i64,
 }
 
 /// A verified assertion: what the caller needs for the replay check.
@@ -49,6 +57,9 @@ pub enum AssertionError {
     /// `exp` is in the past.
     #[error("client assertion has expired")]
     Expired,
+    /// `exp` is further from `iat` (or now) than the accepted life.
+    #[error("client assertion lives longer than {0} s: sign it with exp at most {0} s after iat")]
+    Lifetime(i64),
     /// `iat` or `nbf` is more than 60 s ahead.
     #[error("client assertion {0} is in the future")]
     Future(&'static str),
@@ -183,6 +194,9 @@ fn check_claims(claims: &Claims, rules: &AssertionRules<'_>) -> Result<(), Asser
     {
         return Err(AssertionError::Future("iat"));
     }
+    if exp.saturating_sub(claims.iat.unwrap_or(rules.now)) > rules.max_lifetime {
+        return Err(AssertionError::Lifetime(rules.max_lifetime));
+    }
     if claims
         .nbf
         .is_some_and(|nbf| nbf > rules.now + MAX_FUTURE_SKEW)
@@ -273,6 +287,7 @@ mod tests {
             audiences: &fixture.audiences,
             algorithms: &fixture.policy,
             now: NOW,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
         };
         verify_client_assertion(token, &fixture.keys, &rules)
     }
@@ -304,6 +319,27 @@ mod tests {
             .is_ok()
         );
         assert!(with(&fixture, |c| c["iat"] = json!(NOW + 8)).is_ok());
+        // A life of exactly the bound passes; a second more does not, with or without `iat`.
+        assert!(with(&fixture, |c| c["exp"] = json!(NOW + DEFAULT_MAX_LIFETIME)).is_ok());
+        assert_eq!(
+            with(&fixture, |c| c["exp"] =
+                json!(NOW + DEFAULT_MAX_LIFETIME + 1)),
+            Err(AssertionError::Lifetime(DEFAULT_MAX_LIFETIME))
+        );
+        assert_eq!(
+            with(&fixture, |c| {
+                c.as_object_mut().unwrap().remove("iat");
+                c["exp"] = json!(NOW + 3600);
+            }),
+            Err(AssertionError::Lifetime(DEFAULT_MAX_LIFETIME))
+        );
+        assert_eq!(
+            with(&fixture, |c| {
+                c["iat"] = json!(NOW - 86_400);
+                c["exp"] = json!(NOW + 10);
+            }),
+            Err(AssertionError::Lifetime(DEFAULT_MAX_LIFETIME))
+        );
     }
 
     #[test]

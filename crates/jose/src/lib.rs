@@ -8,7 +8,10 @@ mod assertion;
 mod jws;
 mod keys;
 
-pub use assertion::{AssertionError, AssertionRules, VerifiedAssertion, verify_client_assertion};
+pub use assertion::{
+    AssertionError, AssertionRules, DEFAULT_MAX_LIFETIME, VerifiedAssertion,
+    verify_client_assertion,
+};
 pub use jsonwebtoken::Algorithm;
 pub use jws::{
     JwsError, VerifiedJws, unverified_claims, unverified_header, unverified_kid, verify_jws,

@@ -53,7 +53,7 @@ pub struct IssuedCertificate {
 }
 
 /// A revoked serial as the CRL lists it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedSerial {
     /// Serial, lowercase hex.
     pub serial_hex: String,
@@ -96,6 +96,32 @@ fn name(common_name: &str) -> DistinguishedName {
     name.push(DnType::OrganizationName, "certbound");
     name.push(DnType::CommonName, common_name);
     name
+}
+
+/// The subject of an issued client certificate, from the directory's records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IssuedSubject<'a> {
+    /// `C`: the organisation's country, when it has one.
+    pub country: Option<&'a str>,
+    /// `O`: the organisation's registered name.
+    pub organisation_name: &'a str,
+    /// `OU`: the OrganisationId.
+    pub organisational_unit: &'a str,
+    /// `CN`: the SoftwareStatementId (or the OrganisationId at organisation level).
+    pub common_name: &'a str,
+}
+
+impl IssuedSubject<'_> {
+    fn distinguished_name(&self) -> DistinguishedName {
+        let mut name = DistinguishedName::new();
+        if let Some(country) = self.country {
+            name.push(DnType::CountryName, country);
+        }
+        name.push(DnType::OrganizationName, self.organisation_name);
+        name.push(DnType::OrganizationalUnitName, self.organisational_unit);
+        name.push(DnType::CommonName, self.common_name);
+        name
+    }
 }
 
 impl CertificateAuthority {
@@ -195,15 +221,18 @@ impl CertificateAuthority {
     }
 
     /// Issues a client certificate of the given type from a CSR that passed [`crate::check_csr`].
-    /// Only the CSR's subject and key are kept; usages, validity and serial are the CA's.
+    /// Only the CSR's key is kept: the subject is the directory's truth (`subject`), and usages,
+    /// validity and serial are the CA's. Whatever else the requester asked for is dropped.
     pub fn issue(
         &self,
         csr: VerifiedCsr,
         certificate_type: CertificateType,
+        subject: &IssuedSubject<'_>,
         now: UnixTime,
         crl_url: &str,
     ) -> Result<IssuedCertificate, CaError> {
         let mut params = csr.params.params;
+        params.distinguished_name = subject.distinguished_name();
         params.subject_alt_names = Vec::new();
         params.custom_extensions = Vec::new();
         params.name_constraints = None;
@@ -401,11 +430,28 @@ mod tests {
             .issue(
                 csr,
                 CertificateType::Transport,
+                &IssuedSubject {
+                    country: Some("GB"),
+                    organisation_name: "Registered Name Ltd",
+                    organisational_unit: "org-1",
+                    common_name: "ss-1",
+                },
                 NOW,
                 "https://localhost/crl",
             )
             .unwrap();
         assert_eq!(issued.info.key_id(), kid);
+        // The CSR said O=Test Company 1 and C=GB with its own values; the directory's win.
+        assert!(
+            issued.info.subject.contains("O=Registered Name Ltd"),
+            "{}",
+            issued.info.subject
+        );
+        assert!(
+            !issued.info.subject.contains("Test Company"),
+            "{}",
+            issued.info.subject
+        );
         assert_eq!(issued.info.organisational_unit.as_deref(), Some("org-1"));
         assert_eq!(issued.info.common_name.as_deref(), Some("ss-1"));
         assert_eq!(issued.info.not_before, NOW - BACKDATE);

@@ -12,7 +12,8 @@ mod jwk;
 mod keys;
 
 pub use ca::{
-    CaError, CertificateAuthority, IssuedCertificate, RevokedSerial, ServerIdentity, pem,
+    CaError, CertificateAuthority, IssuedCertificate, IssuedSubject, RevokedSerial, ServerIdentity,
+    pem,
 };
 pub use certificate::{
     CertificateInfo, CertificateType, ParseError, names_client_auth, thumbprint_sha256,

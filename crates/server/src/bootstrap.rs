@@ -115,6 +115,17 @@ pub(crate) async fn open(
     config: &StackConfig,
 ) -> Result<(Arc<Database>, Arc<MasterKey>, TrustMaterial), BootstrapError> {
     std::fs::create_dir_all(&config.data_dir).map_err(file_error(&config.data_dir))?;
+    lock_down(&config.data_dir)?;
+    if config.database_url.is_none() {
+        // Made 0600 before SQLite opens it: its WAL and shared-memory files take its mode.
+        let database = config.data_dir.join("certbound.db");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&database)
+            .map_err(file_error(&database))?;
+    }
     let from_env = std::env::var("CERTBOUND_MASTER_KEY").ok();
     let master = master_key(&config.data_dir, from_env.as_deref())?;
     let database = Arc::new(Database::connect(&config.database_url()).await?);
@@ -126,7 +137,24 @@ pub(crate) async fn open(
         &config.data_dir.join("admin.token"),
         format!("{}\n", material.admin_token).as_bytes(),
     )?;
+    lock_down(&config.data_dir)?;
     Ok((database, Arc::new(master), material))
+}
+
+/// The data dir 0700 and every file in it 0600, on every start: an installation made by an older
+/// version (a 0755 dir, a 0644 database holding cardholder data) is closed up too.
+pub(crate) fn lock_down(data_dir: &Path) -> Result<(), BootstrapError> {
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(file_error(data_dir))?;
+    for entry in std::fs::read_dir(data_dir).map_err(file_error(data_dir))? {
+        let path = entry.map_err(file_error(data_dir))?.path();
+        let metadata = std::fs::symlink_metadata(&path).map_err(file_error(&path))?;
+        if metadata.is_file() && metadata.permissions().mode() & 0o777 != 0o600 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(file_error(&path))?;
+        }
+    }
+    Ok(())
 }
 
 fn crypto<E: std::fmt::Display>(error: E) -> BootstrapError {

@@ -104,6 +104,30 @@ impl Default for RateLimits {
     }
 }
 
+/// When `audit.jsonl` starts a new file (`[audit]` in the config file), and how many old files
+/// stay: the trail's disk use is bounded by `(keep + 1) * max_bytes`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditRotation {
+    /// Size at which the file rotates, bytes (default 64 MiB).
+    pub max_bytes: u64,
+    /// Age at which the file rotates, seconds (default a day).
+    pub max_age_seconds: i64,
+    /// Old files kept, `audit.jsonl.1` the newest (default 7).
+    pub keep: u32,
+}
+
+impl Default for AuditRotation {
+    fn default() -> Self {
+        let rotation = certbound_http::Rotation::default();
+        Self {
+            max_bytes: rotation.max_bytes,
+            max_age_seconds: rotation.max_age_seconds,
+            keep: rotation.keep,
+        }
+    }
+}
+
 /// Everything `certbound up` needs.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,6 +146,8 @@ pub struct StackConfig {
     pub token_lifetime_seconds: i64,
     /// Accept RS256 client assertions in addition to PS256 and ES256.
     pub allow_rs256: bool,
+    /// The longest life a client assertion may have (`exp` − `iat`), seconds.
+    pub assertion_max_lifetime_seconds: i64,
     /// Time a drain on shutdown may take, seconds.
     pub shutdown_grace_seconds: u64,
     /// A path under which the authorization server lives, e.g. `/uat-thredd/confidential-clients`
@@ -140,6 +166,8 @@ pub struct StackConfig {
     pub limits: Limits,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// When the audit trail rotates.
+    pub audit: AuditRotation,
     /// Trusted-proxy mode: networks (CIDRs) of the proxies whose `X-SSL-Client-Cert` /
     /// `X-Forwarded-Client-Cert` headers carry the client certificate. Empty: off.
     pub trusted_proxies: Vec<String>,
@@ -155,6 +183,7 @@ impl Default for StackConfig {
             public_host: "localhost".into(),
             token_lifetime_seconds: 600,
             allow_rs256: false,
+            assertion_max_lifetime_seconds: certbound_jose::DEFAULT_MAX_LIFETIME,
             shutdown_grace_seconds: 10,
             issuer_path: String::new(),
             directory_url: None,
@@ -162,6 +191,7 @@ impl Default for StackConfig {
             authz_issuer: None,
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
+            audit: AuditRotation::default(),
             trusted_proxies: Vec::new(),
         }
     }

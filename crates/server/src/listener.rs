@@ -24,7 +24,7 @@ use tower::ServiceExt as _;
 
 use crate::bootstrap::{BootstrapError, TrustMaterial};
 use crate::config::{ConfigError, Part, StackConfig};
-use crate::proxy::TrustedProxies;
+use crate::proxy::{Carried, TrustedProxies};
 use crate::unread_body;
 use crate::verifier::{DirectoryOrSelfSigned, TransportOnly};
 
@@ -245,12 +245,18 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     let (shutdown, watcher) = watch::channel(false);
     let limits = Limits::of(&config);
     let audit_path = config.data_dir.join("audit.jsonl");
-    let audit = certbound_http::AuditLog::open(&audit_path).map_err(|source| {
-        StartError::Bootstrap(BootstrapError::File {
-            path: audit_path.display().to_string(),
-            source,
-        })
-    })?;
+    let rotation = certbound_http::Rotation {
+        max_bytes: config.audit.max_bytes.max(1),
+        max_age_seconds: config.audit.max_age_seconds.max(1),
+        keep: config.audit.keep,
+    };
+    let audit =
+        certbound_http::AuditLog::open_rotating(&audit_path, rotation).map_err(|source| {
+            StartError::Bootstrap(BootstrapError::File {
+                path: audit_path.display().to_string(),
+                source,
+            })
+        })?;
     let mut tasks = JoinSet::new();
     let algorithms = if config.allow_rs256 {
         AlgorithmPolicy::with_rs256()
@@ -288,6 +294,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 mtls_base: mtls_url.clone(),
                 token_lifetime: config.token_lifetime_seconds,
                 algorithms: algorithms.clone(),
+                assertion_max_lifetime: config.assertion_max_lifetime_seconds,
             },
             database.clone(),
             material.ca.clone(),
@@ -364,6 +371,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 directory_issuer: trusted_directory,
                 token_lifetime: config.token_lifetime_seconds,
                 algorithms: algorithms.clone(),
+                assertion_max_lifetime: config.assertion_max_lifetime_seconds,
                 strict_audience: config.strict_audience,
                 scopes_supported: scopes,
                 rate_limits: certbound_authz::RateLimits {
@@ -539,15 +547,23 @@ async fn serve(
                         .is_none_or(|classify| classify.issued_by_directory(chain)),
                 })
             });
-            let address = certbound_http::ClientAddress(remote);
             let proxies = acceptor.proxies.clone();
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    let forwarded = proxies
-                        .as_ref()
-                        .and_then(|proxies| proxies.take(remote.ip(), request.headers_mut()));
-                    if let Some(peer) = forwarded.as_ref().or(peer.as_ref()) {
-                        request.extensions_mut().insert(peer.clone());
+                    let address =
+                        certbound_http::ClientAddress(proxies.as_ref().map_or(remote, |proxies| {
+                            proxies.client_address(remote, request.headers())
+                        }));
+                    let carried = match proxies.as_ref() {
+                        Some(proxies) => proxies.take(remote.ip(), request.headers_mut()),
+                        None => Carried::Own,
+                    };
+                    let certificate = match carried {
+                        Carried::Own => peer.clone(),
+                        Carried::Forwarded(forwarded) => forwarded,
+                    };
+                    if let Some(certificate) = certificate {
+                        request.extensions_mut().insert(certificate);
                     }
                     request.extensions_mut().insert(address);
                     let (parts, body) = request.into_parts();

@@ -9,7 +9,7 @@
 //! and envoy's `X-Forwarded-Client-Cert` (`Cert="<URL-encoded PEM>"`, optional `Chain=`; the last
 //! element, added by the proxy next to certbound, counts).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
@@ -81,6 +81,15 @@ pub fn forwarded_certificates(nginx: Option<&str>, envoy: Option<&str>) -> Vec<V
     chain.iter().map(|der| der.as_ref().to_vec()).collect()
 }
 
+/// Whose client certificate a request carries.
+#[derive(Debug)]
+pub(crate) enum Carried {
+    /// Not from a trusted proxy: the certificate of its own TLS connection, if any.
+    Own,
+    /// From a trusted proxy: the forwarded certificate if it verified, else none at all.
+    Forwarded(Option<PeerCertificate>),
+}
+
 impl TrustedProxies {
     /// Parses the networks (CIDRs or single addresses).
     pub(crate) fn new(
@@ -106,21 +115,53 @@ impl TrustedProxies {
         })
     }
 
-    /// Strips the certificate headers; if `remote` is a trusted proxy and the forwarded chain
-    /// verifies against the directory CA, returns the forwarded certificate.
-    pub(crate) fn take(&self, remote: IpAddr, headers: &mut HeaderMap) -> Option<PeerCertificate> {
-        let nginx = headers.remove(NGINX_HEADER);
-        let envoy = headers.remove(ENVOY_HEADER);
+    /// Strips the certificate headers and says whose certificate the request carries. From a
+    /// trusted proxy, only the forwarded one, if its chain verifies against the directory CA:
+    /// fail closed, never the proxy's own certificate.
+    pub(crate) fn take(&self, remote: IpAddr, headers: &mut HeaderMap) -> Carried {
         if !self
             .networks
             .iter()
             .any(|network| network.contains(&remote))
         {
-            if nginx.is_some() || envoy.is_some() {
+            if headers.remove(NGINX_HEADER).is_some() | headers.remove(ENVOY_HEADER).is_some() {
                 tracing::warn!(%remote, "client certificate header from an untrusted address ignored");
             }
-            return None;
+            return Carried::Own;
         }
+        Carried::Forwarded(self.forwarded(remote, headers))
+    }
+
+    /// The address a request is counted against (rate limits): a trusted proxy's request counts
+    /// against the client address it forwarded (the last `X-Forwarded-For` entry, the one the
+    /// proxy itself appended, else `X-Real-IP`), never against the proxy, which every client
+    /// shares. Anyone else's headers say nothing.
+    pub(crate) fn client_address(&self, remote: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+        if !self
+            .networks
+            .iter()
+            .any(|network| network.contains(&remote.ip()))
+        {
+            return remote;
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .next_back()
+            .or_else(|| {
+                headers
+                    .get("x-real-ip")
+                    .and_then(|value| value.to_str().ok())
+            })
+            .and_then(|value| value.trim().parse::<IpAddr>().ok());
+        forwarded.map_or(remote, |ip| SocketAddr::new(ip, 0))
+    }
+
+    fn forwarded(&self, remote: IpAddr, headers: &mut HeaderMap) -> Option<PeerCertificate> {
+        let nginx = headers.remove(NGINX_HEADER);
+        let envoy = headers.remove(ENVOY_HEADER);
         let chain = match (nginx, envoy) {
             (Some(value), _) => decode(value.to_str().ok()?),
             (None, Some(value)) => envoy_certificates(value.to_str().ok()?),

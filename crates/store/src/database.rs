@@ -12,7 +12,7 @@ use crate::records::{
     AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
     ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
     OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
-    TokenReference, TokenStanding,
+    TokenReference, TokenStanding, TokenStandingStore,
 };
 
 /// Embedded migrations, applied in order at start.
@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "registration id",
         include_str!("../migrations/0005_registration_id.sql"),
+    ),
+    (
+        6,
+        "card versions",
+        include_str!("../migrations/0006_card_versions.sql"),
     ),
 ];
 
@@ -665,28 +670,6 @@ impl AuthzStore for Database {
         Ok(())
     }
 
-    async fn token_standing(
-        &self,
-        token: &TokenReference<'_>,
-    ) -> Result<TokenStanding, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM certificates WHERE thumbprint = $3 AND revoked_at IS NOT NULL) AS certificate_revoked, \
-             (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1) AS token_revoked, \
-             (SELECT COUNT(*) FROM oauth_clients WHERE client_id = $2 AND registration_id = $4) AS client_exists",
-        )
-        .bind(token.jti)
-        .bind(token.client_id)
-        .bind(token.thumbprint)
-        .bind(token.registration_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(TokenStanding {
-            certificate_revoked: row.try_get::<i64, _>("certificate_revoked")? > 0,
-            token_revoked: row.try_get::<i64, _>("token_revoked")? > 0,
-            client_exists: row.try_get::<i64, _>("client_exists")? > 0,
-        })
-    }
-
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
         let found: Option<String> =
             sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1")
@@ -700,7 +683,7 @@ impl AuthzStore for Database {
 macro_rules! card_columns {
     () => {
         "public_token, organisation_id, client_id, details, pan_sealed, cvv_sealed, pin_sealed, \
-         status_code, status_updated, cvv_blocked, created_at, updated_at"
+         status_code, status_updated, cvv_blocked, created_at, updated_at, version"
     };
 }
 
@@ -724,6 +707,7 @@ fn card(row: &AnyRow) -> Result<CardRecord, sqlx::Error> {
         cvv_blocked: row.try_get::<i64, _>("cvv_blocked")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
     })
 }
 
@@ -747,7 +731,7 @@ impl CardsStore for Database {
         let result = sqlx::query(concat!(
             "INSERT INTO cards (",
             card_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
         ))
         .bind(&record.public_token)
         .bind(&record.organisation_id)
@@ -761,6 +745,7 @@ impl CardsStore for Database {
         .bind(i64::from(record.cvv_blocked))
         .bind(record.created_at)
         .bind(record.updated_at)
+        .bind(record.version)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -778,10 +763,11 @@ impl CardsStore for Database {
         Ok(row.as_ref().map(card).transpose()?)
     }
 
-    async fn update_card(&self, record: &CardRecord) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn update_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
             "UPDATE cards SET details = $1, pin_sealed = $2, status_code = $3, status_updated = $4, \
-             cvv_blocked = $5, updated_at = $6 WHERE public_token = $7",
+             cvv_blocked = $5, updated_at = $6, version = version + 1 \
+             WHERE public_token = $7 AND version = $8",
         )
         .bind(&record.details)
         .bind(&record.pin_sealed)
@@ -790,9 +776,10 @@ impl CardsStore for Database {
         .bind(i64::from(record.cvv_blocked))
         .bind(record.updated_at)
         .bind(&record.public_token)
+        .bind(record.version)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(result.rows_affected() == 1)
     }
 
     async fn idempotency(
@@ -832,6 +819,49 @@ impl CardsStore for Database {
         .bind(record.status)
         .bind(&record.response)
         .bind(record.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn complete_idempotency(
+        &self,
+        id: &str,
+        status: i64,
+        response: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $1, response = $2 WHERE id = $3 AND status = 0",
+        )
+        .bind(status)
+        .bind(response)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_idempotency(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE id = $1 AND status = 0")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_over_idempotency(
+        &self,
+        id: &str,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE idempotency_keys SET created_at = $1 \
+             WHERE id = $2 AND status = 0 AND created_at < $3",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(stale_before)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -935,6 +965,31 @@ impl RateLimitStore for Database {
 }
 
 #[async_trait]
+impl TokenStandingStore for Database {
+    async fn token_standing(
+        &self,
+        token: &TokenReference<'_>,
+    ) -> Result<TokenStanding, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM certificates WHERE thumbprint = $3 AND revoked_at IS NOT NULL) AS certificate_revoked, \
+             (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1) AS token_revoked, \
+             (SELECT COUNT(*) FROM oauth_clients WHERE client_id = $2 AND registration_id = $4) AS client_exists",
+        )
+        .bind(token.jti)
+        .bind(token.client_id)
+        .bind(token.thumbprint)
+        .bind(token.registration_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(TokenStanding {
+            certificate_revoked: row.try_get::<i64, _>("certificate_revoked")? > 0,
+            token_revoked: row.try_get::<i64, _>("token_revoked")? > 0,
+            client_exists: row.try_get::<i64, _>("client_exists")? > 0,
+        })
+    }
+}
+
+#[async_trait]
 impl ReplayStore for Database {
     async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         self.prune(now).await?;
@@ -1007,6 +1062,126 @@ mod tests {
         let id = format!("client|{}", crate::clock::now_nanos_for_tests());
         assert!(database.use_once(&id, 2_000_000_000, 1_000).await.unwrap());
         assert!(!database.use_once(&id, 2_000_000_000, 1_000).await.unwrap());
+    }
+
+    /// One script against the SQL store and the in-memory one: every answer the trust
+    /// decisions ask for is the same, so their unit tests over memory speak for the database.
+    #[tokio::test]
+    async fn sql_and_memory_agree() {
+        let (database, _dir) = database().await;
+        let memory = crate::MemoryStore::new();
+        let unique = crate::clock::now_nanos_for_tests();
+        let client_id = format!("https://directory/openid_relying_party/{unique}");
+        let organisation_id = format!("org-{unique}");
+        let thumbprint = format!("thumb-{unique}");
+        let jti = format!("jti-{unique}");
+        let reference = |registration_id: &'static str| TokenReference {
+            jti: &jti,
+            client_id: &client_id,
+            registration_id,
+            thumbprint: &thumbprint,
+        };
+        async fn both(
+            database: &Database,
+            memory: &crate::MemoryStore,
+            token: &TokenReference<'_>,
+        ) -> TokenStanding {
+            let sql = database.token_standing(token).await.unwrap();
+            assert_eq!(sql, memory.token_standing(token).await.unwrap());
+            sql
+        }
+        let standing = both(&database, &memory, &reference("first")).await;
+        assert!(!standing.client_exists);
+
+        let client = |registration_id: &str| ClientRecord {
+            client_id: client_id.clone(),
+            software_id: format!("software-{unique}"),
+            organisation_id: organisation_id.clone(),
+            metadata: "{}".into(),
+            registration_token_hash: format!("hash-{unique}-{registration_id}"),
+            registration_id: registration_id.into(),
+            created_at: 1_000,
+            updated_at: 1_000,
+        };
+        assert!(database.insert_client(&client("first")).await.unwrap());
+        memory.register(&client_id, "first");
+        assert!(
+            both(&database, &memory, &reference("first"))
+                .await
+                .client_exists
+        );
+
+        database.delete_client(&client_id).await.unwrap();
+        memory.delete_client(&client_id);
+        assert!(database.insert_client(&client("second")).await.unwrap());
+        memory.register(&client_id, "second");
+        assert!(
+            !both(&database, &memory, &reference("first"))
+                .await
+                .client_exists
+        );
+        assert!(
+            both(&database, &memory, &reference("second"))
+                .await
+                .client_exists
+        );
+
+        database
+            .revoke_token(&jti, &client_id, 2_000, 1_000)
+            .await
+            .unwrap();
+        memory.revoke_token(&jti);
+        assert!(
+            both(&database, &memory, &reference("second"))
+                .await
+                .token_revoked
+        );
+
+        database
+            .insert_organisation(&OrganisationRecord {
+                id: organisation_id.clone(),
+                body: "{}".into(),
+                created_at: 1_000,
+            })
+            .await
+            .unwrap();
+        let certificate = CertificateRecord {
+            id: format!("certificate-{unique}"),
+            organisation_id: organisation_id.clone(),
+            software_statement_id: None,
+            certificate_type: "transport".into(),
+            key_id: format!("kid-{unique}"),
+            thumbprint: thumbprint.clone(),
+            serial_hex: format!("{unique:x}"),
+            chain_pem: String::new(),
+            not_before: 0,
+            not_after: 2_000,
+            created_at: 1_000,
+            revoked_at: None,
+        };
+        database.insert_certificate(&certificate).await.unwrap();
+        assert!(
+            !both(&database, &memory, &reference("second"))
+                .await
+                .certificate_revoked
+        );
+        assert!(
+            database
+                .revoke_certificate(&certificate.id, 1_500)
+                .await
+                .unwrap()
+        );
+        memory.revoke_certificate(&thumbprint);
+        assert!(
+            both(&database, &memory, &reference("second"))
+                .await
+                .certificate_revoked
+        );
+
+        for (now, expected) in [(1_000, true), (1_000, false), (1_999, false)] {
+            assert_eq!(database.use_once(&jti, 2_000, now).await.unwrap(), expected);
+            assert_eq!(memory.use_once(&jti, 2_000, now).await.unwrap(), expected);
+        }
     }
 
     #[tokio::test]

@@ -7,14 +7,16 @@
 
 pub mod clock;
 mod database;
+mod memory;
 mod records;
 mod sealed;
 
 pub use database::{Backend, Database, StoreError};
+pub use memory::MemoryStore;
 pub use records::{
     AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
     ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
     OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
-    TokenReference, TokenStanding,
+    TokenReference, TokenStanding, TokenStandingStore,
 };
 pub use sealed::{MasterKey, SealError};

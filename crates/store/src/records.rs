@@ -162,6 +162,17 @@ pub trait ReplayStore: Send + Sync {
     async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
 }
 
+/// What the store knows of an issued access token: the one question every party that honours
+/// tokens (the authorization server's introspection, the Cards API) asks before it does.
+#[async_trait]
+pub trait TokenStandingStore: Send + Sync {
+    /// In one statement (the Cards API's hot path): whether the certificate the token is bound to
+    /// was revoked, whether the token was revoked, and whether its very registration still
+    /// exists.
+    async fn token_standing(&self, token: &TokenReference<'_>)
+    -> Result<TokenStanding, StoreError>;
+}
+
 /// The stack's own keys.
 #[async_trait]
 pub trait KeyMaterialStore: Send + Sync {
@@ -273,11 +284,6 @@ pub trait AuthzStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Whether the token with this `jti` was revoked.
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
-    /// In one statement (the Cards API's hot path): whether the certificate the token is bound to
-    /// was revoked, whether the token was revoked, and whether its very registration still
-    /// exists.
-    async fn token_standing(&self, token: &TokenReference<'_>)
-    -> Result<TokenStanding, StoreError>;
 }
 
 /// A card. Non-sensitive details are JSON; PAN, CVV and PIN are sealed under the master key.
@@ -307,6 +313,8 @@ pub struct CardRecord {
     pub created_at: i64,
     /// Last update.
     pub updated_at: i64,
+    /// Bumped by every write; a write names the version it read (optimistic concurrency).
+    pub version: i64,
 }
 
 /// The first response to a write with an `IdempotencyKey`.
@@ -318,7 +326,7 @@ pub struct IdempotencyRecord {
     pub endpoint: String,
     /// SHA-256 of the request body.
     pub request_hash: String,
-    /// The response status.
+    /// The response status; 0 while the first request is still acting (a claim).
     pub status: i64,
     /// The response body.
     pub response: String,
@@ -356,16 +364,34 @@ pub trait CardsStore: Send + Sync {
     async fn insert_card(&self, record: &CardRecord) -> Result<bool, StoreError>;
     /// One card.
     async fn card(&self, public_token: &str) -> Result<Option<CardRecord>, StoreError>;
-    /// Writes a card's mutable fields.
-    async fn update_card(&self, record: &CardRecord) -> Result<(), StoreError>;
+    /// Writes a card's mutable fields if its version is still `record.version` (and bumps it);
+    /// `false` if another write came first: re-read and decide again.
+    async fn update_card(&self, record: &CardRecord) -> Result<bool, StoreError>;
     /// An idempotency record younger than `newer_than` (older ones are deleted).
     async fn idempotency(
         &self,
         id: &str,
         newer_than: i64,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
-    /// Stores an idempotency record; `false` if one exists.
+    /// Stores an idempotency record (a claim when its status is 0); `false` if one exists.
     async fn insert_idempotency(&self, record: &IdempotencyRecord) -> Result<bool, StoreError>;
+    /// Fills in a claim with the first request's answer.
+    async fn complete_idempotency(
+        &self,
+        id: &str,
+        status: i64,
+        response: &str,
+    ) -> Result<(), StoreError>;
+    /// Drops a claim whose request failed (only successful answers are remembered).
+    async fn release_idempotency(&self, id: &str) -> Result<(), StoreError>;
+    /// Takes over a claim made before `stale_before` and never completed (its instance died);
+    /// `false` if it was completed or taken over meanwhile.
+    async fn take_over_idempotency(
+        &self,
+        id: &str,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     /// Stores a new bulk job.
     async fn insert_bulk_job(&self, record: &BulkJobRecord) -> Result<(), StoreError>;
     /// One bulk job.

@@ -1,10 +1,16 @@
 //! Envelope encryption at rest: AES-256-GCM (aws-lc-rs) under the master key, a fresh random
 //! nonce per value, and the value's name as associated data so a sealed value cannot be moved
 //! to another row. Format: `v1.` + base64(nonce ‖ ciphertext ‖ tag).
+//!
+//! The master key also keys digests of values that may hold secrets (an idempotency record's
+//! request body carries a PIN): HMAC-SHA-256 under a key derived from the master key
+//! (HMAC(master, label), the HKDF-Expand step with one block), never a bare hash that a small
+//! secret space would give away to brute force.
 
 use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
@@ -28,6 +34,7 @@ pub enum SealError {
 /// The 32-byte key that encrypts every secret the stack stores.
 pub struct MasterKey {
     key: LessSafeKey,
+    digests: hmac::Key,
 }
 
 impl fmt::Debug for MasterKey {
@@ -73,9 +80,29 @@ impl MasterKey {
             return Err(SealError::BadMasterKey);
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SealError::BadMasterKey)?;
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            b"certbound keyed digests v1\x01",
+        );
         Ok(Self {
             key: LessSafeKey::new(key),
+            digests: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
         })
+    }
+
+    /// A keyed digest of `data` for `purpose` (hex HMAC-SHA-256): equal inputs give equal
+    /// digests, and nothing about `data` can be learnt from it without the master key.
+    pub fn digest(&self, purpose: &str, data: &[u8]) -> String {
+        let mut context = hmac::Context::with_key(&self.digests);
+        context.update(purpose.as_bytes());
+        context.update(&[0]);
+        context.update(data);
+        context
+            .sign()
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 
     /// Encrypts `plaintext`, bound to `name`.
@@ -134,6 +161,24 @@ mod tests {
             other.open("ca.issuing", &sealed),
             Err(SealError::Open)
         ));
+    }
+
+    #[test]
+    fn digests_are_keyed_by_purpose_and_master_key() {
+        let (key, _) = MasterKey::generate().unwrap();
+        let (other, _) = MasterKey::generate().unwrap();
+        let body = br#"{"pin":"1234"}"#;
+        let digest = key.digest("idempotency", body);
+        assert_eq!(digest, key.digest("idempotency", body));
+        assert_eq!(digest.len(), 64);
+        assert_ne!(digest, key.digest("other purpose", body));
+        assert_ne!(digest, other.digest("idempotency", body));
+        let bare = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+        let bare: String = bare.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_ne!(
+            digest, bare,
+            "not the unsalted SHA-256 a brute force would find"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! cannot disagree.
 
 use certbound_jose::{AlgorithmPolicy, VerificationKey, verify_jws};
-use certbound_store::{AuthzStore, StoreError, TokenReference, TokenStanding};
+use certbound_store::{StoreError, TokenReference, TokenStanding, TokenStandingStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -132,7 +132,7 @@ impl Standing {
 /// looked at (introspection), and then the binding is not compared but the bound certificate's
 /// revocation still counts. One store read, then [`judge`].
 pub async fn standing(
-    store: &dyn AuthzStore,
+    store: &dyn TokenStandingStore,
     claims: &AccessTokenClaims,
     presented: Option<&str>,
 ) -> Result<Standing, StoreError> {
@@ -263,6 +263,27 @@ mod tests {
         for (name, presented, known, expected) in cases {
             assert_eq!(judge(&claims(), presented, known), expected, "{name}");
         }
+    }
+
+    /// The life of one token over the in-memory store (the same trait as SQLite and
+    /// PostgreSQL): each event that must end it does, and a new registration does not revive it.
+    #[tokio::test]
+    async fn a_token_through_the_events_that_end_it() {
+        let store = certbound_store::MemoryStore::new();
+        let token = claims();
+        let at = |presented| standing(&store, &token, presented);
+        assert_eq!(at(Some("bound")).await.ok(), Some(Standing::ClientGone));
+        store.register("client", "registration");
+        assert_eq!(at(Some("bound")).await.ok(), Some(Standing::Good));
+        assert_eq!(at(Some("other")).await.ok(), Some(Standing::BoundElsewhere));
+        store.delete_client("client");
+        store.register("client", "registered anew");
+        assert_eq!(at(Some("bound")).await.ok(), Some(Standing::ClientGone));
+        store.register("client", "registration");
+        store.revoke_token("jti");
+        assert_eq!(at(None).await.ok(), Some(Standing::Revoked));
+        store.revoke_certificate("bound");
+        assert_eq!(at(None).await.ok(), Some(Standing::CertificateRevoked));
     }
 
     #[test]

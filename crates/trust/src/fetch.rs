@@ -3,6 +3,7 @@
 //! per [`REFETCH_INTERVAL`] per URI, so a client cannot make the server hammer the keystore.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -62,14 +63,20 @@ impl KeySource for HttpsKeySource {
 
 #[derive(Clone)]
 struct Entry {
+    set: Arc<serde_json::Value>,
     keys: Vec<VerificationKey>,
     fetched_at: i64,
+    /// Bumped by every fetch: a request that waited for another's fetch sees it came.
+    generation: u64,
 }
 
-/// The cache over a [`KeySource`].
+/// The cache over a [`KeySource`]. One fetch per URI at a time (single flight): concurrent
+/// requests that miss wait for that fetch and share its answer instead of each refetching.
 pub struct KeyCache {
     source: Box<dyn KeySource>,
     entries: Mutex<HashMap<String, Entry>>,
+    flights: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -84,6 +91,8 @@ impl KeyCache {
         Self {
             source,
             entries: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -95,19 +104,71 @@ impl KeyCache {
         kid: Option<&str>,
         now: i64,
     ) -> Result<Vec<VerificationKey>, String> {
-        let cached = self.entries.lock().await.get(uri).cloned();
-        if let Some(entry) = &cached {
+        let knows =
+            |entry: &Entry| kid.is_none_or(|kid| entry.keys.iter().any(|key| key.kid == kid));
+        Ok(self.entry(uri, now, knows).await?.keys)
+    }
+
+    /// Whether the JWK Set at `uri` publishes a key with this `x5t#S256`: from the cache while it
+    /// is fresh and does, refetched otherwise (rate-limited, like an unknown `kid`).
+    pub async fn publishes_thumbprint(
+        &self,
+        uri: &str,
+        thumbprint: &str,
+        now: i64,
+    ) -> Result<bool, String> {
+        let publishes = |entry: &Entry| {
+            entry
+                .set
+                .get("keys")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|keys| {
+                    keys.iter().any(|key| {
+                        key.get("x5t#S256").and_then(serde_json::Value::as_str) == Some(thumbprint)
+                    })
+                })
+        };
+        let entry = self.entry(uri, now, publishes).await?;
+        Ok(publishes(&entry))
+    }
+
+    /// The cached set at `uri` if it is fresh and has what is `wanted` (or may not be refetched
+    /// yet), else a fetch, one at a time per URI.
+    async fn entry(
+        &self,
+        uri: &str,
+        now: i64,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> Result<Entry, String> {
+        let usable = |entry: &Entry| {
             let fresh = now - entry.fetched_at < CACHE_TTL;
-            let knows = kid.is_none_or(|kid| entry.keys.iter().any(|key| key.kid == kid));
             let may_refetch = now - entry.fetched_at >= REFETCH_INTERVAL;
-            if fresh && (knows || !may_refetch) {
-                return Ok(entry.keys.clone());
-            }
+            fresh && (wanted(entry) || !may_refetch)
+        };
+        let cached = self.entries.lock().await.get(uri).cloned();
+        if let Some(entry) = cached.as_ref().filter(|entry| usable(entry)) {
+            return Ok(entry.clone());
+        }
+        let flight = self
+            .flights
+            .lock()
+            .await
+            .entry(uri.to_owned())
+            .or_default()
+            .clone();
+        let _turn = flight.lock().await;
+        // Another request fetched while this one waited: share its answer.
+        let seen = cached.as_ref().map(|entry| entry.generation);
+        if let Some(entry) = self.entries.lock().await.get(uri)
+            && Some(entry.generation) != seen
+        {
+            return Ok(entry.clone());
         }
         let set = match self.source.fetch(uri).await {
             Ok(set) => set,
-            // A keystore outage does not lock out clients whose keys we hold.
-            Err(error) => return cached.map(|entry| entry.keys).ok_or(error),
+            // A keystore outage does not lock out clients whose keys we hold (a revoked key is
+            // refused by the directory's records, not by this cache).
+            Err(error) => return cached.ok_or(error),
         };
         let keys: Vec<VerificationKey> = set
             .get("keys")
@@ -118,26 +179,26 @@ impl KeyCache {
                     .collect()
             })
             .unwrap_or_default();
-        self.entries.lock().await.insert(
-            uri.to_owned(),
-            Entry {
-                keys: keys.clone(),
-                fetched_at: now,
-            },
-        );
-        Ok(keys)
-    }
-
-    /// The raw JWK Set at `uri` (for `x5t#S256` lookups), uncached.
-    pub async fn raw(&self, uri: &str) -> Result<serde_json::Value, String> {
-        self.source.fetch(uri).await
+        let entry = Entry {
+            set: Arc::new(set),
+            keys,
+            fetched_at: now,
+            generation: self
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
+        };
+        self.entries
+            .lock()
+            .await
+            .insert(uri.to_owned(), entry.clone());
+        Ok(entry)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Counting(Arc<AtomicUsize>);
@@ -184,6 +245,75 @@ mod tests {
             count.load(Ordering::SeqCst),
             3,
             "an expired entry is refetched"
+        );
+    }
+
+    /// A source that answers slowly, so concurrent misses overlap.
+    struct Slow(Arc<AtomicUsize>);
+
+    #[async_trait]
+    impl KeySource for Slow {
+        async fn fetch(&self, uri: &str) -> Result<serde_json::Value, String> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Counting(self.0.clone()).fetch(uri).await
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_fetch() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let cache = Arc::new(KeyCache::new(Box::new(Slow(count.clone()))));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let cache = cache.clone();
+            tasks.spawn(async move {
+                cache
+                    .keys("u", Some("a"), 1000)
+                    .await
+                    .map(|keys| keys.len())
+            });
+        }
+        while let Some(outcome) = tasks.join_next().await {
+            assert_eq!(outcome.ok().and_then(Result::ok), Some(1));
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 1, "twenty misses, one fetch");
+    }
+
+    #[tokio::test]
+    async fn a_published_thumbprint_is_looked_up_in_the_cache() {
+        struct Published(Arc<AtomicUsize>);
+        #[async_trait]
+        impl KeySource for Published {
+            async fn fetch(&self, _uri: &str) -> Result<serde_json::Value, String> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(serde_json::json!({"keys": [{"kty": "RSA", "x5t#S256": "mine"}]}))
+            }
+        }
+        let count = Arc::new(AtomicUsize::new(0));
+        let cache = KeyCache::new(Box::new(Published(count.clone())));
+        for now in [1000, 1001, 1002] {
+            assert_eq!(cache.publishes_thumbprint("u", "mine", now).await, Ok(true));
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 1, "found in the cache");
+        assert_eq!(
+            cache.publishes_thumbprint("u", "other", 1003).await,
+            Ok(false)
+        );
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "no refetch within the interval"
+        );
+        assert_eq!(
+            cache
+                .publishes_thumbprint("u", "other", 1000 + REFETCH_INTERVAL)
+                .await,
+            Ok(false)
+        );
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            2,
+            "an unknown thumbprint refetches, rate-limited"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! certbound's trust decisions, held once: every party (the directory, the authorization server,
 //! the Cards API) calls these functions instead of re-deriving a rule in its handlers.
 //!
-//! What lives here today: the standing of a directory certificate for a use (key role, owner,
+//! What lives here today: using a client assertion's `jti` once; the standing of a directory certificate for a use (key role, owner,
 //! validity, revocation); the access token (its claims, its verification with the authorization
 //! server's *published* keys, and its standing: revoked, client deleted or registered anew,
 //! bound certificate revoked, bound to another certificate) and the cache of published keys. A
@@ -12,12 +12,14 @@
 mod access_token;
 mod certificate;
 pub mod fetch;
+mod replay;
 mod vocabulary;
 
 pub use access_token::{
     AccessTokenClaims, Confirmation, Standing, TokenError, judge, standing, verify_access_token,
 };
 pub use certificate::{CertificateStanding, Use, certificate_standing};
+pub use replay::{Acceptor, JtiUse, use_jti_once};
 pub use vocabulary::{
     AuthMethod, ClientId, GrantType, Jti, OrganisationId, RegistrationId, ScopeSet, Secret,
     SoftwareId, Thumbprint,

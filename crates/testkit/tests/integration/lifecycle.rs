@@ -75,6 +75,12 @@ async fn expired_certificates_are_refused_at_every_mtls_port() {
         .issue(
             csr,
             CertificateType::Transport,
+            &certbound_pki::IssuedSubject {
+                country: None,
+                organisation_name: "Expired Ltd",
+                organisational_unit: &organisation,
+                common_name: &software,
+            },
             now() - 400 * 86_400,
             "https://localhost/crl",
         )

@@ -2,6 +2,7 @@
 //! real listeners, on SQLite or (with CERTBOUND_TEST_DATABASE_URL) PostgreSQL. Each module is one
 //! area; the trust decisions every party shares are in `trust`.
 
+mod abuse;
 mod authz;
 mod cards;
 mod directory;

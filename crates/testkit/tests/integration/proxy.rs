@@ -61,17 +61,50 @@ async fn token_via_header(
         .unwrap()
 }
 
-#[tokio::test]
-async fn certificates_from_a_trusted_proxy_are_verified_and_bind_tokens() {
-    let stack = stack_trusting(&["127.0.0.1/32"]).await;
+/// The software's SSA, fetched with its certificate in the proxy header.
+async fn ssa_via_header(stack: &TestStack, software: &Software, header: &(&str, String)) -> String {
+    let response = stack
+        .client()
+        .post(stack.mtls("/token"))
+        .header(header.0, header.1.clone())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "directory:software"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &stack.assertion(software, |_| {})),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let token: Value = response.json().await.unwrap();
+    let response = stack
+        .client()
+        .get(stack.mtls(&format!(
+            "/organisations/{}/softwarestatements/{}/assertion",
+            software.organisation_id, software.software_statement_id
+        )))
+        .header(header.0, header.1.clone())
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// A software registered through the "proxy" (every local address is the proxy here, so the SSA
+/// comes through it too), and its certificate as nginx forwards it.
+async fn registered_through_the_proxy(stack: &TestStack) -> (Software, (&'static str, String)) {
     let software = stack.onboard(&["programme-manager"]).await;
     let nginx = (
         "X-SSL-Client-Cert",
         escaped(&leaf_pem(&software.transport.chain_pem)),
     );
-
-    // Registration through the "proxy".
-    let ssa = stack.ssa(&software).await;
+    let ssa = ssa_via_header(stack, &software, &nginx).await;
     let response = stack
         .client()
         .post(stack.authz("/oauth2/register"))
@@ -81,6 +114,78 @@ async fn certificates_from_a_trusted_proxy_are_verified_and_bind_tokens() {
         .await
         .unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    (software, nginx)
+}
+
+/// From a trusted proxy, an empty, garbled, foreign or missing forwarded certificate means no
+/// client certificate at all: never the proxy's own, however valid (abuse review item 9).
+#[tokio::test]
+async fn a_trusted_proxy_without_a_valid_forwarded_certificate_carries_none() {
+    let stack = stack_trusting(&["127.0.0.1/32"]).await;
+    let (software, nginx) = registered_through_the_proxy(&stack).await;
+    let token = token_via_header(&stack, &software, nginx.clone()).await;
+    assert_eq!(token.status(), 200);
+    let token: Value = token.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+
+    // The proxy's own TLS certificate is the worst case: this very software's valid one.
+    let proxy = stack.mtls_client(&software.transport);
+    let foreign = {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["client".to_owned()]).unwrap();
+        escaped(&params.self_signed(&key).unwrap().pem())
+    };
+    for header in [
+        None,
+        Some(String::new()),
+        Some("%%%garbage".into()),
+        Some(foreign),
+    ] {
+        let with_header = |request: reqwest::RequestBuilder| match &header {
+            Some(value) => request.header("X-SSL-Client-Cert", value.clone()),
+            None => request,
+        };
+        let assertion = stack.authz_assertion(&software, |_| {});
+        let response = with_header(proxy.post(stack.authz("/oauth2/token")))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "token with header {header:?}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with("no client certificate"),
+            "{body}"
+        );
+        let response = with_header(proxy.get(stack.cards(&format!("/cards/{}", "123456789"))))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "cards with header {header:?}");
+        let response = with_header(proxy.get(stack.cards("/keys")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "keys with header {header:?}");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn certificates_from_a_trusted_proxy_are_verified_and_bind_tokens() {
+    let stack = stack_trusting(&["127.0.0.1/32"]).await;
+    let (software, nginx) = registered_through_the_proxy(&stack).await;
 
     // A token bound to the forwarded certificate (nginx header).
     let response = token_via_header(&stack, &software, nginx.clone()).await;
