@@ -63,6 +63,14 @@ impl Default for Listen {
 pub struct Limits {
     /// Open connections per listener; more are closed at once.
     pub max_connections: usize,
+    /// Open connections per source address and listener (trusted proxies exempt); more are
+    /// closed at once.
+    pub max_connections_per_address: usize,
+    /// Seconds a connection may sit with no request in flight and nothing read or written
+    /// (after TLS, between requests, HTTP/2 with no open stream) before it is closed.
+    pub idle_timeout_seconds: u64,
+    /// Seconds a request's body may take to arrive whole, however steadily it trickles.
+    pub body_timeout_seconds: u64,
     /// Seconds a client may take to complete the TLS handshake.
     pub handshake_timeout_seconds: u64,
     /// Seconds a client may take to send a request's headers, and to start the next request on
@@ -74,6 +82,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 4096,
+            max_connections_per_address: 256,
+            idle_timeout_seconds: 30,
+            body_timeout_seconds: 30,
             handshake_timeout_seconds: 10,
             header_read_timeout_seconds: 30,
         }

@@ -7,6 +7,7 @@
 
 mod bootstrap;
 mod config;
+mod idle;
 mod listener;
 mod proxy;
 mod unread_body;

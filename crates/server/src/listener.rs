@@ -24,6 +24,7 @@ use tower::ServiceExt as _;
 
 use crate::bootstrap::{BootstrapError, TrustMaterial};
 use crate::config::{ConfigError, Part, StackConfig};
+use crate::idle::{Activity, ActivityIo, AddressSlots, DeadlineBody, Refusals};
 use crate::proxy::{Carried, TrustedProxies};
 use crate::unread_body;
 use crate::verifier::{DirectoryOrSelfSigned, TransportOnly};
@@ -124,6 +125,8 @@ struct Acceptor {
     tls: TlsAcceptor,
     classify: Option<Arc<DirectoryOrSelfSigned>>,
     proxies: Option<Arc<TrustedProxies>>,
+    /// Trusted proxies carry everyone's traffic: no per-address connection cap for them.
+    uncapped: Arc<[ipnet::IpNet]>,
 }
 
 fn acceptor(
@@ -151,6 +154,9 @@ fn acceptor(
             Ok(Arc::new(TransportOnly::new(webpki)))
         };
     let mut classify = None;
+    let uncapped = crate::proxy::parse_networks(trusted_proxies)
+        .map_err(StartError::Tls)?
+        .into();
     // Only listeners that take client certificates take them from a trusted proxy's header too.
     let proxies = match (client_certificates, trusted_proxies.is_empty()) {
         (ClientCertificates::NotRequested, _) | (_, true) => None,
@@ -186,6 +192,7 @@ fn acceptor(
         tls: TlsAcceptor::from(Arc::new(config)),
         classify,
         proxies,
+        uncapped,
     })
 }
 
@@ -469,8 +476,11 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
 #[derive(Clone, Copy, Debug)]
 struct Limits {
     max_connections: usize,
+    max_connections_per_address: usize,
     handshake_timeout: Duration,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
+    body_timeout: Duration,
     grace: Duration,
 }
 
@@ -478,6 +488,9 @@ impl Limits {
     fn of(config: &StackConfig) -> Self {
         Self {
             max_connections: config.limits.max_connections.max(1),
+            max_connections_per_address: config.limits.max_connections_per_address.max(1),
+            idle_timeout: Duration::from_secs(config.limits.idle_timeout_seconds.max(1)),
+            body_timeout: Duration::from_secs(config.limits.body_timeout_seconds.max(1)),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_seconds.max(1)),
             header_read_timeout: Duration::from_secs(
                 config.limits.header_read_timeout_seconds.max(1),
@@ -496,6 +509,13 @@ async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_address = AddressSlots::new(limits.max_connections_per_address);
+    let refusals = Refusals::new(
+        listener
+            .local_addr()
+            .map(|address| address.to_string())
+            .unwrap_or_default(),
+    );
     loop {
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -508,17 +528,32 @@ async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        // Over the limit: close at once rather than queue.
+        // Over a limit: close at once rather than queue.
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "connection limit reached; connection closed");
+            refusals.note(remote.ip(), "the listener's connection limit");
             drop(tcp);
             continue;
+        };
+        let address_slot = if acceptor
+            .uncapped
+            .iter()
+            .any(|network| network.contains(&remote.ip()))
+        {
+            None
+        } else {
+            let Some(slot) = per_address.acquire(remote.ip()) else {
+                refusals.note(remote.ip(), "the per-address connection limit");
+                drop(tcp);
+                continue;
+            };
+            Some(slot)
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
+            let _address_slot = address_slot;
             let _ = tcp.set_nodelay(true);
             let stream = match tokio::time::timeout(
                 limits.handshake_timeout,
@@ -548,8 +583,11 @@ async fn serve(
                 })
             });
             let proxies = acceptor.proxies.clone();
+            let activity = Activity::new();
+            let requests = activity.clone();
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    let in_flight = requests.begin();
                     let address =
                         certbound_http::ClientAddress(proxies.as_ref().map_or(remote, |proxies| {
                             proxies.client_address(remote, request.headers())
@@ -569,8 +607,10 @@ async fn serve(
                     let (parts, body) = request.into_parts();
                     let (body, held) = if parts.version == hyper::Version::HTTP_2 {
                         let (body, held) = unread_body::share(body);
+                        let body = DeadlineBody::new(body, limits.body_timeout);
                         (axum::body::Body::new(body), Some(held))
                     } else {
+                        let body = DeadlineBody::new(body, limits.body_timeout);
                         (axum::body::Body::new(body), None)
                     };
                     let response = router
@@ -578,6 +618,7 @@ async fn serve(
                         .oneshot(hyper::Request::from_parts(parts, body));
                     async move {
                         let response = response.await?;
+                        drop(in_flight);
                         Ok::<_, std::convert::Infallible>(
                             response.map(|body| unread_body::ResponseBody::new(body, held)),
                         )
@@ -595,9 +636,26 @@ async fn serve(
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(64)
                 .max_header_list_size(32 * 1024);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%remote, %error, "connection ended with an error");
+            let stream = ActivityIo::new(stream, activity.clone());
+            let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::pin!(connection);
+            let check =
+                (limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    ended = &mut connection => {
+                        if let Err(error) = ended {
+                            tracing::debug!(%remote, %error, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = tokio::time::sleep(check) => {
+                        if activity.idle_for(limits.idle_timeout) {
+                            tracing::debug!(%remote, "idle connection closed");
+                            break;
+                        }
+                    }
+                }
             }
         });
     }

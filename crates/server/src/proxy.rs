@@ -81,6 +81,21 @@ pub fn forwarded_certificates(nginx: Option<&str>, envoy: Option<&str>) -> Vec<V
     chain.iter().map(|der| der.as_ref().to_vec()).collect()
 }
 
+/// The trusted proxies' networks, CIDRs or single addresses.
+pub(crate) fn parse_networks(networks: &[String]) -> Result<Vec<IpNet>, String> {
+    networks
+        .iter()
+        .map(|network| {
+            network
+                .parse::<IpNet>()
+                .or_else(|_| network.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    format!("trusted proxy network `{network}` is not a CIDR or an address")
+                })
+        })
+        .collect()
+}
+
 /// Whose client certificate a request carries.
 #[derive(Debug)]
 pub(crate) enum Carried {
@@ -97,17 +112,7 @@ impl TrustedProxies {
         verifier: Arc<dyn ClientCertVerifier>,
         issuing: CertificateDer<'static>,
     ) -> Result<Self, String> {
-        let networks = networks
-            .iter()
-            .map(|network| {
-                network
-                    .parse::<IpNet>()
-                    .or_else(|_| network.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        format!("trusted proxy network `{network}` is not a CIDR or an address")
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let networks = parse_networks(networks)?;
         Ok(Self {
             networks,
             verifier,

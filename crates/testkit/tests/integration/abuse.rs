@@ -571,3 +571,55 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
     );
     stack.stop().await;
 }
+
+/// Item 1: an anonymous request with a 48 KiB path adds a bounded record to the audit trail; a
+/// token request with a 60 KiB `client_id` stores nothing of it and echoes a bounded description.
+#[tokio::test]
+async fn anonymous_input_is_never_stored_or_echoed_unbounded() {
+    let stack = TestStack::start().await;
+    let audit = stack.data_dir().join("audit.jsonl");
+    let size = || std::fs::metadata(&audit).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let long_path = format!("/{}", "a".repeat(48 * 1024));
+    for _ in 0..10 {
+        let response = stack
+            .client()
+            .get(stack.public(&long_path))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error());
+    }
+    let grown = size() - before;
+    assert!(
+        grown < 10 * 2048,
+        "ten 48 KiB paths added {grown} bytes to the audit trail"
+    );
+
+    let long_client = "c".repeat(60 * 1024);
+    let response = stack
+        .client()
+        .post(stack.authz("/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", long_client.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body = response.text().await.unwrap();
+    assert!(body.len() < 2048, "a {}-byte error body", body.len());
+    let database = certbound_store::Database::connect(&stack.database_url)
+        .await
+        .unwrap();
+    let longest: Option<i64> = sqlx::query_scalar("SELECT MAX(LENGTH(key)) FROM rate_limits")
+        .fetch_one(database.pool())
+        .await
+        .unwrap();
+    assert!(
+        longest.unwrap_or(0) < 512,
+        "a rate-limit key of {longest:?} bytes"
+    );
+    stack.stop().await;
+}

@@ -501,3 +501,123 @@ async fn refusals_arrive_whole_over_http2() {
     }
     stack.stop().await;
 }
+
+/// How long `openssl s_client` stays connected to `port` while `feed` (a shell command) writes
+/// its input, in milliseconds (the feed's own duration bounds it from above).
+async fn connected_ms(stack: &TestStack, port: u16, feed: &str, options: &str) -> u64 {
+    let ca = stack.data_dir().join("ca.pem");
+    let command = format!(
+        "({feed}) | (s=$(date +%s%N); timeout 12 openssl s_client -quiet {options} -connect 127.0.0.1:{port} -CAfile '{}' >/dev/null 2>&1; \
+          e=$(date +%s%N); echo ELAPSED_MS $(((e - s) / 1000000)))",
+        ca.display()
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .args(["-c", &command])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .trim()
+        .strip_prefix("ELAPSED_MS ")
+        .and_then(|ms| ms.parse().ok())
+        .expect(&stdout)
+}
+
+/// Every idle phase ends (abuse review item 2): a connection that completes TLS and sends
+/// nothing, an HTTP/2 connection idle after its preface, and a request body trickled a byte at a
+/// time are all closed within their timeouts, while a steady client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_trickled_bodies_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = TestStack::start_with(
+        dir,
+        certbound_testkit::fresh_database_url().await,
+        |config| {
+            config.limits.idle_timeout_seconds = 1;
+            config.limits.body_timeout_seconds = 2;
+        },
+    )
+    .await;
+    let public = port(stack.stack.directory_url.as_deref().unwrap());
+    let authz = port(&stack.authz(""));
+    // TLS, then silence for 8 s.
+    let silent = connected_ms(&stack, public, "sleep 8", "").await;
+    assert!(silent < 5000, "a silent connection stayed open {silent} ms");
+    // HTTP/2: the preface and an empty SETTINGS frame, then silence.
+    let preface = "printf 'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n\\000\\000\\000\\004\\000\\000\\000\\000\\000'; sleep 8";
+    let h2 = connected_ms(&stack, public, preface, "-alpn h2").await;
+    assert!(h2 < 5000, "an idle HTTP/2 connection stayed open {h2} ms");
+    // A body of 100 bytes, one byte every half second: 'activity', but no request.
+    let trickle = "printf 'POST /oauth2/token HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Type: application/x-www-form-urlencoded\\r\\nContent-Length: 100\\r\\n\\r\\n'; \
+                   for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do printf a; sleep 0.5; done";
+    let trickled = connected_ms(&stack, authz, trickle, "").await;
+    assert!(
+        trickled < 6000,
+        "a trickled body kept its connection {trickled} ms"
+    );
+    // A normal client is served, twice on one kept-alive connection.
+    let client = stack.client();
+    for _ in 0..2 {
+        let response = client.get(stack.public("/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    stack.stop().await;
+}
+
+/// One host cannot take a listener for itself (abuse review item 2): its connections beyond the
+/// per-address cap are closed at once, while another address still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = TestStack::start_with(
+        dir,
+        certbound_testkit::fresh_database_url().await,
+        |config| {
+            config.limits.max_connections_per_address = 3;
+            config.limits.handshake_timeout_seconds = 30;
+        },
+    )
+    .await;
+    let port = port(stack.stack.directory_url.as_deref().unwrap());
+    let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let from = |source: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .unwrap();
+        socket.connect(target).await.unwrap()
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(from([127, 0, 0, 2]).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let is_open = |mut stream: tokio::net::TcpStream| async move {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte))
+            .await
+            .is_err()
+    };
+    assert!(
+        !is_open(from([127, 0, 0, 2]).await).await,
+        "a fourth from one address is closed"
+    );
+    assert!(
+        is_open(from([127, 0, 0, 3]).await).await,
+        "another address still connects"
+    );
+    let response = stack
+        .client()
+        .get(stack.public("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drop(held);
+    stack.stop().await;
+}
