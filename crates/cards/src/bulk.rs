@@ -2,6 +2,11 @@
 //! the cards in the background, recording each one as it goes, so a job survives a restart (the
 //! next start resumes it) and an instance that dies mid-job (another takes it over once it has
 //! made no progress for [`STALE_AFTER`] seconds).
+//!
+//! Organisations share the workers fairly: each round takes the oldest unfinished job of every
+//! organisation and makes at most [`BATCH`] cards of each, so one organisation's queue of large
+//! jobs does not hold up another's small one. An organisation may have at most
+//! `bulk_jobs_per_organisation` jobs unfinished at once (429 beyond).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +32,8 @@ use crate::{Cards, CardsError};
 pub(crate) const STALE_AFTER: i64 = 30;
 /// How often the worker looks for work when not notified.
 const POLL: Duration = Duration::from_secs(2);
+/// Cards made for one job before the worker turns to the next organisation's.
+pub(crate) const BATCH: usize = 5;
 
 /// `POST /cards/bulk`.
 pub(crate) async fn create(
@@ -45,6 +52,19 @@ pub(crate) async fn create(
     }
     if product(&cards, &request.card_product).is_none() {
         return Err(CardsError::field("cardProduct", "unknown card product"));
+    }
+    let queued = cards
+        .store
+        .unfinished_bulk_jobs()
+        .await?
+        .iter()
+        .filter(|job| job.organisation_id == caller.claims.org_id)
+        .count();
+    if queued >= cards.config.bulk_jobs_per_organisation {
+        return Err(CardsError::TooManyRequests(format!(
+            "this organisation has {queued} bulk card requests unfinished, the most it may have: \
+             wait for one to complete"
+        )));
     }
     idempotent(
         &cards,
@@ -105,9 +125,15 @@ pub(crate) async fn show(
         .await?
         .filter(|job| job.organisation_id == caller.claims.org_id)
         .ok_or_else(|| CardsError::NotFound(format!("bulk card request {id} does not exist")))?;
-    let tokens: Value = serde_json::from_str(&job.public_tokens).unwrap_or_else(|_| json!([]));
+    let tokens: Vec<String> = serde_json::from_str(&job.public_tokens).unwrap_or_default();
+    // Between its turns a job waits as Pending in the store; begun, it is Processing to the client.
+    let status = if job.status == "Pending" && !tokens.is_empty() {
+        "Processing"
+    } else {
+        job.status.as_str()
+    };
     Ok(Json(
-        json!({"id": job.id, "status": job.status, "quantity": job.quantity, "publicTokens": tokens}),
+        json!({"id": job.id, "status": status, "quantity": job.quantity, "publicTokens": tokens}),
     ))
 }
 
@@ -117,18 +143,30 @@ pub(crate) async fn run(cards: Arc<Cards>, mut shutdown: watch::Receiver<bool>) 
         if *shutdown.borrow() {
             return;
         }
+        let mut worked = false;
         match cards.store.unfinished_bulk_jobs().await {
             Ok(jobs) => {
+                // The oldest unfinished job of each organisation: one turn each.
+                let mut organisations = std::collections::HashSet::new();
                 for job in jobs {
                     if *shutdown.borrow() {
                         return;
                     }
-                    if let Err(error) = process(&cards, job, &shutdown).await {
-                        tracing::warn!(%error, "bulk job step failed; it will be retried");
+                    if !organisations.insert(job.organisation_id.clone()) {
+                        continue;
+                    }
+                    match process(&cards, job, &shutdown).await {
+                        Ok(made) => worked |= made,
+                        Err(error) => {
+                            tracing::warn!(%error, "bulk job step failed; it will be retried");
+                        }
                     }
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot read bulk jobs"),
+        }
+        if worked {
+            continue;
         }
         tokio::select! {
             _ = cards.work.notified() => {}
@@ -138,18 +176,20 @@ pub(crate) async fn run(cards: Arc<Cards>, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
+/// One turn of a job: claims it, makes up to [`BATCH`] cards, and puts it back (Pending, its
+/// progress recorded) for the next turn unless it is complete. Whether it made any card.
 async fn process(
     cards: &Cards,
     job: BulkJobRecord,
     shutdown: &watch::Receiver<bool>,
-) -> Result<(), CardsError> {
+) -> Result<bool, CardsError> {
     let now = certbound_store::clock::now();
     if !cards
         .store
         .claim_bulk_job(&job.id, now, now - STALE_AFTER)
         .await?
     {
-        return Ok(());
+        return Ok(false);
     }
     let request: BulkRequest = serde_json::from_str(&job.request)
         .map_err(|error| CardsError::Internal(error.to_string()))?;
@@ -159,20 +199,22 @@ async fn process(
             .store
             .update_bulk_job(&job.id, "Failed", &job.public_tokens, now)
             .await?;
-        return Ok(());
+        return Ok(false);
     };
+    let mut made = 0;
     while i64::try_from(tokens.len()).unwrap_or(i64::MAX) < job.quantity {
-        if *shutdown.borrow() {
-            // Stop between cards: what is done is recorded; back to Pending so the next start
-            // (of this or any instance) resumes at once.
+        if *shutdown.borrow() || made == BATCH {
+            // Stop between cards: what is done is recorded; back to Pending so the next turn or
+            // the next start (of this or any instance) resumes it.
             let recorded = serde_json::to_string(&tokens)
                 .map_err(|error| CardsError::Internal(error.to_string()))?;
             cards
                 .store
                 .update_bulk_job(&job.id, "Pending", &recorded, certbound_store::clock::now())
                 .await?;
-            return Ok(());
+            return Ok(made > 0);
         }
+        made += 1;
         let now = certbound_store::clock::now();
         let expiry = crate::handlers::default_expiry(crate::handlers::date(now));
         let details = json!({
@@ -218,5 +260,5 @@ async fn process(
         )
         .await?;
     tracing::info!(id = %job.id, cards = tokens.len(), "bulk card request complete");
-    Ok(())
+    Ok(true)
 }

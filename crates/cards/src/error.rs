@@ -29,6 +29,9 @@ pub enum CardsError {
     /// 413.
     #[error("the request body is too large")]
     TooLarge,
+    /// 429: a quota of the caller's organisation is used up for now.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 422: well-formed but not applicable (fulfilment on a virtual card).
     #[error("{field}: {message}")]
     Unprocessable {
@@ -71,6 +74,7 @@ fn problem(
         413 => "https://tools.ietf.org/html/rfc9110#section-15.5.14",
         415 => "https://tools.ietf.org/html/rfc9110#section-15.5.16",
         422 => "https://tools.ietf.org/html/rfc9110#section-15.5.21",
+        429 => "https://tools.ietf.org/html/rfc6585#section-4",
         _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
     };
     let body = json!({"type": kind, "title": title, "status": status.as_u16(), "traceId": trace_id, "errors": errors});
@@ -131,6 +135,22 @@ impl IntoResponse for CardsError {
                 ),
                 &trace_id,
             ),
+            Self::TooManyRequests(message) => {
+                let mut response = problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too Many Requests",
+                    one("request", message.clone()),
+                    &trace_id,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                response.extensions_mut().insert(certbound_http::Refusal {
+                    code: "too_many_requests".into(),
+                    description: certbound_http::clean_description(&message),
+                });
+                response
+            }
             Self::Unprocessable { field, message } => problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Unprocessable Entity",

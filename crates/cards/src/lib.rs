@@ -44,6 +44,8 @@ pub struct CardsConfig {
     pub jwks_uri: String,
     /// Card products.
     pub products: Vec<model::Product>,
+    /// Bulk card requests an organisation may have unfinished at once.
+    pub bulk_jobs_per_organisation: usize,
 }
 
 /// The Cards API.

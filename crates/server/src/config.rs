@@ -179,6 +179,8 @@ pub struct StackConfig {
     pub rate_limits: RateLimits,
     /// When the audit trail rotates.
     pub audit: AuditRotation,
+    /// Bulk card requests an organisation may have unfinished at once (429 beyond).
+    pub bulk_jobs_per_organisation: usize,
     /// Trusted-proxy mode: networks (CIDRs) of the proxies whose `X-SSL-Client-Cert` /
     /// `X-Forwarded-Client-Cert` headers carry the client certificate. Empty: off.
     pub trusted_proxies: Vec<String>,
@@ -203,6 +205,7 @@ impl Default for StackConfig {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             audit: AuditRotation::default(),
+            bulk_jobs_per_organisation: 5,
             trusted_proxies: Vec::new(),
         }
     }

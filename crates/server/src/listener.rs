@@ -433,6 +433,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 ),
                 issuer,
                 products: certbound_cards::model::default_products(),
+                bulk_jobs_per_organisation: config.bulk_jobs_per_organisation.max(1),
             },
             database.clone(),
             master_key.clone(),

@@ -623,3 +623,152 @@ async fn anonymous_input_is_never_stored_or_echoed_unbounded() {
     );
     stack.stop().await;
 }
+
+/// Item 13: one organisation's queue of large bulk jobs does not hold up another's small one
+/// (fair share), and an organisation may queue only so many.
+#[tokio::test]
+async fn bulk_jobs_share_the_worker_fairly_and_queues_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = certbound_testkit::fresh_database_url().await;
+    let stack =
+        TestStack::start_with(dir, url, |config| config.bulk_jobs_per_organisation = 3).await;
+    let (busy, _) = Caller::new(&stack).await;
+    let (small, _) = Caller::new(&stack).await;
+    let bulk = |quantity: u32| json!({"cardProduct": "10001", "cardType": "Virtual", "quantity": quantity});
+    let mut busy_jobs = Vec::new();
+    for _ in 0..3 {
+        let (status, accepted, _) = busy
+            .send(Method::POST, "/cards/bulk", &bulk(50), None)
+            .await;
+        assert_eq!(status, 202, "{accepted}");
+        busy_jobs.push(accepted["id"].as_str().unwrap().to_owned());
+    }
+    let (status, refused, _) = busy.send(Method::POST, "/cards/bulk", &bulk(1), None).await;
+    assert_eq!(status, 429, "a fourth queued job: {refused}");
+    assert!(
+        refused["errors"]["request"][0]
+            .as_str()
+            .unwrap()
+            .contains("unfinished"),
+        "{refused}"
+    );
+    let (status, accepted, _) = small
+        .send(Method::POST, "/cards/bulk", &bulk(5), None)
+        .await;
+    assert_eq!(
+        status, 202,
+        "another organisation is not capped by the first: {accepted}"
+    );
+    let small_job = accepted["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let shown = bulk_job(&small, &small_job).await;
+        if shown["status"] == "Complete" {
+            assert_eq!(shown["publicTokens"].as_array().unwrap().len(), 5);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the small job never completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let first = bulk_job(&busy, &busy_jobs[0]).await;
+    assert_ne!(
+        first["status"], "Complete",
+        "the small job waited for a 50-card job: {first}"
+    );
+    assert!(["Pending", "Processing"].contains(&first["status"].as_str().unwrap()));
+    stack.stop().await;
+}
+
+async fn bulk_job(caller: &Caller, id: &str) -> Value {
+    let path = format!("/cards/bulk?bulkCardRequestId={id}");
+    caller.send(Method::GET, &path, &Value::Null, None).await.1
+}
+
+/// Item 13: `updatedBy` is the client's free text; the audit trail records who authenticated.
+#[tokio::test]
+async fn the_audit_trail_records_the_authenticated_client_whatever_updated_by_says() {
+    let stack = TestStack::start().await;
+    let (caller, software) = Caller::new(&stack).await;
+    let token = caller.new_card().await;
+    let (status, changed, _) = caller
+        .send(
+            Method::PUT,
+            &format!("/cards/{token}/status"),
+            &json!({"cardStatusCode": "05", "updatedBy": "someone-else@bank.example"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(changed["updatedBy"], "someone-else@bank.example");
+    let audit = std::fs::read_to_string(stack.data_dir().join("audit.jsonl")).unwrap();
+    let record: Value = audit
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|record| {
+            record["event"] == "card_status_changed" && record["public_token"] == token.as_str()
+        })
+        .expect("the status change is audited");
+    assert_eq!(record["client_id"], software.client_id.as_str());
+    assert_eq!(record["updated_by"], "someone-else@bank.example");
+    stack.stop().await;
+}
+
+/// Item 13: a client assertion may live at most 5 minutes (configurable), at the authorization
+/// server and at the directory alike: its `jti` must be remembered that long.
+#[tokio::test]
+async fn long_lived_client_assertions_are_refused() {
+    let stack = TestStack::start().await;
+    let software = stack.onboard(&["card-reader"]).await;
+    stack.register(&software, json!({})).await;
+    let now = certbound_testkit::now();
+    let long = |claims: &mut Value| {
+        claims["iat"] = json!(now);
+        claims["exp"] = json!(now + 3600);
+    };
+    let response = stack
+        .authz_token_request(
+            &software.transport,
+            &stack.authz_assertion(&software, long),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 300 s"),
+        "{body}"
+    );
+    let response = stack
+        .token_request(&software, &stack.assertion(&software, long))
+        .await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 300 s"),
+        "{body}"
+    );
+    // Five minutes exactly is accepted.
+    let five = |claims: &mut Value| {
+        claims["iat"] = json!(now);
+        claims["exp"] = json!(now + 300);
+    };
+    let response = stack
+        .authz_token_request(
+            &software.transport,
+            &stack.authz_assertion(&software, five),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    stack.stop().await;
+}
