@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The seed flow through a real nginx in trusted-proxy mode: nginx terminates mutual TLS for the
 # authorization server and the Cards API and forwards the client certificate in
-# X-SSL-Client-Cert; certbound trusts the header only from 127.0.0.1 and verifies the chain
-# itself. Registration, the certificate-bound token and a Cards API call all go through nginx.
+# X-SSL-Client-Cert; certbound trusts the header only from nginx's address (nginx connects from
+# 127.0.0.2, clients from 127.0.0.1) and verifies the chain itself. Registration, the
+# certificate-bound token and a Cards API call all go through nginx; the directory's mTLS port is
+# reached directly, as a client outside the proxy would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CERTBOUND_BIN:-target/debug/certbound}
@@ -16,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 
 cat > "$WORK/certbound.toml" <<TOML
-trusted_proxies = ["127.0.0.1/32"]
+trusted_proxies = ["127.0.0.2/32"]
 authz_issuer = "https://localhost:19443"
 [listen]
 directory = "127.0.0.1:18441"
@@ -47,10 +49,12 @@ proxy() {   # $1 listen port, $2 upstream port
     ssl_verify_depth 3;
     location / {
       proxy_pass https://127.0.0.1:$2;
+      proxy_bind 127.0.0.2;
       proxy_ssl_trusted_certificate $WORK/data/ca.pem;
       proxy_ssl_verify on;
       proxy_ssl_name localhost;
       proxy_set_header X-SSL-Client-Cert \$ssl_client_escaped_cert;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
     }
   }
 NGINX
@@ -81,6 +85,10 @@ echo "card created through nginx: $(sed 's/.*"publicToken":"\([^"]*\)".*/\1/' ca
 STATUS=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/client-data/ca.pem" -H "Authorization: Bearer $(cat token)" \
   https://localhost:19444/api/v1/cards/$(sed 's/.*"publicToken":"\([^"]*\)".*/\1/' card.json))
 [ "$STATUS" = 401 ] || { echo "a bound token without its certificate got HTTP $STATUS through nginx"; exit 1; }
-# A client that talks to certbound directly cannot forge the header: 127.0.0.1 is trusted here,
-# so this is checked in the Rust suites with an untrusted network.
+# A client that talks to certbound directly cannot forge the header: only nginx's address is
+# trusted, so the header is ignored and the bound token refused.
+STATUS=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/data/ca.pem" -H "Authorization: Bearer $(cat token)" \
+  -H "X-SSL-Client-Cert: $(python3 -c 'import sys,urllib.parse;print(urllib.parse.quote(open(sys.argv[1]).read()))' transport.pem)" \
+  https://localhost:18444/api/v1/cards/$(sed 's/.*"publicToken":"\([^"]*\)".*/\1/' card.json))
+[ "$STATUS" = 401 ] || { echo "a forged X-SSL-Client-Cert sent directly got HTTP $STATUS"; exit 1; }
 echo "nginx seed flow ok"
