@@ -222,100 +222,130 @@ async fn authenticate(
     form: &BTreeMap<String, String>,
     now: i64,
 ) -> Result<SoftwareStatement, DirectoryError> {
-    if let Some(assertion) = form.get("client_assertion") {
-        if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
-            return Err(DirectoryError::InvalidClient(format!(
-                "client_assertion_type must be {JWT_BEARER}"
-            )));
-        }
-        let issuer = certbound_jose::unverified_claims(assertion)
-            .and_then(|claims| claims.get("iss")?.as_str().map(str::to_owned))
-            .ok_or_else(|| {
-                DirectoryError::InvalidClient(
-                    "client_assertion is not a JWT with an iss claim".into(),
-                )
-            })?;
-        if let Some(client_id) = form.get("client_id")
-            && client_id != &issuer
-        {
-            return Err(DirectoryError::InvalidClient(
-                "client_id does not match the client assertion's iss".into(),
-            ));
-        }
-        let statement = client(directory, &issuer).await?;
-        // The presented certificate: a transport certificate of the software's organisation.
-        let presented_standing = standing(
-            Some(presented),
-            Use {
-                role: CertificateType::Transport.as_str(),
-                organisation_id: Some(&statement.organisation_id),
-                software_id: None,
-            },
-            now,
-        );
-        if presented_standing != CertificateStanding::Good {
-            return Err(DirectoryError::InvalidClient(format!(
-                "the client certificate {}",
-                presented_standing.description()
-            )));
-        }
-        let keys = directory
-            .store
-            .certificates(
-                &statement.organisation_id,
-                Some(&statement.software_statement_id),
-            )
-            .await?
-            .iter()
-            .filter(|record| {
-                standing(
-                    Some(record),
-                    Use {
-                        role: CertificateType::Signing.as_str(),
-                        organisation_id: Some(&statement.organisation_id),
-                        software_id: Some(&statement.software_statement_id),
-                    },
-                    now,
-                ) == CertificateStanding::Good
-            })
-            .map(|record| {
-                let jwk = crate::certificates::certificate_jwk(record)?;
-                let value = serde_json::to_value(&jwk)
-                    .map_err(|error| DirectoryError::Internal(error.to_string()))?;
-                VerificationKey::from_jwk_json(&value)
-                    .map_err(|error| DirectoryError::Internal(error.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let audiences = [
-            directory.config.issuer.clone(),
-            directory.token_endpoint(),
-            directory.mtls_token_endpoint(),
-        ];
-        let aliases = [statement.software_statement_id.clone()];
-        let rules = AssertionRules {
-            client_id: &statement.client_id,
-            client_id_aliases: &aliases,
-            audiences: &audiences,
-            algorithms: &directory.config.algorithms,
-            now,
-            max_lifetime: directory.config.assertion_max_lifetime,
-        };
-        let verified = verify_client_assertion(assertion, &keys, &rules)
-            .map_err(|error| DirectoryError::InvalidClient(error.to_string()))?;
-        let used = certbound_trust::use_jti_once(
-            directory.store.as_ref(),
-            Acceptor::Directory,
-            &statement.software_statement_id,
-            &Jti::new(verified.jti.clone()),
-            verified.exp,
-            now,
-        )
-        .await?;
-        if used == JtiUse::Replayed {
-            return Err(DirectoryError::InvalidClient(used.description().into()));
-        }
-        return Ok(statement);
+    match form.get("client_assertion") {
+        Some(assertion) => private_key_jwt(directory, presented, form, assertion, now).await,
+        None => tls_client_auth(directory, presented, form, now).await,
     }
+}
+
+/// RFC 7523: an assertion signed by one of the software's signing keys, over a transport
+/// certificate of its organisation, its `jti` used once.
+async fn private_key_jwt(
+    directory: &Directory,
+    presented: &CertificateRecord,
+    form: &BTreeMap<String, String>,
+    assertion: &str,
+    now: i64,
+) -> Result<SoftwareStatement, DirectoryError> {
+    if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
+        return Err(DirectoryError::InvalidClient(format!(
+            "client_assertion_type must be {JWT_BEARER}"
+        )));
+    }
+    let issuer = certbound_jose::unverified_claims(assertion)
+        .and_then(|claims| claims.get("iss")?.as_str().map(str::to_owned))
+        .ok_or_else(|| {
+            DirectoryError::InvalidClient("client_assertion is not a JWT with an iss claim".into())
+        })?;
+    if let Some(client_id) = form.get("client_id")
+        && client_id != &issuer
+    {
+        return Err(DirectoryError::InvalidClient(
+            "client_id does not match the client assertion's iss".into(),
+        ));
+    }
+    let statement = client(directory, &issuer).await?;
+    // The presented certificate: a transport certificate of the software's organisation.
+    let presented_standing = standing(
+        Some(presented),
+        Use {
+            role: CertificateType::Transport.as_str(),
+            organisation_id: Some(&statement.organisation_id),
+            software_id: None,
+        },
+        now,
+    );
+    if presented_standing != CertificateStanding::Good {
+        return Err(DirectoryError::InvalidClient(format!(
+            "the client certificate {}",
+            presented_standing.description()
+        )));
+    }
+    let keys = signing_keys(directory, &statement, now).await?;
+    let audiences = [
+        directory.config.issuer.clone(),
+        directory.token_endpoint(),
+        directory.mtls_token_endpoint(),
+    ];
+    let aliases = [statement.software_statement_id.clone()];
+    let rules = AssertionRules {
+        client_id: &statement.client_id,
+        client_id_aliases: &aliases,
+        audiences: &audiences,
+        algorithms: &directory.config.algorithms,
+        now,
+        max_lifetime: directory.config.assertion_max_lifetime,
+    };
+    let verified = verify_client_assertion(assertion, &keys, &rules)
+        .map_err(|error| DirectoryError::InvalidClient(error.to_string()))?;
+    let used = certbound_trust::use_jti_once(
+        directory.store.as_ref(),
+        Acceptor::Directory,
+        &statement.software_statement_id,
+        &Jti::new(verified.jti.clone()),
+        verified.exp,
+        now,
+    )
+    .await?;
+    if used == JtiUse::Replayed {
+        return Err(DirectoryError::InvalidClient(used.description().into()));
+    }
+    Ok(statement)
+}
+
+/// The software's signing keys that are good now, as verification keys: the directory's own
+/// records, so a revoked or expired key verifies nothing.
+async fn signing_keys(
+    directory: &Directory,
+    statement: &SoftwareStatement,
+    now: i64,
+) -> Result<Vec<VerificationKey>, DirectoryError> {
+    directory
+        .store
+        .certificates(
+            &statement.organisation_id,
+            Some(&statement.software_statement_id),
+        )
+        .await?
+        .iter()
+        .filter(|record| {
+            standing(
+                Some(record),
+                Use {
+                    role: CertificateType::Signing.as_str(),
+                    organisation_id: Some(&statement.organisation_id),
+                    software_id: Some(&statement.software_statement_id),
+                },
+                now,
+            ) == CertificateStanding::Good
+        })
+        .map(|record| {
+            let jwk = crate::certificates::certificate_jwk(record)?;
+            let value = serde_json::to_value(&jwk)
+                .map_err(|error| DirectoryError::Internal(error.to_string()))?;
+            VerificationKey::from_jwk_json(&value)
+                .map_err(|error| DirectoryError::Internal(error.to_string()))
+        })
+        .collect()
+}
+
+/// RFC 8705 §2.1: a transport certificate of this very software.
+async fn tls_client_auth(
+    directory: &Directory,
+    presented: &CertificateRecord,
+    form: &BTreeMap<String, String>,
+    now: i64,
+) -> Result<SoftwareStatement, DirectoryError> {
     let client_id = form.get("client_id").ok_or_else(|| {
         DirectoryError::InvalidClient(
             "authenticate with client_assertion (private_key_jwt) or client_id (tls_client_auth)"
