@@ -197,7 +197,8 @@ fn check_certificate(
     Ok(info.subject)
 }
 
-/// Builds the metadata to store from a request and its verified SSA. Pure: no I/O, no clock.
+/// Builds the metadata to store from a request and its verified SSA, one named rule per field
+/// (RFC 7591 §2; SSA values win). Pure: no I/O, no clock.
 pub(crate) fn build_metadata(
     request: &Map<String, Value>,
     ssa: &SoftwareStatement,
@@ -206,7 +207,47 @@ pub(crate) fn build_metadata(
     algorithms: &AlgorithmPolicy,
     issued_at: i64,
 ) -> Result<ClientMetadata, AuthzError> {
-    let metadata_error = |message: String| AuthzError::InvalidClientMetadata(message);
+    keys_only_from_the_statement(request, ssa)?;
+    let redirect_uris = redirect_uris_within(request, ssa)?;
+    let scope = scopes_within(request, ssa)?;
+    let token_endpoint_auth_method = auth_method(request)?;
+    let grant_types = grant_types(request)?;
+    let token_endpoint_auth_signing_alg = signing_alg(request, algorithms)?;
+    subject_dn_is_the_certificates(request, subject_dn)?;
+    Ok(ClientMetadata {
+        client_id: ssa.client_id.clone(),
+        software_id: ssa.software_id.clone(),
+        organisation_id: ssa.org_id.clone(),
+        client_name: ssa.client_name.clone(),
+        client_uri: ssa.client_uri.clone(),
+        logo_uri: ssa.logo_uri.clone(),
+        description: ssa.description.clone(),
+        application_type: "service".into(),
+        redirect_uris,
+        grant_types,
+        response_types: vec!["token".into()],
+        scope,
+        token_endpoint_auth_method,
+        token_endpoint_auth_signing_alg,
+        jwks_uri: ssa.jwks_uri.clone(),
+        jwks_transport_uri: ssa.jwks_transport_uri.clone(),
+        tls_client_auth_subject_dn: subject_dn.to_owned(),
+        tls_client_certificate_bound_access_tokens: true,
+        software_version: ssa.software_version.clone(),
+        software_statement: software_statement.to_owned(),
+        client_id_issued_at: issued_at,
+    })
+}
+
+fn metadata_error(message: String) -> AuthzError {
+    AuthzError::InvalidClientMetadata(message)
+}
+
+/// No `jwks` by value; a `jwks_uri`, if given, is the SSA's.
+fn keys_only_from_the_statement(
+    request: &Map<String, Value>,
+    ssa: &SoftwareStatement,
+) -> Result<(), AuthzError> {
     if request.get("jwks").is_some_and(|jwks| !jwks.is_null()) {
         return Err(metadata_error(
             "jwks by value is not accepted: keys come from the software statement's jwks_uri"
@@ -221,8 +262,16 @@ pub(crate) fn build_metadata(
             ssa.jwks_uri
         )));
     }
-    let redirect_uris = match request.get("redirect_uris") {
-        None | Some(Value::Null) => ssa.redirect_uris.clone(),
+    Ok(())
+}
+
+/// `redirect_uris` within the SSA's (all of them when none are asked for).
+fn redirect_uris_within(
+    request: &Map<String, Value>,
+    ssa: &SoftwareStatement,
+) -> Result<Vec<String>, AuthzError> {
+    match request.get("redirect_uris") {
+        None | Some(Value::Null) => Ok(ssa.redirect_uris.clone()),
         Some(value) => {
             let asked = string_list(Some(value)).ok_or_else(|| {
                 AuthzError::InvalidRedirectUri("redirect_uris must be an array of strings".into())
@@ -232,44 +281,64 @@ pub(crate) fn build_metadata(
                     "redirect_uri `{outside}` is not in the software statement"
                 )));
             }
-            asked
+            Ok(asked)
         }
+    }
+}
+
+/// Scopes within the software's roles (all the roles allow when none are asked for).
+fn scopes_within(
+    request: &Map<String, Value>,
+    ssa: &SoftwareStatement,
+) -> Result<ScopeSet, AuthzError> {
+    let Some(scope) = request.get("scope").and_then(Value::as_str) else {
+        return Ok(ssa.scopes.clone());
     };
-    let scopes = match request.get("scope").and_then(Value::as_str) {
-        None => ssa.scopes.clone(),
-        Some(scope) => {
-            let asked = ScopeSet::parse(scope);
-            if let Some(outside) = asked.first_outside(&ssa.scopes) {
-                return Err(metadata_error(format!(
-                    "scope `{outside}` is not allowed by the software's roles: {}",
-                    ssa.scopes
-                )));
-            }
-            if asked.is_empty() {
-                ssa.scopes.clone()
-            } else {
-                asked
-            }
-        }
-    };
-    let method = match request
+    let asked = ScopeSet::parse(scope);
+    if let Some(outside) = asked.first_outside(&ssa.scopes) {
+        return Err(metadata_error(format!(
+            "scope `{outside}` is not allowed by the software's roles: {}",
+            ssa.scopes
+        )));
+    }
+    Ok(if asked.is_empty() {
+        ssa.scopes.clone()
+    } else {
+        asked
+    })
+}
+
+/// `token_endpoint_auth_method`, `private_key_jwt` by default.
+fn auth_method(request: &Map<String, Value>) -> Result<AuthMethod, AuthzError> {
+    match request
         .get("token_endpoint_auth_method")
         .and_then(Value::as_str)
     {
-        None => AuthMethod::PrivateKeyJwt,
-        Some(method) => method.parse().map_err(metadata_error)?,
-    };
+        None => Ok(AuthMethod::PrivateKeyJwt),
+        Some(method) => method.parse().map_err(metadata_error),
+    }
+}
+
+/// `grant_types`, `client_credentials` by default.
+fn grant_types(request: &Map<String, Value>) -> Result<Vec<GrantType>, AuthzError> {
     let grant_types = string_list(request.get("grant_types"))
         .unwrap_or_default()
         .iter()
         .map(|grant| grant.parse::<GrantType>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(metadata_error)?;
-    let grant_types = if grant_types.is_empty() {
+    Ok(if grant_types.is_empty() {
         vec![GrantType::ClientCredentials]
     } else {
         grant_types
-    };
+    })
+}
+
+/// `token_endpoint_auth_signing_alg`, if given, is one this server accepts.
+fn signing_alg(
+    request: &Map<String, Value>,
+    algorithms: &AlgorithmPolicy,
+) -> Result<Option<String>, AuthzError> {
     let signing_alg = request
         .get("token_endpoint_auth_signing_alg")
         .and_then(Value::as_str)
@@ -282,6 +351,14 @@ pub(crate) fn build_metadata(
             algorithms.names().join(", ")
         )));
     }
+    Ok(signing_alg.map(str::to_owned))
+}
+
+/// `tls_client_auth_subject_dn`, if given, is the subject of the certificate presented.
+fn subject_dn_is_the_certificates(
+    request: &Map<String, Value>,
+    subject_dn: &str,
+) -> Result<(), AuthzError> {
     if let Some(dn) = request
         .get("tls_client_auth_subject_dn")
         .and_then(Value::as_str)
@@ -292,29 +369,7 @@ pub(crate) fn build_metadata(
             "tls_client_auth_subject_dn must be the subject of the certificate presented: {subject_dn}"
         )));
     }
-    Ok(ClientMetadata {
-        client_id: ssa.client_id.clone(),
-        software_id: ssa.software_id.clone(),
-        organisation_id: ssa.org_id.clone(),
-        client_name: ssa.client_name.clone(),
-        client_uri: ssa.client_uri.clone(),
-        logo_uri: ssa.logo_uri.clone(),
-        description: ssa.description.clone(),
-        application_type: "service".into(),
-        redirect_uris,
-        grant_types,
-        response_types: vec!["token".into()],
-        scope: scopes,
-        token_endpoint_auth_method: method,
-        token_endpoint_auth_signing_alg: signing_alg.map(str::to_owned),
-        jwks_uri: ssa.jwks_uri.clone(),
-        jwks_transport_uri: ssa.jwks_transport_uri.clone(),
-        tls_client_auth_subject_dn: subject_dn.to_owned(),
-        tls_client_certificate_bound_access_tokens: true,
-        software_version: ssa.software_version.clone(),
-        software_statement: software_statement.to_owned(),
-        client_id_issued_at: issued_at,
-    })
+    Ok(())
 }
 
 /// Compares distinguished names insensitive to spacing after separators and attribute case.
