@@ -643,23 +643,13 @@ pub(crate) async fn read(
         .into_response())
 }
 
-/// `PUT /oauth2/register/{client_id}`: replaces the metadata, under the same rules.
-pub(crate) async fn update(
-    State(authz): State<Arc<Authz>>,
-    Path(client_id): Path<String>,
-    peer: Option<PeerCertificate>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, AuthzError> {
-    let (record, current) = managed_client(&authz, &client_id, peer.as_ref(), &headers).await?;
-    let now = certbound_store::clock::now();
-    let request: Map<String, Value> = match serde_json::from_slice(&body) {
-        Ok(Value::Object(map)) => map,
-        _ => {
-            return Err(AuthzError::InvalidRequest(
-                "the body must be a JSON object".into(),
-            ));
-        }
+/// An RFC 7592 §2.2 update body: a JSON object naming the client, without the fields only the
+/// server may set.
+fn update_request(body: &[u8], client_id: &str) -> Result<Map<String, Value>, AuthzError> {
+    let Ok(Value::Object(request)) = serde_json::from_slice(body) else {
+        return Err(AuthzError::InvalidRequest(
+            "the body must be a JSON object".into(),
+        ));
     };
     for forbidden in [
         "registration_access_token",
@@ -673,14 +663,25 @@ pub(crate) async fn update(
             )));
         }
     }
-    match request.get("client_id").and_then(Value::as_str) {
-        Some(id) if id == record.client_id => {}
-        _ => {
-            return Err(AuthzError::InvalidRequest(
-                "the body's client_id must be the client's".into(),
-            ));
-        }
+    if request.get("client_id").and_then(Value::as_str) != Some(client_id) {
+        return Err(AuthzError::InvalidRequest(
+            "the body's client_id must be the client's".into(),
+        ));
     }
+    Ok(request)
+}
+
+/// `PUT /oauth2/register/{client_id}`: replaces the metadata, under the same rules.
+pub(crate) async fn update(
+    State(authz): State<Arc<Authz>>,
+    Path(client_id): Path<String>,
+    peer: Option<PeerCertificate>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AuthzError> {
+    let (record, current) = managed_client(&authz, &client_id, peer.as_ref(), &headers).await?;
+    let now = certbound_store::clock::now();
+    let request = update_request(&body, &record.client_id)?;
     // A fresh SSA may come with the update; otherwise the registered one still defines the bounds.
     let (ssa, statement) = match request.get("software_statement").and_then(Value::as_str) {
         Some(ssa) if ssa != current.software_statement => (
