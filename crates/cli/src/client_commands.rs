@@ -208,25 +208,13 @@ fn print_response(response: &certbound_client::Response) -> ExitCode {
             serde_json::to_string_pretty(&response.json).unwrap_or_default()
         );
     } else if !response.text.is_empty() {
-        println!("{}", printable(&response.text));
+        println!("{}", certbound_client::printable(&response.text));
     }
     if (200..300).contains(&response.status) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// A server's text with its control characters (but line breaks and tabs) shown as `\u{..}`
-/// escapes, so an answer cannot drive the terminal.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\n' | '\t' => c.to_string(),
-            c if c.is_control() => c.escape_unicode().to_string(),
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 fn claims(jwt: &str) -> Value {
@@ -369,9 +357,8 @@ pub(crate) async fn run_step(
             let chain = read(&profile.join(certificate), "transport certificate")?;
             let key = read(&profile.join(key), "transport key")?;
             let bytes = certbound_client::pkcs12(&key, &chain, &password)?;
-            std::fs::write(&out, bytes).map_err(|source| {
-                ClientError::Invalid(format!("cannot write {}: {source}", out.display()))
-            })?;
+            // It holds the transport private key: owner-only, like every key file.
+            certbound_client::write_private(&out, &bytes)?;
             println!(
                 "wrote {} (AES-256 / PBES2, HMAC-SHA256): openssl pkcs12 -in {} -info",
                 out.display(),

@@ -289,7 +289,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error}");
+            // Errors quote servers (`error_description`, bodies): nothing of theirs may drive
+            // the terminal.
+            eprintln!("error: {}", certbound_client::printable(&error));
             ExitCode::FAILURE
         }
     }

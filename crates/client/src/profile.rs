@@ -61,7 +61,13 @@ pub struct Profile {
     /// Its scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The most the client reads of one answer, bytes ([`DEFAULT_MAX_RESPONSE_BYTES`] if unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<u64>,
 }
+
+/// The most the client reads of one answer unless the profile says otherwise: 16 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Profile {
     /// The profile directory a `--profile` argument names: the directory itself, or its
@@ -122,7 +128,7 @@ impl Profile {
 }
 
 /// Writes a file readable by the owner only.
-pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), ClientError> {
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), ClientError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -70,8 +70,11 @@ impl Session {
     pub fn new(dir: &Path, profile: Profile) -> Result<Self, ClientError> {
         let ca = profile.ca.as_deref().map(|ca| read(dir, ca)).transpose()?;
         let builder = || -> Result<reqwest::ClientBuilder, ClientError> {
-            let mut builder =
-                reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+            // No redirect is followed: one could carry the client certificate, an assertion or a
+            // PIN to a host the profile does not name, or to plain http.
+            let mut builder = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none());
             if let Some(ca) = &ca {
                 let ca = reqwest::Certificate::from_pem(ca.as_bytes()).map_err(|error| {
                     ClientError::Invalid(format!("the CA file is not a PEM certificate: {error}"))
@@ -144,15 +147,49 @@ impl Session {
             .map_err(|error| ClientError::Invalid(error.to_string()))?;
         let url = built.url().to_string();
         let client = if mtls { self.mtls()? } else { &self.plain };
-        let response = client
+        let mut response = client
             .execute(built)
             .await
             .map_err(|error| ClientError::transport(&url, &error))?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
+        if response.status().is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .map(printable)
+                .unwrap_or_default();
+            return Err(ClientError::Invalid(format!(
+                "{url} answered {status}, a redirect to `{location}`: certbound follows no redirect \
+                 (it could carry your certificate, assertion or card data elsewhere); \
+                 point the profile at the server's own address"
+            )));
+        }
+        let cap = self
+            .profile
+            .max_response_bytes
+            .unwrap_or(crate::profile::DEFAULT_MAX_RESPONSE_BYTES);
+        let too_large = || {
+            ClientError::Invalid(format!(
+                "{url} sent an answer larger than {cap} bytes; it was not read. If that is expected, \
+                 raise max_response_bytes in the profile"
+            ))
+        };
+        if response.content_length().is_some_and(|length| length > cap) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|error| ClientError::transport(&url, &error))?;
+            .map_err(|error| ClientError::transport(&url, &error))?
+        {
+            if bytes.len() as u64 + chunk.len() as u64 > cap {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(Response { status, json, text })
     }
@@ -456,6 +493,19 @@ impl Session {
     }
 }
 
+/// A server's text with its control characters (but line breaks and tabs) shown as `\u{..}`
+/// escapes, so that nothing a server sends can drive the user's terminal (a window title, a
+/// screen clear) when it is printed.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // test code
@@ -511,6 +561,106 @@ mod tests {
         assert_eq!(
             Profile::directory_of(Path::new("profile.toml")),
             Path::new(".")
+        );
+    }
+
+    /// A server that answers every connection with `answer` (raw HTTP/1.1), counting them.
+    async fn hostile(answer: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 8192];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(&answer).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_never_followed() {
+        let (foreign, reached) =
+            hostile(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec()).await;
+        for status in [
+            "301 Moved Permanently",
+            "302 Found",
+            "307 Temporary Redirect",
+            "308 Permanent Redirect",
+        ] {
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nLocation: {foreign}/steal\r\nContent-Length: 0\r\n\r\n"
+            );
+            let (origin, _) = hostile(answer.into_bytes()).await;
+            let session = session_for("https://localhost:8444/api/v1");
+            let request = session
+                .request(
+                    Method::POST,
+                    &format!("{origin}/api/v1/cards/123456789/pin"),
+                )
+                .body(r#"{"pin":"4921"}"#);
+            let error = session.send(false, request).await.unwrap_err().to_string();
+            assert!(error.contains("follows no redirect"), "{status}: {error}");
+            assert!(error.contains(&format!("{foreign}/steal")), "{error}");
+        }
+        assert_eq!(
+            reached.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the redirect's target was contacted"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_the_cap_is_not_read() {
+        let mut session = session_for("https://localhost:8444/api/v1");
+        session.profile.max_response_bytes = Some(1024 * 1024);
+        // Announced as 64 MiB: refused before reading.
+        let (announced, _) =
+            hostile(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n".to_vec()).await;
+        // Not announced, 2 MiB: refused once the cap is passed.
+        let mut streamed = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        streamed.extend(std::iter::repeat_n(b'a', 2 * 1024 * 1024));
+        let (unannounced, _) = hostile(streamed).await;
+        for url in [announced, unannounced] {
+            let error = session
+                .send(false, session.request(Method::GET, &url))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("larger than 1048576 bytes"), "{error}");
+            assert!(error.contains("max_response_bytes"), "{error}");
+        }
+        // Within the cap, the answer is read whole.
+        let (small, _) =
+            hostile(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}".to_vec()).await;
+        let response = session
+            .send(false, session.request(Method::GET, &small))
+            .await
+            .unwrap();
+        assert_eq!(response.json["ok"], true);
+    }
+
+    #[test]
+    fn nothing_a_server_sends_can_drive_the_terminal() {
+        let hostile = "title\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\r line\nnext\ttab";
+        let shown = printable(hostile);
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{shown:?}"
+        );
+        assert!(
+            shown.contains("\\u{1b}]0;pwned") && shown.contains("\nnext\ttab"),
+            "{shown}"
         );
     }
 }

@@ -266,6 +266,16 @@ fn onboard_token_call_and_pkcs12_through_the_binary() {
         work.path(),
     );
     assert!(output.status.success(), "{:?}", text(&output));
+    // It holds the transport private key: owner-only, like every key file.
+    let mode = {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(work.path().join("client.p12"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode, 0o600, "client.p12 is {mode:o}");
     let read = Command::new("openssl")
         .args([
             "pkcs12",
@@ -467,5 +477,48 @@ fn demo_runs_and_leaves_nothing() {
         std::fs::read_dir(work.path()).unwrap().count(),
         0,
         "the demo left files behind"
+    );
+}
+
+/// A hostile server's error cannot drive the terminal: control characters in its
+/// `error_description` reach stderr as visible escapes.
+#[test]
+fn a_hostile_servers_error_is_printed_inert() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 8192];
+            let _ = stream.read(&mut request);
+            let body = r#"{"error":"invalid_request","error_description":"\u001b]0;pwned\u0007\u001b[2Jgone"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let work = tempfile::tempdir().unwrap();
+    let profile = work.path().join("hostile");
+    std::fs::create_dir(&profile).unwrap();
+    std::fs::write(
+        profile.join("profile.toml"),
+        format!("directory = \"{url}\"\nauthz = \"{url}\"\ncards = \"{url}\"\n"),
+    )
+    .unwrap();
+    let output = certbound(&["discover", "--profile", "hostile"], work.path());
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("pwned") && stderr.contains("gone"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t'),
+        "a control character reached the terminal: {stderr:?}"
     );
 }

@@ -632,17 +632,44 @@ async fn bulk_jobs_share_the_worker_fairly_and_queues_are_capped() {
     let url = certbound_testkit::fresh_database_url().await;
     let stack =
         TestStack::start_with(dir, url, |config| config.bulk_jobs_per_organisation = 3).await;
-    let (busy, _) = Caller::new(&stack).await;
+    let (busy, busy_software) = Caller::new(&stack).await;
     let (small, _) = Caller::new(&stack).await;
     let bulk = |quantity: u32| json!({"cardProduct": "10001", "cardType": "Virtual", "quantity": quantity});
+    // The busy organisation's queue: three 50-card jobs, put in the store together (through the
+    // API the first could finish before the third is asked for, and the cap would not be met).
+    let database = certbound_store::Database::connect(&stack.database_url)
+        .await
+        .unwrap();
+    let now = certbound_testkit::now();
     let mut busy_jobs = Vec::new();
-    for _ in 0..3 {
-        let (status, accepted, _) = busy
-            .send(Method::POST, "/cards/bulk", &bulk(50), None)
-            .await;
-        assert_eq!(status, 202, "{accepted}");
-        busy_jobs.push(accepted["id"].as_str().unwrap().to_owned());
+    for n in 0..3 {
+        let id = uuid::Uuid::new_v4().to_string();
+        certbound_store::CardsStore::insert_bulk_job(
+            &database,
+            &certbound_store::BulkJobRecord {
+                id: id.clone(),
+                organisation_id: busy_software.organisation_id.clone(),
+                client_id: busy_software.client_id.clone(),
+                request: bulk(50).to_string(),
+                quantity: 50,
+                status: "Pending".into(),
+                public_tokens: "[]".into(),
+                created_at: now - 10 + n,
+                updated_at: now - 10 + n,
+            },
+        )
+        .await
+        .unwrap();
+        busy_jobs.push(id);
     }
+    let (status, accepted, _) = small
+        .send(Method::POST, "/cards/bulk", &bulk(5), None)
+        .await;
+    assert_eq!(
+        status, 202,
+        "another organisation is not capped by the first: {accepted}"
+    );
+    let small_job = accepted["id"].as_str().unwrap().to_owned();
     let (status, refused, _) = busy.send(Method::POST, "/cards/bulk", &bulk(1), None).await;
     assert_eq!(status, 429, "a fourth queued job: {refused}");
     assert!(
@@ -652,14 +679,6 @@ async fn bulk_jobs_share_the_worker_fairly_and_queues_are_capped() {
             .contains("unfinished"),
         "{refused}"
     );
-    let (status, accepted, _) = small
-        .send(Method::POST, "/cards/bulk", &bulk(5), None)
-        .await;
-    assert_eq!(
-        status, 202,
-        "another organisation is not capped by the first: {accepted}"
-    );
-    let small_job = accepted["id"].as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let shown = bulk_job(&small, &small_job).await;
