@@ -42,6 +42,10 @@ pub enum AuthzError {
         /// Seconds until the window resets.
         retry_after: u64,
     },
+    /// 503 `temporarily_unavailable`: the audit trail cannot be written, so the action was not
+    /// taken (DESIGN.md section 6).
+    #[error("{0}")]
+    TemporarilyUnavailable(String),
     /// RFC 6749 §5.2: the client may not use this grant or method.
     #[error("{0}")]
     UnauthorizedClient(String),
@@ -70,6 +74,7 @@ impl AuthzError {
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::UnsupportedTokenType(_) => "unsupported_token_type",
             Self::TooManyRequests { .. } => "too_many_requests",
+            Self::TemporarilyUnavailable(_) => "temporarily_unavailable",
         }
     }
 }
@@ -77,6 +82,12 @@ impl AuthzError {
 impl From<certbound_store::StoreError> for AuthzError {
     fn from(error: certbound_store::StoreError) -> Self {
         Self::Internal(error.to_string())
+    }
+}
+
+impl From<certbound_http::AuditUnavailable> for AuthzError {
+    fn from(error: certbound_http::AuditUnavailable) -> Self {
+        Self::TemporarilyUnavailable(error.to_string())
     }
 }
 
@@ -109,6 +120,7 @@ impl IntoResponse for AuthzError {
                 return response;
             }
             Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidClientMetadata(_)
             | Self::InvalidRedirectUri(_)
             | Self::InvalidRequest(_)

@@ -552,6 +552,13 @@ pub(crate) async fn register(
         created_at: now,
         updated_at: now,
     };
+    authz.audit.record(
+        "authz",
+        "client_registered",
+        now,
+        serde_json::json!({"client_id": metadata.client_id, "organisation_id": metadata.organisation_id,
+            "auth_method": metadata.token_endpoint_auth_method, "scope": metadata.scope, "thumbprint": peer.thumbprint.to_string()}),
+    )?;
     if !authz.store.insert_client(&record).await? {
         return Err(AuthzError::InvalidClientMetadata(format!(
             "software {} is already registered: manage it at its registration_client_uri",
@@ -559,13 +566,6 @@ pub(crate) async fn register(
         )));
     }
     tracing::info!(client_id = %metadata.client_id, method = %metadata.token_endpoint_auth_method, "client registered");
-    authz.audit.record(
-        "authz",
-        "client_registered",
-        now,
-        serde_json::json!({"client_id": metadata.client_id, "organisation_id": metadata.organisation_id,
-            "auth_method": metadata.token_endpoint_auth_method, "scope": metadata.scope, "thumbprint": peer.thumbprint.to_string()}),
-    );
     let body = response_body(&authz, &metadata, Some(&registration_access_token))?;
     Ok((
         StatusCode::CREATED,
@@ -715,17 +715,17 @@ pub(crate) async fn update(
     )?;
     let stored = serde_json::to_string(&metadata)
         .map_err(|error| AuthzError::Internal(error.to_string()))?;
-    authz
-        .store
-        .update_client(&record.client_id, &stored, now)
-        .await?;
-    tracing::info!(client_id = %record.client_id, "client updated");
     authz.audit.record(
         "authz",
         "client_updated",
         now,
         serde_json::json!({"client_id": record.client_id, "scope": metadata.scope}),
-    );
+    )?;
+    authz
+        .store
+        .update_client(&record.client_id, &stored, now)
+        .await?;
+    tracing::info!(client_id = %record.client_id, "client updated");
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(response_body(&authz, &metadata, None)?),
@@ -755,14 +755,14 @@ pub(crate) async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, AuthzError> {
     let (record, _) = managed_client(&authz, &client_id, peer.as_ref(), &headers).await?;
-    authz.store.delete_client(&record.client_id).await?;
-    tracing::info!(client_id = %record.client_id, "client deleted");
     authz.audit.record(
         "authz",
         "client_deleted",
         certbound_store::clock::now(),
         serde_json::json!({"client_id": record.client_id}),
-    );
+    )?;
+    authz.store.delete_client(&record.client_id).await?;
+    tracing::info!(client_id = %record.client_id, "client deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 

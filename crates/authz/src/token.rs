@@ -154,7 +154,7 @@ async fn issue(
         now,
         serde_json::json!({"client_id": claims.client_id, "organisation_id": claims.org_id, "jti": claims.jti,
             "scope": scopes.to_string(), "thumbprint": claims.cnf.x5t_s256, "kid": signer.kid()}),
-    );
+    )?;
     Ok(access_token)
 }
 
@@ -258,17 +258,17 @@ pub(crate) async fn revoke(
     if let Some(claims) = our_token(&authz, token, now).await?
         && claims.client_id == client.record.client_id
     {
-        authz
-            .store
-            .revoke_token(&claims.jti, &claims.client_id, claims.exp, now)
-            .await?;
-        tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
         authz.audit.record(
             "authz",
             "token_revoked",
             now,
             serde_json::json!({"client_id": claims.client_id, "jti": claims.jti}),
-        );
+        )?;
+        authz
+            .store
+            .revoke_token(&claims.jti, &claims.client_id, claims.exp, now)
+            .await?;
+        tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
     }
     Ok(([(header::CACHE_CONTROL, "no-store")], "").into_response())
 }

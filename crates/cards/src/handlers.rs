@@ -389,7 +389,8 @@ pub(crate) async fn change_status(
         })
         .await?;
         tracing::info!(%public_token, status = to.code(), "card status changed");
-        cards.audit.record(
+        // Best effort: the change is made; a lost record is counted and reported.
+        let _ = cards.audit.record(
             "cards",
             "card_status_changed",
             now,

@@ -240,6 +240,14 @@ async fn issue(
         created_at: now,
         revoked_at: None,
     };
+    directory.audit.record(
+        "directory",
+        "certificate_issued",
+        now,
+        serde_json::json!({"certificate_id": record.id, "organisation_id": record.organisation_id,
+            "software_statement_id": record.software_statement_id, "certificate_type": record.certificate_type,
+            "thumbprint": record.thumbprint, "serial": record.serial_hex}),
+    )?;
     directory.store.insert_certificate(&record).await?;
     tracing::info!(
         certificate_id = %record.id,
@@ -249,14 +257,6 @@ async fn issue(
         thumbprint = %record.thumbprint,
         "certificate issued"
     );
-    directory.audit.record(
-            "directory",
-            "certificate_issued",
-            now,
-            serde_json::json!({"certificate_id": record.id, "organisation_id": record.organisation_id,
-                "software_statement_id": record.software_statement_id, "certificate_type": record.certificate_type,
-                "thumbprint": record.thumbprint, "serial": record.serial_hex}),
-        );
     Ok((StatusCode::CREATED, Json(CertificateView::from(&record))))
 }
 
@@ -366,22 +366,25 @@ async fn revoke(
     certificate_id: &str,
 ) -> Result<StatusCode, DirectoryError> {
     let record = owned_certificate(directory, &owner, certificate_id).await?;
-    if !directory
-        .store
-        .revoke_certificate(&record.id, certbound_store::clock::now())
-        .await?
-    {
-        return Err(DirectoryError::Conflict(format!(
-            "certificate {certificate_id} is already revoked"
-        )));
+    let already =
+        || DirectoryError::Conflict(format!("certificate {certificate_id} is already revoked"));
+    if record.revoked_at.is_some() {
+        return Err(already());
     }
-    tracing::info!(certificate_id, thumbprint = %record.thumbprint, "certificate revoked");
     directory.audit.record(
         "directory",
         "certificate_revoked",
         certbound_store::clock::now(),
         serde_json::json!({"certificate_id": certificate_id, "organisation_id": record.organisation_id, "thumbprint": record.thumbprint}),
-    );
+    )?;
+    if !directory
+        .store
+        .revoke_certificate(&record.id, certbound_store::clock::now())
+        .await?
+    {
+        return Err(already());
+    }
+    tracing::info!(certificate_id, thumbprint = %record.thumbprint, "certificate revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -32,6 +32,10 @@ pub enum DirectoryError {
     /// 404: no such resource.
     #[error("{0}")]
     NotFound(String),
+    /// 503 `temporarily_unavailable`: the audit trail cannot be written, so the action was not
+    /// taken (DESIGN.md section 6).
+    #[error("{0}")]
+    TemporarilyUnavailable(String),
     /// 401 for the admin API: no or wrong operator token.
     #[error("{0}")]
     Unauthorized(String),
@@ -55,6 +59,7 @@ impl DirectoryError {
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidToken(_) => "invalid_token",
             Self::NotFound(_) => "not_found",
+            Self::TemporarilyUnavailable(_) => "temporarily_unavailable",
             Self::Unauthorized(_) => "unauthorized",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
@@ -65,6 +70,12 @@ impl DirectoryError {
 impl From<certbound_store::StoreError> for DirectoryError {
     fn from(error: certbound_store::StoreError) -> Self {
         Self::Internal(error.to_string())
+    }
+}
+
+impl From<certbound_http::AuditUnavailable> for DirectoryError {
+    fn from(error: certbound_http::AuditUnavailable) -> Self {
+        Self::TemporarilyUnavailable(error.to_string())
     }
 }
 
@@ -90,6 +101,7 @@ impl IntoResponse for DirectoryError {
                 StatusCode::BAD_REQUEST
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => {
                 let mut response =
                     oauth_error(StatusCode::UNAUTHORIZED, self.as_str(), &self.to_string());

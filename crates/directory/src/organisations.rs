@@ -277,6 +277,12 @@ pub(crate) async fn create_organisation(
     };
     let body = serde_json::to_string(&organisation)
         .map_err(|error| DirectoryError::Internal(error.to_string()))?;
+    directory.audit.record(
+        "directory",
+        "organisation_created",
+        now,
+        serde_json::json!({"organisation_id": organisation.organisation_id}),
+    )?;
     directory
         .store
         .insert_organisation(&OrganisationRecord {
@@ -286,12 +292,6 @@ pub(crate) async fn create_organisation(
         })
         .await?;
     tracing::info!(organisation_id = %organisation.organisation_id, "organisation created");
-    directory.audit.record(
-        "directory",
-        "organisation_created",
-        now,
-        serde_json::json!({"organisation_id": organisation.organisation_id}),
-    );
     Ok((StatusCode::CREATED, Json(organisation)))
 }
 
@@ -376,6 +376,12 @@ pub(crate) async fn create_software_statement(
     };
     let body = serde_json::to_string(&statement)
         .map_err(|error| DirectoryError::Internal(error.to_string()))?;
+    directory.audit.record(
+        "directory",
+        "software_statement_created",
+        now,
+        serde_json::json!({"software_statement_id": statement.software_statement_id, "organisation_id": statement.organisation_id, "roles": statement.roles}),
+    )?;
     directory
         .store
         .insert_software_statement(&SoftwareStatementRecord {
@@ -386,12 +392,6 @@ pub(crate) async fn create_software_statement(
         })
         .await?;
     tracing::info!(software_statement_id = %statement.software_statement_id, "software statement created");
-    directory.audit.record(
-        "directory",
-        "software_statement_created",
-        now,
-        serde_json::json!({"software_statement_id": statement.software_statement_id, "organisation_id": statement.organisation_id, "roles": statement.roles}),
-    );
     Ok((StatusCode::CREATED, Json(statement)))
 }
 

@@ -125,7 +125,7 @@ pub(crate) async fn assertion(
         "ssa_issued",
         now,
         serde_json::json!({"software_statement_id": software_statement_id, "organisation_id": organisation_id, "thumbprint": peer.thumbprint.to_string()}),
-    );
+    )?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/jwt"),

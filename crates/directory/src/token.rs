@@ -198,7 +198,7 @@ pub(crate) async fn token(
         "directory_token_issued",
         now,
         serde_json::json!({"client_id": statement.client_id, "organisation_id": statement.organisation_id, "thumbprint": peer.thumbprint.to_string()}),
-    );
+    )?;
     let body = json!({
         "access_token": access_token,
         "token_type": "Bearer",

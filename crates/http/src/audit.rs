@@ -3,11 +3,18 @@
 //! What an unauthenticated client can make it hold is bounded: every string field is cut to
 //! [`MAX_FIELD`] bytes (a 48 KiB path is recorded as its first 256 bytes and its length), and the
 //! file rotates by size and by age ([`Rotation`]), keeping a bounded number of old files
-//! (`audit.jsonl.1` the newest). Every line is written whole, with one `write` call, under the
-//! lock that rotation takes too.
+//! (`audit.jsonl.1` the newest). Every line is written whole under the lock that rotation takes
+//! too: a write that fails part-way (a full disk) is cut back to the last whole line, and a torn
+//! tail left by a crash is cut off when the file is opened.
+//!
+//! Nothing is lost silently: every record that could not be written is counted
+//! ([`AuditLog::lost_records`]) and reported in the server log (at most one line per 10 s, with
+//! the count). What happens to the action it records is [`OnFailure`]'s choice: security-relevant
+//! actions (issuance, revocation) are refused while the trail cannot be written by default.
 
-use std::io::Write as _;
+use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::response::Response;
@@ -16,6 +23,23 @@ use crate::{ClientAddress, InternalError, PeerCertificate, Refusal, TRACE_ID};
 
 /// The longest string field of a record, in bytes.
 pub(crate) const MAX_FIELD: usize = 256;
+
+/// What a security-relevant action does while its audit record cannot be written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Carry on, and count and report the lost record.
+    Continue,
+    /// Refuse the action (503): nothing happens that the trail does not show. The default.
+    #[default]
+    Refuse,
+}
+
+/// A security-relevant record could not be written and the policy is [`OnFailure::Refuse`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the audit trail cannot be written ({0}); the action was refused so that nothing happens unrecorded: free space in the data dir"
+)]
+pub struct AuditUnavailable(String);
 
 /// When the audit trail starts a new file, and how many old ones it keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +91,11 @@ impl Sink {
         if too_big || too_old {
             self.rotate()?;
         }
-        self.file.write_all(line)?;
+        if let Err(error) = self.file.write_all(line) {
+            // Part of the line may be on disk: cut back to the last whole line.
+            let _ = self.file.set_len(self.size);
+            return Err(error);
+        }
         self.size += line.len() as u64;
         self.started.get_or_insert(now);
         Ok(())
@@ -124,17 +152,83 @@ fn bounded(value: serde_json::Value) -> serde_json::Value {
 #[derive(Clone, Debug, Default)]
 pub struct AuditLog {
     sink: Option<Arc<Mutex<Sink>>>,
+    on_failure: OnFailure,
+    lost: Arc<Lost>,
+}
+
+/// Records that could not be written, and when that was last reported.
+#[derive(Debug, Default)]
+struct Lost {
+    count: AtomicU64,
+    reported: AtomicU64,
+}
+
+/// The least time between two log lines about lost records, seconds.
+const LOST_REPORTED_EVERY: i64 = 10;
+
+/// Cuts a torn last line (a crash in the middle of a write) off the file at `path`; whether one
+/// was cut. Anything but a regular file is left alone.
+fn repair(path: &Path) -> std::io::Result<bool> {
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(false);
+    };
+    let size = metadata.len();
+    if size == 0 || !metadata.is_file() {
+        return Ok(false);
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut last = [0u8; 1];
+    file.seek(std::io::SeekFrom::Start(size - 1))?;
+    file.read_exact(&mut last)?;
+    if last == [b'\n'] {
+        return Ok(false);
+    }
+    // Find the end of the last whole line, reading back in blocks.
+    let mut end = size;
+    let mut block = vec![0u8; 64 * 1024];
+    let keep = loop {
+        let start = end.saturating_sub(block.len() as u64);
+        let length = usize::try_from(end - start).unwrap_or(0);
+        let Some(window) = block.get_mut(..length) else {
+            break 0;
+        };
+        file.seek(std::io::SeekFrom::Start(start))?;
+        file.read_exact(window)?;
+        if let Some(at) = window.iter().rposition(|byte| *byte == b'\n') {
+            break start + at as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
+    };
+    file.set_len(keep)?;
+    Ok(true)
 }
 
 impl AuditLog {
-    /// Appends to `path` (created 0600), rotating as [`Rotation::default`] says.
+    /// Appends to `path` (created 0600), rotating as [`Rotation::default`] says, refusing
+    /// security-relevant actions while it cannot be written.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        Self::open_rotating(path, Rotation::default())
+        Self::open_rotating(path, Rotation::default(), OnFailure::Refuse)
     }
 
-    /// Appends to `path` (created 0600), rotating as `rotation` says. A file left by an earlier
-    /// run counts from now for its age.
-    pub fn open_rotating(path: &Path, rotation: Rotation) -> std::io::Result<Self> {
+    /// Appends to `path` (created 0600), rotating as `rotation` says and doing what
+    /// `on_failure` says when a record cannot be written. A file left by an earlier run counts
+    /// from now for its age; a torn last line in it is cut off (and counted as lost).
+    pub fn open_rotating(
+        path: &Path,
+        rotation: Rotation,
+        on_failure: OnFailure,
+    ) -> std::io::Result<Self> {
+        let lost = Arc::new(Lost::default());
+        if repair(path)? {
+            lost.count.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(path = %path.display(), "the audit trail ended in a torn record (a crash mid-write): it was cut off");
+        }
         let file = open_append(path)?;
         let size = file.metadata()?.len();
         Ok(Self {
@@ -145,18 +239,35 @@ impl AuditLog {
                 started: None,
                 rotation,
             }))),
+            on_failure,
+            lost,
         })
+    }
+
+    /// Records that could not be written since the start (a torn tail repaired at start counts).
+    pub fn lost_records(&self) -> u64 {
+        self.lost.count.load(Ordering::Relaxed)
     }
 
     /// A log that records nothing.
     pub fn disabled() -> Self {
-        Self { sink: None }
+        Self::default()
     }
 
     /// Records `event` of `part` with `fields` (an object of ids, codes, thumbprints), every
-    /// string cut to [`MAX_FIELD`] bytes.
-    pub fn record(&self, part: &str, event: &str, now: i64, fields: serde_json::Value) {
-        let Some(sink) = &self.sink else { return };
+    /// string cut to [`MAX_FIELD`] bytes. `Err` only when the record could not be written and the
+    /// policy is [`OnFailure::Refuse`]: the caller must then not perform the action. Callers
+    /// record *before* they act.
+    pub fn record(
+        &self,
+        part: &str,
+        event: &str,
+        now: i64,
+        fields: serde_json::Value,
+    ) -> Result<(), AuditUnavailable> {
+        let Some(sink) = &self.sink else {
+            return Ok(());
+        };
         let mut line = serde_json::json!({"ts": now, "part": part, "event": event});
         if let (serde_json::Value::Object(line), serde_json::Value::Object(fields)) =
             (&mut line, bounded(fields))
@@ -165,9 +276,32 @@ impl AuditLog {
         }
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
-        let Ok(mut sink) = sink.lock() else { return };
-        if let Err(error) = sink.write(&bytes, now) {
-            tracing::error!(%error, "the audit trail could not be written");
+        let written = match sink.lock() {
+            Ok(mut sink) => sink.write(&bytes, now),
+            Err(_) => Err(std::io::Error::other("the audit trail's lock is poisoned")),
+        };
+        let Err(error) = written else {
+            return Ok(());
+        };
+        let lost = self.lost.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let reported = i64::try_from(self.lost.reported.load(Ordering::Relaxed)).unwrap_or(0);
+        if (lost == 1 || now >= reported + LOST_REPORTED_EVERY)
+            && self
+                .lost
+                .reported
+                .compare_exchange(
+                    u64::try_from(reported).unwrap_or(0),
+                    u64::try_from(now).unwrap_or(0),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::error!(%error, lost, event, policy = ?self.on_failure, "AUDIT RECORDS LOST: the audit trail cannot be written");
+        }
+        match self.on_failure {
+            OnFailure::Continue => Ok(()),
+            OnFailure::Refuse => Err(AuditUnavailable(error.to_string())),
         }
     }
 
@@ -218,7 +352,9 @@ impl AuditLog {
             tracing::error!(part, %trace_id, %method, %path, detail, "internal error");
         }
         if let Some(refusal) = response.extensions().get::<Refusal>().cloned() {
-            self.record(
+            // A refusal is recorded on a best-effort basis (a lost one is counted): there is no
+            // action to hold back.
+            let _ = self.record(
                 part,
                 "refused",
                 now,
@@ -256,12 +392,14 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let audit = AuditLog::open(&path).unwrap();
         let long = "é".repeat(30_000);
-        audit.record(
-            "cards",
-            "refused",
-            1,
-            serde_json::json!({"path": long, "nested": {"x": long}}),
-        );
+        audit
+            .record(
+                "cards",
+                "refused",
+                1,
+                serde_json::json!({"path": long, "nested": {"x": long}}),
+            )
+            .unwrap();
         let size = std::fs::metadata(&path)
             .map(|m| m.len())
             .unwrap_or_default();
@@ -281,9 +419,11 @@ mod tests {
             max_age_seconds: 100,
             keep: 2,
         };
-        let audit = AuditLog::open_rotating(&path, rotation).unwrap();
+        let audit = AuditLog::open_rotating(&path, rotation, OnFailure::Refuse).unwrap();
         for n in 0..20 {
-            audit.record("authz", "token_issued", 10, serde_json::json!({"n": n}));
+            audit
+                .record("authz", "token_issued", 10, serde_json::json!({"n": n}))
+                .unwrap();
         }
         let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
         assert!(numbered(1).exists() && numbered(2).exists());
@@ -306,17 +446,66 @@ mod tests {
         );
         // By age: the next record after max_age starts a new file.
         let before = lines(&path).len();
-        audit.record(
-            "authz",
-            "token_issued",
-            10 + 100,
-            serde_json::json!({"n": "late"}),
-        );
+        audit
+            .record(
+                "authz",
+                "token_issued",
+                10 + 100,
+                serde_json::json!({"n": "late"}),
+            )
+            .unwrap();
         assert_eq!(
             lines(&path).len(),
             1,
             "a {before}-line file older than a day was kept"
         );
         assert_eq!(lines(&numbered(1)).len(), before);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(
+            &path,
+            "{\"event\":\"a\"}\n{\"event\":\"b\"}\n{\"event\":\"to",
+        )
+        .unwrap();
+        let audit = AuditLog::open(&path).unwrap();
+        assert_eq!(audit.lost_records(), 1);
+        audit
+            .record("authz", "c", 1, serde_json::json!({}))
+            .unwrap();
+        let events: Vec<_> = lines(&path)
+            .iter()
+            .map(|line| line["event"].clone())
+            .collect();
+        assert_eq!(
+            events,
+            ["a", "b", "c"],
+            "whole lines only, the torn one gone"
+        );
+        // A file of one torn line is emptied.
+        std::fs::write(&path, "{\"event\":\"torn").unwrap();
+        assert_eq!(AuditLog::open(&path).unwrap().lost_records(), 1);
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_full_disk_refuses_or_carries_on_and_counts_every_lost_record() {
+        // /dev/full accepts the open and fails every write with ENOSPC.
+        let full = Path::new("/dev/full");
+        let refuse = AuditLog::open_rotating(full, Rotation::default(), OnFailure::Refuse).unwrap();
+        let outcome = refuse.record("authz", "token_issued", 1, serde_json::json!({}));
+        assert!(outcome.unwrap_err().to_string().contains("free space"));
+        let carry_on =
+            AuditLog::open_rotating(full, Rotation::default(), OnFailure::Continue).unwrap();
+        for n in 0..5 {
+            carry_on
+                .record("authz", "token_issued", n, serde_json::json!({}))
+                .unwrap();
+        }
+        assert_eq!(carry_on.lost_records(), 5);
+        assert_eq!(refuse.lost_records(), 1);
     }
 }

@@ -108,7 +108,7 @@ pub const MAX_DESCRIPTION: usize = 512;
 
 mod audit;
 
-pub use audit::{AuditLog, Rotation};
+pub use audit::{AuditLog, AuditUnavailable, OnFailure, Rotation};
 
 tokio::task_local! {
     static TRACE_ID: String;

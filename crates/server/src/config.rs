@@ -126,6 +126,20 @@ pub struct AuditRotation {
     pub max_age_seconds: i64,
     /// Old files kept, `audit.jsonl.1` the newest (default 7).
     pub keep: u32,
+    /// While a record cannot be written (a full disk): `refuse` security-relevant actions
+    /// (issuance, revocation, registration; 503) — the default — or `continue` and report.
+    pub on_failure: AuditFailure,
+}
+
+/// `[audit] on_failure`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFailure {
+    /// Carry on; lost records are counted and reported.
+    Continue,
+    /// Refuse the action (503).
+    #[default]
+    Refuse,
 }
 
 impl Default for AuditRotation {
@@ -135,6 +149,7 @@ impl Default for AuditRotation {
             max_bytes: rotation.max_bytes,
             max_age_seconds: rotation.max_age_seconds,
             keep: rotation.keep,
+            on_failure: AuditFailure::Refuse,
         }
     }
 }

@@ -14,6 +14,8 @@ mod unread_body;
 mod verifier;
 
 pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};
-pub use config::{ConfigError, Limits, Listen, Part, RateLimits, StackConfig};
+pub use config::{
+    AuditFailure, AuditRotation, ConfigError, Limits, Listen, Part, RateLimits, StackConfig,
+};
 pub use listener::{Routers, RunningStack, StartError, start};
 pub use proxy::forwarded_certificates;

@@ -257,8 +257,12 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         max_age_seconds: config.audit.max_age_seconds.max(1),
         keep: config.audit.keep,
     };
-    let audit =
-        certbound_http::AuditLog::open_rotating(&audit_path, rotation).map_err(|source| {
+    let on_failure = match config.audit.on_failure {
+        crate::config::AuditFailure::Continue => certbound_http::OnFailure::Continue,
+        crate::config::AuditFailure::Refuse => certbound_http::OnFailure::Refuse,
+    };
+    let audit = certbound_http::AuditLog::open_rotating(&audit_path, rotation, on_failure)
+        .map_err(|source| {
             StartError::Bootstrap(BootstrapError::File {
                 path: audit_path.display().to_string(),
                 source,

@@ -187,6 +187,11 @@ impl TestStack {
 
     /// Stops the stack and starts it again on the same ports, data dir and database.
     pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`TestStack::restart`] with a changed configuration.
+    pub async fn restart_with(self, change: impl FnOnce(&mut StackConfig)) -> Self {
         let port = |url: &Option<String>| {
             url.as_deref()
                 .and_then(|url| url.rsplit(':').next())
@@ -207,6 +212,7 @@ impl TestStack {
             config.listen.directory_mtls.set_port(ports.1);
             config.listen.authz.set_port(ports.2);
             config.listen.cards.set_port(ports.3);
+            change(config);
         })
         .await
     }

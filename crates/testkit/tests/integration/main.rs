@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod proxy;
 mod routers;
+mod seams;
 mod seed_flow;
 mod tls_policy;
 mod trust;
