@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::auth::Caller;
 use crate::body::parse;
-use crate::handlers::{Tenant, issue_card, product};
+use crate::handlers::{Issue, Tenant, issue_card, product};
 use crate::idempotency::idempotent;
 use crate::model::BulkRequest;
 use crate::{Cards, CardsError};
@@ -66,13 +66,14 @@ pub(crate) async fn create(
              wait for one to complete"
         )));
     }
+    let (cards, caller, request) = (&*cards, &caller, &request);
     idempotent(
-        &cards,
-        &caller,
+        cards,
+        caller,
         &headers,
         "POST /cards/bulk".into(),
         &body,
-        || async {
+        |claim| async move {
             let now = certbound_store::clock::now();
             let id = uuid::Uuid::new_v4().to_string();
             cards
@@ -88,8 +89,18 @@ pub(crate) async fn create(
                     public_tokens: "[]".into(),
                     created_at: now,
                     updated_at: now,
+                    idempotency_id: claim.clone(),
                 })
                 .await?;
+            // With a key, the job is the one that key made, whichever request made it.
+            let id = match &claim {
+                Some(claim) => cards
+                    .store
+                    .bulk_job_by_idempotency(claim)
+                    .await?
+                    .map_or(id, |job| job.id),
+                None => id,
+            };
             cards.work.notify_one();
             tracing::info!(
                 id,
@@ -227,19 +238,17 @@ async fn process(
             "designId": null,
             "embossName": "",
         });
-        let (public_token, _) = issue_card(
-            cards,
-            Tenant {
-                organisation_id: &job.organisation_id,
-                client_id: &job.client_id,
-            },
-            &product,
-            details,
-            true,
+        let issue = Issue {
+            product: &product,
+            active: true,
             expiry,
-            now,
-        )
-        .await?;
+            idempotency_id: None,
+        };
+        let tenant = Tenant {
+            organisation_id: &job.organisation_id,
+            client_id: &job.client_id,
+        };
+        let (public_token, _) = issue_card(cards, tenant, &issue, details, now).await?;
         tokens.push(public_token.to_string());
         let recorded = serde_json::to_string(&tokens)
             .map_err(|error| CardsError::Internal(error.to_string()))?;

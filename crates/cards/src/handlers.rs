@@ -153,16 +153,35 @@ pub(crate) struct Tenant<'a> {
     pub(crate) client_id: &'a str,
 }
 
-/// Creates and stores a card; used by `POST /cards` and bulk jobs.
+/// What a new card is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Issue<'a> {
+    /// Its product (BIN, currency).
+    pub(crate) product: &'a Product,
+    /// Active (00) or awaiting activation (02).
+    pub(crate) active: bool,
+    /// Its expiry date.
+    pub(crate) expiry: time::Date,
+    /// The `IdempotencyKey` claim of the request creating it, if any.
+    pub(crate) idempotency_id: Option<&'a str>,
+}
+
+/// Creates and stores a card; used by `POST /cards` and bulk jobs. Two requests holding one
+/// `IdempotencyKey` claim (a takeover racing a request thought dead) make one card: the second
+/// answers with the first's.
 pub(crate) async fn issue_card(
     cards: &Cards,
     tenant: Tenant<'_>,
-    product: &Product,
+    issue: &Issue<'_>,
     mut details: Value,
-    active: bool,
-    expiry: time::Date,
     now: i64,
 ) -> Result<(PublicToken, Value), CardsError> {
+    let Issue {
+        product,
+        active,
+        expiry,
+        idempotency_id,
+    } = *issue;
     let pan = Secret::new(model::new_pan(product)?);
     let cvv = Secret::new(model::random_digits(3)?);
     let today = date(now);
@@ -193,6 +212,7 @@ pub(crate) async fn issue_card(
             created_at: now,
             updated_at: now,
             version: 0,
+            idempotency_id: idempotency_id.map(str::to_owned),
         };
         if cards.store.insert_card(&record).await? {
             tracing::info!(
@@ -201,6 +221,12 @@ pub(crate) async fn issue_card(
                 "card issued"
             );
             return Ok((public_token, details));
+        }
+        if let Some(id) = idempotency_id
+            && let Some(card) = cards.store.card_by_idempotency(id).await?
+            && let Some(token) = PublicToken::parse(&card.public_token)
+        {
+            return Ok((token, self::details(&card)?));
         }
     }
     Err(CardsError::Internal(
@@ -221,44 +247,66 @@ pub(crate) async fn create_card(
     let today = date(now);
     let product = request.check(&cards.config.products, &iso(today))?;
     let endpoint = "POST /cards".to_owned();
-    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
-        let expiry = request
-            .expiry_date
-            .as_deref()
-            .and_then(parse_date)
-            .unwrap_or_else(|| default_expiry(today));
-        let details = json!({
-            "cardType": request.card_type,
-            "cardProduct": request.card_product,
-            "customerReference": request.customer_reference,
-            "cardHolder": request.card_holder,
-            "address": request.address,
-            "fulfilment": request.fulfilment,
-            "designId": request.design_id,
-            "embossName": request.emboss_name(),
-        });
-        let active = request.activate_now.unwrap_or(true);
-        let (public_token, details) = issue_card(
-            &cards,
-            caller.tenant(),
-            product,
-            details,
-            active,
-            expiry,
-            now,
-        )
-        .await?;
-        let answer = json!({
-            "publicToken": public_token.as_str(),
-            "customerReference": details["customerReference"],
-            "embossName": details["embossName"],
-            "maskedPan": details["maskedPan"],
-            "startDate": details["startDate"],
-            "expiryDate": details["expiryDate"],
-        });
-        Ok((StatusCode::CREATED, Some(answer)))
-    })
+    let (cards, caller) = (&*cards, &caller);
+    idempotent(
+        cards,
+        caller,
+        &headers,
+        endpoint,
+        &body,
+        |claim| async move {
+            if let Some(claim) = &claim
+                && let Some(card) = cards.store.card_by_idempotency(claim).await?
+            {
+                // A request with this key made the card and died before answering: answer as it
+                // would have.
+                return Ok((
+                    StatusCode::CREATED,
+                    Some(created(&card.public_token, &details(&card)?)),
+                ));
+            }
+            let expiry = request
+                .expiry_date
+                .as_deref()
+                .and_then(parse_date)
+                .unwrap_or_else(|| default_expiry(today));
+            let details = json!({
+                "cardType": request.card_type,
+                "cardProduct": request.card_product,
+                "customerReference": request.customer_reference,
+                "cardHolder": request.card_holder,
+                "address": request.address,
+                "fulfilment": request.fulfilment,
+                "designId": request.design_id,
+                "embossName": request.emboss_name(),
+            });
+            let issue = Issue {
+                product,
+                active: request.activate_now.unwrap_or(true),
+                expiry,
+                idempotency_id: claim.as_deref(),
+            };
+            let (public_token, details) =
+                issue_card(cards, caller.tenant(), &issue, details, now).await?;
+            Ok((
+                StatusCode::CREATED,
+                Some(created(public_token.as_str(), &details)),
+            ))
+        },
+    )
     .await
+}
+
+/// `POST /cards`'s answer for a card.
+fn created(public_token: &str, details: &Value) -> Value {
+    json!({
+        "publicToken": public_token,
+        "customerReference": details["customerReference"],
+        "embossName": details["embossName"],
+        "maskedPan": details["maskedPan"],
+        "startDate": details["startDate"],
+        "expiryDate": details["expiryDate"],
+    })
 }
 
 fn parse_date(value: &str) -> Option<time::Date> {
@@ -331,7 +379,7 @@ pub(crate) async fn update_card(
     let request: UpdateCard = parse(&body)?;
     request.check()?;
     let endpoint = format!("PATCH /cards/{public_token}");
-    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
+    idempotent(&cards, &caller, &headers, endpoint, &body, |_| async {
         change_card(&cards, &caller, &public_token, |card, status, _| {
             status.accepts_changes()?;
             let mut details = details(card)?;
@@ -375,7 +423,7 @@ pub(crate) async fn change_status(
         .clone()
         .unwrap_or_else(|| client_id.clone());
     let endpoint = format!("PUT /cards/{public_token}/status");
-    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
+    idempotent(&cards, &caller, &headers, endpoint, &body, |_| async {
         let (card, now) = change_card(&cards, &caller, &public_token, |card, from, now| {
             from.transition(to)?;
             card.status_code = to.code().to_owned();
@@ -415,7 +463,7 @@ pub(crate) async fn set_pin(
     let request: SetPin = parse(&body)?;
     model::check_pin(&request.pin)?;
     let endpoint = format!("POST /cards/{public_token}/pin");
-    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
+    idempotent(&cards, &caller, &headers, endpoint, &body, |_| async {
         change_card(&cards, &caller, &public_token, |card, status, _| {
             status.accepts_changes()?;
             card.pin_sealed = Some(seal(&cards, public_token.as_str(), "pin", &request.pin)?);
@@ -488,7 +536,7 @@ pub(crate) async fn change_cvv_status(
     let request: CvvStatus = parse(&body)?;
     let blocked = request.blocked()?;
     let endpoint = format!("POST /cards/{public_token}/cvv/status");
-    idempotent(&cards, &caller, &headers, endpoint, &body, || async {
+    idempotent(&cards, &caller, &headers, endpoint, &body, |_| async {
         change_card(&cards, &caller, &public_token, |card, status, _| {
             status.accepts_changes()?;
             card.cvv_blocked = blocked;

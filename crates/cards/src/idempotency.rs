@@ -49,7 +49,9 @@ fn respond((status, body): Written) -> Response {
     }
 }
 
-/// Runs `write` once per `IdempotencyKey`.
+/// Runs `write` once per `IdempotencyKey`. `write` gets the key's claim id, which what it creates
+/// must carry: a retry that takes over the claim of a request that died after acting finds the
+/// effect by it instead of making it again.
 pub(crate) async fn idempotent<F, Fut>(
     cards: &Cards,
     caller: &Caller,
@@ -59,11 +61,11 @@ pub(crate) async fn idempotent<F, Fut>(
     write: F,
 ) -> Result<Response, CardsError>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Option<String>) -> Fut,
     Fut: Future<Output = Result<Written, CardsError>>,
 {
     let Some(key) = headers.get("IdempotencyKey") else {
-        return Ok(respond(write().await?));
+        return Ok(respond(write(None).await?));
     };
     let key = key
         .to_str()
@@ -83,7 +85,7 @@ where
     if let Some(first) = claim_or_wait(cards, &claim).await? {
         return replay(&first, &claim);
     }
-    match write().await {
+    match write(Some(claim.id.clone())).await {
         Ok(written) => {
             let response = written.1.as_ref().map(Value::to_string).unwrap_or_default();
             let status = i64::from(written.0.as_u16());

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "card versions",
         include_str!("../migrations/0006_card_versions.sql"),
     ),
+    (
+        7,
+        "idempotent effects",
+        include_str!("../migrations/0007_idempotent_effects.sql"),
+    ),
 ];
 
 /// Infrastructure errors of the store.
@@ -683,13 +688,14 @@ impl AuthzStore for Database {
 macro_rules! card_columns {
     () => {
         "public_token, organisation_id, client_id, details, pan_sealed, cvv_sealed, pin_sealed, \
-         status_code, status_updated, cvv_blocked, created_at, updated_at, version"
+         status_code, status_updated, cvv_blocked, created_at, updated_at, version, idempotency_id"
     };
 }
 
 macro_rules! bulk_columns {
     () => {
-        "id, organisation_id, client_id, request, quantity, status, public_tokens, created_at, updated_at"
+        "id, organisation_id, client_id, request, quantity, status, public_tokens, created_at, updated_at, \
+         idempotency_id"
     };
 }
 
@@ -708,6 +714,7 @@ fn card(row: &AnyRow) -> Result<CardRecord, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         version: row.try_get("version")?,
+        idempotency_id: row.try_get("idempotency_id")?,
     })
 }
 
@@ -722,6 +729,7 @@ fn bulk_job(row: &AnyRow) -> Result<BulkJobRecord, sqlx::Error> {
         public_tokens: row.try_get("public_tokens")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        idempotency_id: row.try_get("idempotency_id")?,
     })
 }
 
@@ -731,7 +739,7 @@ impl CardsStore for Database {
         let result = sqlx::query(concat!(
             "INSERT INTO cards (",
             card_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
         ))
         .bind(&record.public_token)
         .bind(&record.organisation_id)
@@ -746,6 +754,7 @@ impl CardsStore for Database {
         .bind(record.created_at)
         .bind(record.updated_at)
         .bind(record.version)
+        .bind(&record.idempotency_id)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -871,7 +880,7 @@ impl CardsStore for Database {
         sqlx::query(concat!(
             "INSERT INTO bulk_jobs (",
             bulk_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
         ))
         .bind(&record.id)
         .bind(&record.organisation_id)
@@ -882,9 +891,34 @@ impl CardsStore for Database {
         .bind(&record.public_tokens)
         .bind(record.created_at)
         .bind(record.updated_at)
+        .bind(&record.idempotency_id)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn card_by_idempotency(&self, id: &str) -> Result<Option<CardRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            card_columns!(),
+            " FROM cards WHERE idempotency_id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(card).transpose()?)
+    }
+
+    async fn bulk_job_by_idempotency(&self, id: &str) -> Result<Option<BulkJobRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            bulk_columns!(),
+            " FROM bulk_jobs WHERE idempotency_id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(bulk_job).transpose()?)
     }
 
     async fn bulk_job(&self, id: &str) -> Result<Option<BulkJobRecord>, StoreError> {

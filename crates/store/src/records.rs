@@ -315,6 +315,8 @@ pub struct CardRecord {
     pub updated_at: i64,
     /// Bumped by every write; a write names the version it read (optimistic concurrency).
     pub version: i64,
+    /// The `IdempotencyKey` claim of the request that created it, if it had one.
+    pub idempotency_id: Option<String>,
 }
 
 /// The first response to a write with an `IdempotencyKey`.
@@ -355,6 +357,8 @@ pub struct BulkJobRecord {
     pub created_at: i64,
     /// Last update.
     pub updated_at: i64,
+    /// The `IdempotencyKey` claim of the request that created it, if it had one.
+    pub idempotency_id: Option<String>,
 }
 
 /// What the Cards API stores.
@@ -392,8 +396,12 @@ pub trait CardsStore: Send + Sync {
         stale_before: i64,
         now: i64,
     ) -> Result<bool, StoreError>;
-    /// Stores a new bulk job.
+    /// Stores a new bulk job (nothing if its `idempotency_id` made one already).
     async fn insert_bulk_job(&self, record: &BulkJobRecord) -> Result<(), StoreError>;
+    /// The card a request with this `IdempotencyKey` claim created.
+    async fn card_by_idempotency(&self, id: &str) -> Result<Option<CardRecord>, StoreError>;
+    /// The bulk job a request with this `IdempotencyKey` claim created.
+    async fn bulk_job_by_idempotency(&self, id: &str) -> Result<Option<BulkJobRecord>, StoreError>;
     /// One bulk job.
     async fn bulk_job(&self, id: &str) -> Result<Option<BulkJobRecord>, StoreError>;
     /// Jobs still Pending or Processing, oldest first.

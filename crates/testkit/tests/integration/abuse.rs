@@ -656,6 +656,7 @@ async fn bulk_jobs_share_the_worker_fairly_and_queues_are_capped() {
                 public_tokens: "[]".into(),
                 created_at: now - 10 + n,
                 updated_at: now - 10 + n,
+                idempotency_id: None,
             },
         )
         .await

@@ -85,3 +85,144 @@ async fn a_full_disk_refuses_issuance_and_revocation_unless_told_to_carry_on() {
     );
     stack.stop().await;
 }
+
+fn card() -> Value {
+    json!({
+        "cardType": "Virtual",
+        "cardProduct": "10001",
+        "customerReference": "seams-0001",
+        "cardHolder": {"title": "Ms", "firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1990-12-10"},
+        "address": {"addressLine1": "1 High Street", "city": "London", "postCode": "EC1A 1BB", "country": "GBR"}
+    })
+}
+
+async fn cards_of(stack: &TestStack, organisation_id: &str) -> i64 {
+    let database = certbound_store::Database::connect(&stack.database_url)
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE organisation_id = $1")
+        .bind(organisation_id)
+        .fetch_one(database.pool())
+        .await
+        .unwrap()
+}
+
+async fn post_card(
+    stack: &TestStack,
+    software: &certbound_testkit::Software,
+    token: &str,
+    key: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let response = stack
+        .mtls_client(&software.transport)
+        .post(stack.cards(path))
+        .bearer_auth(token)
+        .header("IdempotencyKey", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Item 2: a request that made its card and died before its answer was recorded leaves a claim
+/// with no answer; the retry that takes the claim over finds the card by the key and answers with
+/// it: one key, one card. The same for a bulk request.
+#[tokio::test]
+async fn a_retry_after_a_crash_finds_the_effect_instead_of_repeating_it() {
+    let stack = TestStack::start().await;
+    let (software, token) = stack.client_with_token(&["programme-manager"]).await;
+    let database = certbound_store::Database::connect(&stack.database_url)
+        .await
+        .unwrap();
+    // The crash: the answer never recorded, the claim older than any live request's.
+    let crash = |key: String| {
+        let id = format!("{}|{key}", software.organisation_id);
+        let pool = database.pool().clone();
+        async move {
+            sqlx::query("UPDATE idempotency_keys SET status = 0, response = '', created_at = created_at - 600 WHERE id = $1")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    let key = uuid::Uuid::new_v4().to_string();
+    let (status, first) = post_card(&stack, &software, &token, &key, "/cards", &card()).await;
+    assert_eq!(status, 201, "{first}");
+    crash(key.clone()).await;
+    let (status, retried) = post_card(&stack, &software, &token, &key, "/cards", &card()).await;
+    assert_eq!(status, 201, "{retried}");
+    assert_eq!(
+        retried, first,
+        "the retry answers with the card the first request made"
+    );
+    assert_eq!(cards_of(&stack, &software.organisation_id).await, 1);
+
+    let bulk = json!({"cardProduct": "10001", "cardType": "Virtual", "quantity": 2});
+    let key = uuid::Uuid::new_v4().to_string();
+    let (status, first) = post_card(&stack, &software, &token, &key, "/cards/bulk", &bulk).await;
+    assert_eq!(status, 202, "{first}");
+    crash(key.clone()).await;
+    let (status, retried) = post_card(&stack, &software, &token, &key, "/cards/bulk", &bulk).await;
+    assert_eq!((status, &retried), (202, &first), "one job for one key");
+    stack.stop().await;
+}
+
+/// Item 2: copies of one request sent to two instances at once make one card (the claim is in the
+/// shared database), and every copy answers with it. PostgreSQL only (two processes on one
+/// SQLite file are not a deployment).
+#[tokio::test]
+async fn one_idempotency_key_at_two_instances_makes_one_card() {
+    let first = TestStack::start().await;
+    if !first.database_url.starts_with("postgres") {
+        first.stop().await;
+        return;
+    }
+    let second_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        first.data_dir().join("master.key"),
+        second_dir.path().join("master.key"),
+    )
+    .unwrap();
+    let issuer = first.authz("");
+    let second = TestStack::start_with(second_dir, Some(first.database_url.clone()), |config| {
+        config.authz_issuer = Some(issuer.clone());
+    })
+    .await;
+    let (software, token) = first.client_with_token(&["programme-manager"]).await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let body = card();
+    let mut copies = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let stack = if n % 2 == 0 { &first } else { &second };
+        let request = stack
+            .mtls_client(&software.transport)
+            .post(stack.cards("/cards"))
+            .bearer_auth(&token)
+            .header("IdempotencyKey", &key)
+            .json(&body);
+        copies.spawn(async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        });
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    while let Some(answer) = copies.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 201, "{body}");
+        tokens.insert(body["publicToken"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(cards_of(&first, &software.organisation_id).await, 1);
+    second.stop().await;
+    first.stop().await;
+}
