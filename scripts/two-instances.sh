@@ -2,7 +2,9 @@
 # certbound in production shape: two instances on one PostgreSQL database and one master key.
 # Instance A runs every part; instance B runs the authorization server and the Cards API only.
 # Both publish one issuer (A's address stands in for the load balancer's), and the script shows
-# that a token from either authorization server works at the other instance's Cards API.
+# that a token from either authorization server works at the other instance's Cards API. Then it
+# stalls (SIGSTOP) and later kills (SIGKILL) instance A in the middle of bulk card jobs: B takes
+# each job over, and each job makes exactly its quantity of cards, every one listed.
 #
 #   scripts/two-instances.sh [POSTGRES_ADMIN_URL]
 #
@@ -110,5 +112,53 @@ STATUS=$(curl -s -o "$WORK/card.json" -w '%{http_code}' "${MTLS[@]}" -H "Authori
   || { echo "GET A/cards/$CARD with B's token answered $STATUS: $(cat "$WORK/card.json")"; exit 1; }
 echo "   GET A/cards/$CARD with B's token: 200"
 
+bulk_job() {   # $1: instance's Cards port; prints the job id
+  curl -s "${MTLS[@]}" -H "Authorization: Bearer $TOKEN_B" -H 'Content-Type: application/json' \
+    "https://localhost:$1/api/v1/cards/bulk" -d '{"cardProduct":10001,"cardType":"Virtual","quantity":50}' \
+    | sed 's/.*"id":"\([^"]*\)".*/\1/'
+}
+job_listed() {   # $1: job id; prints how many cards the job lists (asked at B)
+  curl -s "${MTLS[@]}" -H "Authorization: Bearer $TOKEN_B" \
+    "https://localhost:19454/api/v1/cards/bulk?bulkCardRequestId=$1" | grep -o '"[0-9]\{9\}"' | sort -u | wc -l
+}
+job_status() {
+  curl -s "${MTLS[@]}" -H "Authorization: Bearer $TOKEN_B" \
+    "https://localhost:19454/api/v1/cards/bulk?bulkCardRequestId=$1" | sed 's/.*"status":"\([^"]*\)".*/\1/'
+}
+cards_in_database() {
+  psql "$DATABASE_URL" -qAt -c "SELECT COUNT(*) FROM cards WHERE organisation_id = '$(profile_field org_id)'"
+}
+interrupt_a_mid_job() {   # $1: the signal for A; prints the job id
+  local job
+  job=$(bulk_job 19444)
+  for _ in $(seq 1 200); do [ "$(job_listed "$job")" -ge 5 ] && break; sleep 0.05; done
+  kill -"$1" "${PIDS[0]}"
+  echo "$job"
+}
+wait_complete() {   # $1: job id
+  for _ in $(seq 1 120); do [ "$(job_status "$1")" = Complete ] && return 0; sleep 0.5; done
+  echo "job $1 did not complete: $(job_status "$1"), $(job_listed "$1") listed"; exit 1
+}
+
+step "8. A stalls (SIGSTOP) in the middle of a 50-card bulk job; B takes it over; A resumes"
+BEFORE=$(cards_in_database)
+JOB=$(interrupt_a_mid_job STOP)
+echo "   A stopped with the job at $(job_listed "$JOB") cards"
+wait_complete "$JOB"
+kill -CONT "${PIDS[0]}"
+sleep 3   # A's worker wakes up holding a lease that is no longer its own
+LISTED=$(job_listed "$JOB") MADE=$(( $(cards_in_database) - BEFORE ))
+echo "   job Complete: $LISTED cards listed, $MADE made"
+[ "$LISTED" = 50 ] && [ "$MADE" = 50 ] || { echo "a 50-card job made $MADE cards and lists $LISTED"; exit 1; }
+
+step "9. A is killed (SIGKILL) in the middle of a 50-card bulk job; B takes it over"
+BEFORE=$(cards_in_database)
+JOB=$(interrupt_a_mid_job KILL)
+echo "   A killed with the job at $(job_listed "$JOB") cards"
+wait_complete "$JOB"
+LISTED=$(job_listed "$JOB") MADE=$(( $(cards_in_database) - BEFORE ))
+echo "   job Complete: $LISTED cards listed, $MADE made"
+[ "$LISTED" = 50 ] && [ "$MADE" = 50 ] || { echo "a 50-card job made $MADE cards and lists $LISTED"; exit 1; }
+
 echo
-echo "two instances, one database: tokens honoured across them"
+echo "two instances, one database: tokens honoured across them, bulk jobs exactly once through stalls and crashes"

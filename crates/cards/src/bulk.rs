@@ -16,14 +16,14 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use certbound_store::BulkJobRecord;
+use certbound_store::{BulkCard, BulkJobRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::auth::Caller;
 use crate::body::parse;
-use crate::handlers::{Issue, Tenant, issue_card, product};
+use crate::handlers::{Issue, Tenant, new_card, product};
 use crate::idempotency::idempotent;
 use crate::model::BulkRequest;
 use crate::{Cards, CardsError};
@@ -187,47 +187,59 @@ pub(crate) async fn run(cards: Arc<Cards>, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
-/// One turn of a job: claims it, makes up to [`BATCH`] cards, and puts it back (Pending, its
-/// progress recorded) for the next turn unless it is complete. Whether it made any card.
+/// One turn of a job: claims it under a new lease, makes up to [`BATCH`] cards (each inserted
+/// and listed in one transaction that checks the lease), and puts it back (Pending) for the
+/// next turn unless it is complete. A worker that stalled while another instance took its job
+/// over finds its lease gone at its next card and stops: the job makes exactly its quantity,
+/// every card listed. Whether it made any card.
 async fn process(
     cards: &Cards,
     job: BulkJobRecord,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<bool, CardsError> {
     let now = certbound_store::clock::now();
+    let lease = uuid::Uuid::new_v4().to_string();
     if !cards
         .store
-        .claim_bulk_job(&job.id, now, now - STALE_AFTER)
+        .claim_bulk_job(&job.id, &lease, now, now - STALE_AFTER)
         .await?
     {
         return Ok(false);
     }
+    // The claim may have raced another worker's progress: work from what the store has now.
+    let job = cards.store.bulk_job(&job.id).await?.unwrap_or(job);
     let request: BulkRequest = serde_json::from_str(&job.request)
         .map_err(|error| CardsError::Internal(error.to_string()))?;
     let mut tokens: Vec<String> = serde_json::from_str(&job.public_tokens).unwrap_or_default();
     let Some(product) = product(cards, &request.card_product).cloned() else {
         cards
             .store
-            .update_bulk_job(&job.id, "Failed", &job.public_tokens, now)
+            .update_bulk_job(&job.id, &lease, "Failed", now)
             .await?;
         return Ok(false);
     };
+    let tenant = Tenant {
+        organisation_id: &job.organisation_id,
+        client_id: &job.client_id,
+    };
     let mut made = 0;
     while i64::try_from(tokens.len()).unwrap_or(i64::MAX) < job.quantity {
+        let now = certbound_store::clock::now();
         if *shutdown.borrow() || made == BATCH {
             // Stop between cards: what is done is recorded; back to Pending so the next turn or
             // the next start (of this or any instance) resumes it.
-            let recorded = serde_json::to_string(&tokens)
-                .map_err(|error| CardsError::Internal(error.to_string()))?;
             cards
                 .store
-                .update_bulk_job(&job.id, "Pending", &recorded, certbound_store::clock::now())
+                .update_bulk_job(&job.id, &lease, "Pending", now)
                 .await?;
             return Ok(made > 0);
         }
-        made += 1;
-        let now = certbound_store::clock::now();
-        let expiry = crate::handlers::default_expiry(crate::handlers::date(now));
+        let issue = Issue {
+            product: &product,
+            active: true,
+            expiry: crate::handlers::default_expiry(crate::handlers::date(now)),
+            idempotency_id: None,
+        };
         let details = json!({
             "cardType": request.card_type,
             "cardProduct": request.card_product,
@@ -238,35 +250,30 @@ async fn process(
             "designId": null,
             "embossName": "",
         });
-        let issue = Issue {
-            product: &product,
-            active: true,
-            expiry,
-            idempotency_id: None,
-        };
-        let tenant = Tenant {
-            organisation_id: &job.organisation_id,
-            client_id: &job.client_id,
-        };
-        let (public_token, _) = issue_card(cards, tenant, &issue, details, now).await?;
-        tokens.push(public_token.to_string());
-        let recorded = serde_json::to_string(&tokens)
+        let (record, public_token, _) = new_card(cards, tenant, &issue, details, now)?;
+        let mut listed = tokens.clone();
+        listed.push(public_token.to_string());
+        let listed_json = serde_json::to_string(&listed)
             .map_err(|error| CardsError::Internal(error.to_string()))?;
-        cards
+        match cards
             .store
-            .update_bulk_job(&job.id, "Processing", &recorded, now)
-            .await?;
+            .record_bulk_card(&job.id, &lease, &record, &listed_json, now)
+            .await?
+        {
+            BulkCard::Recorded => {
+                tokens = listed;
+                made += 1;
+            }
+            BulkCard::TokenTaken => {}
+            BulkCard::Fenced => {
+                tracing::warn!(id = %job.id, "bulk job taken over by another worker; this one stops");
+                return Ok(made > 0);
+            }
+        }
     }
-    let recorded =
-        serde_json::to_string(&tokens).map_err(|error| CardsError::Internal(error.to_string()))?;
     cards
         .store
-        .update_bulk_job(
-            &job.id,
-            "Complete",
-            &recorded,
-            certbound_store::clock::now(),
-        )
+        .update_bulk_job(&job.id, &lease, "Complete", certbound_store::clock::now())
         .await?;
     tracing::info!(id = %job.id, cards = tokens.len(), "bulk card request complete");
     Ok(true)

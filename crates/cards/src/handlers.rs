@@ -166,54 +166,62 @@ pub(crate) struct Issue<'a> {
     pub(crate) idempotency_id: Option<&'a str>,
 }
 
-/// Creates and stores a card; used by `POST /cards` and bulk jobs. Two requests holding one
-/// `IdempotencyKey` claim (a takeover racing a request thought dead) make one card: the second
-/// answers with the first's.
-pub(crate) async fn issue_card(
+/// A new card's record (PAN and CVV made and sealed, a fresh public token) and its details.
+pub(crate) fn new_card(
     cards: &Cards,
     tenant: Tenant<'_>,
     issue: &Issue<'_>,
     mut details: Value,
     now: i64,
-) -> Result<(PublicToken, Value), CardsError> {
-    let Issue {
-        product,
-        active,
-        expiry,
-        idempotency_id,
-    } = *issue;
-    let pan = Secret::new(model::new_pan(product)?);
+) -> Result<(CardRecord, PublicToken, Value), CardsError> {
+    let pan = Secret::new(model::new_pan(issue.product)?);
     let cvv = Secret::new(model::random_digits(3)?);
-    let today = date(now);
     if let Value::Object(map) = &mut details {
         map.insert("maskedPan".into(), Value::from(model::masked(pan.expose())));
-        map.insert("startDate".into(), Value::from(iso(today)));
-        map.insert("expiryDate".into(), Value::from(iso(expiry)));
-        map.insert("currencyCode".into(), Value::from(product.currency.clone()));
+        map.insert("startDate".into(), Value::from(iso(date(now))));
+        map.insert("expiryDate".into(), Value::from(iso(issue.expiry)));
+        map.insert(
+            "currencyCode".into(),
+            Value::from(issue.product.currency.clone()),
+        );
     }
-    let status = if active {
+    let status = if issue.active {
         CardStatus::Active
     } else {
         CardStatus::Inactive
     };
+    let public_token = PublicToken::generate()?;
+    let record = CardRecord {
+        public_token: public_token.to_string(),
+        organisation_id: tenant.organisation_id.to_owned(),
+        client_id: tenant.client_id.to_owned(),
+        details: details.to_string(),
+        pan_sealed: seal(cards, public_token.as_str(), "pan", &pan)?,
+        cvv_sealed: seal(cards, public_token.as_str(), "cvv", &cvv)?,
+        pin_sealed: None,
+        status_code: status.code().to_owned(),
+        status_updated: json!({"updated": rfc3339(now), "updatedBy": tenant.client_id, "description": "Card issued"}).to_string(),
+        cvv_blocked: false,
+        created_at: now,
+        updated_at: now,
+        version: 0,
+        idempotency_id: issue.idempotency_id.map(str::to_owned),
+    };
+    Ok((record, public_token, details))
+}
+
+/// Creates and stores a card for `POST /cards`. Two requests holding one `IdempotencyKey` claim
+/// (a takeover racing a request thought dead) make one card: the second answers with the
+/// first's.
+pub(crate) async fn issue_card(
+    cards: &Cards,
+    tenant: Tenant<'_>,
+    issue: &Issue<'_>,
+    details: Value,
+    now: i64,
+) -> Result<(PublicToken, Value), CardsError> {
     for _ in 0..5 {
-        let public_token = PublicToken::generate()?;
-        let record = CardRecord {
-            public_token: public_token.to_string(),
-            organisation_id: tenant.organisation_id.to_owned(),
-            client_id: tenant.client_id.to_owned(),
-            details: details.to_string(),
-            pan_sealed: seal(cards, public_token.as_str(), "pan", &pan)?,
-            cvv_sealed: seal(cards, public_token.as_str(), "cvv", &cvv)?,
-            pin_sealed: None,
-            status_code: status.code().to_owned(),
-            status_updated: json!({"updated": rfc3339(now), "updatedBy": tenant.client_id, "description": "Card issued"}).to_string(),
-            cvv_blocked: false,
-            created_at: now,
-            updated_at: now,
-            version: 0,
-            idempotency_id: idempotency_id.map(str::to_owned),
-        };
+        let (record, public_token, details) = new_card(cards, tenant, issue, details.clone(), now)?;
         if cards.store.insert_card(&record).await? {
             tracing::info!(
                 public_token = %public_token,
@@ -222,7 +230,7 @@ pub(crate) async fn issue_card(
             );
             return Ok((public_token, details));
         }
-        if let Some(id) = idempotency_id
+        if let Some(id) = issue.idempotency_id
             && let Some(card) = cards.store.card_by_idempotency(id).await?
             && let Some(token) = PublicToken::parse(&card.public_token)
         {

@@ -9,10 +9,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::records::{
-    AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
-    ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
-    OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
-    TokenReference, TokenStanding, TokenStandingStore,
+    AccessTokenRecord, AuthzStore, BulkCard, BulkJobRecord, CardRecord, CardsStore,
+    CertificateRecord, ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord,
+    KeyMaterialStore, OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord,
+    SoftwareStatementRecord, TokenReference, TokenStanding, TokenStandingStore,
 };
 
 /// Embedded migrations, applied in order at start.
@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "idempotent effects",
         include_str!("../migrations/0007_idempotent_effects.sql"),
+    ),
+    (
+        8,
+        "bulk leases",
+        include_str!("../migrations/0008_bulk_leases.sql"),
     ),
 ];
 
@@ -947,13 +952,15 @@ impl CardsStore for Database {
     async fn claim_bulk_job(
         &self,
         id: &str,
+        lease: &str,
         now: i64,
         stale_before: i64,
     ) -> Result<bool, StoreError> {
         let result = sqlx::query(
-            "UPDATE bulk_jobs SET status = 'Processing', updated_at = $1 WHERE id = $2 \
-             AND (status = 'Pending' OR (status = 'Processing' AND updated_at < $3))",
+            "UPDATE bulk_jobs SET status = 'Processing', lease = $1, updated_at = $2 WHERE id = $3 \
+             AND (status = 'Pending' OR (status = 'Processing' AND updated_at < $4))",
         )
+        .bind(lease)
         .bind(now)
         .bind(id)
         .bind(stale_before)
@@ -965,20 +972,72 @@ impl CardsStore for Database {
     async fn update_bulk_job(
         &self,
         id: &str,
+        lease: &str,
         status: &str,
-        public_tokens: &str,
         now: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE bulk_jobs SET status = $1, public_tokens = $2, updated_at = $3 WHERE id = $4",
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE bulk_jobs SET status = $1, updated_at = $2 WHERE id = $3 AND lease = $4",
         )
         .bind(status)
+        .bind(now)
+        .bind(id)
+        .bind(lease)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn record_bulk_card(
+        &self,
+        id: &str,
+        lease: &str,
+        card: &CardRecord,
+        public_tokens: &str,
+        now: i64,
+    ) -> Result<BulkCard, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let listed = sqlx::query(
+            "UPDATE bulk_jobs SET public_tokens = $1, updated_at = $2 \
+             WHERE id = $3 AND lease = $4 AND status = 'Processing'",
+        )
         .bind(public_tokens)
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .bind(lease)
+        .execute(&mut *transaction)
         .await?;
-        Ok(())
+        if listed.rows_affected() != 1 {
+            transaction.rollback().await?;
+            return Ok(BulkCard::Fenced);
+        }
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO cards (",
+            card_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
+        ))
+        .bind(&card.public_token)
+        .bind(&card.organisation_id)
+        .bind(&card.client_id)
+        .bind(&card.details)
+        .bind(&card.pan_sealed)
+        .bind(&card.cvv_sealed)
+        .bind(&card.pin_sealed)
+        .bind(&card.status_code)
+        .bind(&card.status_updated)
+        .bind(i64::from(card.cvv_blocked))
+        .bind(card.created_at)
+        .bind(card.updated_at)
+        .bind(card.version)
+        .bind(&card.idempotency_id)
+        .execute(&mut *transaction)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            transaction.rollback().await?;
+            return Ok(BulkCard::TokenTaken);
+        }
+        transaction.commit().await?;
+        Ok(BulkCard::Recorded)
     }
 }
 
@@ -1215,6 +1274,123 @@ mod tests {
         for (now, expected) in [(1_000, true), (1_000, false), (1_999, false)] {
             assert_eq!(database.use_once(&jti, 2_000, now).await.unwrap(), expected);
             assert_eq!(memory.use_once(&jti, 2_000, now).await.unwrap(), expected);
+        }
+    }
+
+    /// A bulk job's cards are inserted and listed together, only under the job's current lease:
+    /// a worker whose job was taken over (it stalled) adds nothing, so the job ends with exactly
+    /// the cards its list names.
+    #[tokio::test]
+    async fn a_stalled_bulk_worker_is_fenced_off() {
+        let (database, _dir) = database().await;
+        let unique = crate::clock::now_nanos_for_tests();
+        let id = format!("job-{unique}");
+        let now = 1_000;
+        database
+            .insert_bulk_job(&BulkJobRecord {
+                id: id.clone(),
+                organisation_id: format!("org-{unique}"),
+                client_id: "client".into(),
+                request: "{}".into(),
+                quantity: 3,
+                status: "Pending".into(),
+                public_tokens: "[]".into(),
+                created_at: now,
+                updated_at: now,
+                idempotency_id: None,
+            })
+            .await
+            .unwrap();
+        let card = |n: u64| CardRecord {
+            public_token: format!("{:09}", (unique + u128::from(n)) % 1_000_000_000),
+            organisation_id: format!("org-{unique}"),
+            client_id: "client".into(),
+            details: "{}".into(),
+            pan_sealed: "v1.x".into(),
+            cvv_sealed: "v1.x".into(),
+            pin_sealed: None,
+            status_code: "00".into(),
+            status_updated: "{}".into(),
+            cvv_blocked: false,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+            idempotency_id: None,
+        };
+        let list = |cards: &[u64]| {
+            let tokens: Vec<String> = cards.iter().map(|n| card(*n).public_token).collect();
+            format!("{tokens:?}")
+        };
+        assert!(
+            database
+                .claim_bulk_job(&id, "stalled", now, now - 30)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !database
+                .claim_bulk_job(&id, "other", now, now - 30)
+                .await
+                .unwrap(),
+            "held"
+        );
+        let recorded = database
+            .record_bulk_card(&id, "stalled", &card(1), &list(&[1]), now)
+            .await;
+        assert_eq!(recorded.unwrap(), BulkCard::Recorded);
+        // The worker stalls; 30 s without progress later another takes the job over.
+        assert!(
+            database
+                .claim_bulk_job(&id, "taker", now + 31, now + 1)
+                .await
+                .unwrap()
+        );
+        let late = database
+            .record_bulk_card(&id, "stalled", &card(2), &list(&[1, 2]), now + 40)
+            .await;
+        assert_eq!(late.unwrap(), BulkCard::Fenced);
+        assert!(
+            database
+                .card(&card(2).public_token)
+                .await
+                .unwrap()
+                .is_none(),
+            "no orphan card"
+        );
+        assert!(
+            !database
+                .update_bulk_job(&id, "stalled", "Complete", now + 40)
+                .await
+                .unwrap()
+        );
+        // A public token already taken writes nothing either.
+        let taken = database
+            .record_bulk_card(&id, "taker", &card(1), &list(&[1, 1]), now + 41)
+            .await;
+        assert_eq!(taken.unwrap(), BulkCard::TokenTaken);
+        for (n, cards) in [(3, vec![1, 3]), (4, vec![1, 3, 4])] {
+            let recorded = database
+                .record_bulk_card(&id, "taker", &card(n), &list(&cards), now + 42)
+                .await;
+            assert_eq!(recorded.unwrap(), BulkCard::Recorded);
+        }
+        assert!(
+            database
+                .update_bulk_job(&id, "taker", "Complete", now + 43)
+                .await
+                .unwrap()
+        );
+        let job = database.bulk_job(&id).await.unwrap().unwrap();
+        assert_eq!(job.status, "Complete");
+        assert_eq!(job.public_tokens, list(&[1, 3, 4]));
+        for n in [1, 3, 4] {
+            assert!(
+                database
+                    .card(&card(n).public_token)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
         }
     }
 

@@ -14,9 +14,9 @@ mod sealed;
 pub use database::{Backend, Database, StoreError};
 pub use memory::MemoryStore;
 pub use records::{
-    AccessTokenRecord, AuthzStore, BulkJobRecord, CardRecord, CardsStore, CertificateRecord,
-    ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore,
-    OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord,
-    TokenReference, TokenStanding, TokenStandingStore,
+    AccessTokenRecord, AuthzStore, BulkCard, BulkJobRecord, CardRecord, CardsStore,
+    CertificateRecord, ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord,
+    KeyMaterialStore, OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord,
+    SoftwareStatementRecord, TokenReference, TokenStanding, TokenStandingStore,
 };
 pub use sealed::{MasterKey, SealError};

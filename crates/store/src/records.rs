@@ -406,22 +406,45 @@ pub trait CardsStore: Send + Sync {
     async fn bulk_job(&self, id: &str) -> Result<Option<BulkJobRecord>, StoreError>;
     /// Jobs still Pending or Processing, oldest first.
     async fn unfinished_bulk_jobs(&self) -> Result<Vec<BulkJobRecord>, StoreError>;
-    /// Records a job's progress.
+    /// Sets a job's status, if `lease` still holds it; `false` if another worker took it over.
     async fn update_bulk_job(
         &self,
         id: &str,
+        lease: &str,
         status: &str,
-        public_tokens: &str,
         now: i64,
-    ) -> Result<(), StoreError>;
-    /// Takes a job to work on: Pending, or Processing with no progress since `stale_before`
-    /// (its worker died). `false` if another worker holds it.
+    ) -> Result<bool, StoreError>;
+    /// Takes a job to work on under a new `lease`: Pending, or Processing with no progress since
+    /// `stale_before` (its worker died or stalled). `false` if another worker holds it.
     async fn claim_bulk_job(
         &self,
         id: &str,
+        lease: &str,
         now: i64,
         stale_before: i64,
     ) -> Result<bool, StoreError>;
+    /// In one transaction: lists `card` in the job (`public_tokens`, the list with it) and
+    /// inserts it, if `lease` still holds the job. Exactly the cards listed exist, whatever
+    /// stalls, crashes and takeovers happen.
+    async fn record_bulk_card(
+        &self,
+        id: &str,
+        lease: &str,
+        card: &CardRecord,
+        public_tokens: &str,
+        now: i64,
+    ) -> Result<BulkCard, StoreError>;
+}
+
+/// What came of [`CardsStore::record_bulk_card`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BulkCard {
+    /// Another worker holds the job now: nothing was written; stop.
+    Fenced,
+    /// Inserted and listed.
+    Recorded,
+    /// The card's public token is taken: nothing was written; try another.
+    TokenTaken,
 }
 
 /// Request counters for rate limits, shared by every instance.
