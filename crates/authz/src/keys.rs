@@ -19,6 +19,10 @@ use crate::AuthzError;
 pub const RELOAD_INTERVAL: i64 = 10;
 /// How long a rotated-in key is published before it signs, by default.
 pub const DEFAULT_PUBLISH_DELAY: i64 = 60;
+/// The shortest publish delay: every instance's ring sees the new key within
+/// [`RELOAD_INTERVAL`], and a resource server that cached the JWKS without it refetches an
+/// unknown `kid` within [`certbound_trust::fetch::REFETCH_INTERVAL`] more; 5 s of slack on top.
+pub const MIN_PUBLISH_DELAY: i64 = RELOAD_INTERVAL + certbound_trust::fetch::REFETCH_INTERVAL + 5;
 
 fn sealed_name(kid: &str) -> String {
     format!("token-signing-key:{kid}")

@@ -48,19 +48,25 @@ enum KeysCommand {
 
 #[derive(Debug, clap::Args)]
 struct RotateArgs {
+    /// The stack's TOML config file (the one `certbound up --config` reads): its data dir,
+    /// database and token lifetime are used unless a flag overrides them.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Data directory (master key, SQLite database).
-    #[arg(long, env = "CERTBOUND_DATA_DIR", default_value = "certbound-data")]
-    data_dir: PathBuf,
+    #[arg(long, env = "CERTBOUND_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// The shared PostgreSQL database, if the stack uses one.
     #[arg(long, env = "CERTBOUND_DATABASE_URL")]
     database_url: Option<String>,
-    /// Seconds between publishing the new key and signing with it (every instance reloads its
-    /// keys at least every 10 s).
-    #[arg(long, default_value_t = 60)]
+    /// Seconds between publishing the new key and signing with it: at least the time every
+    /// instance needs to see it (its key ring reloads within 10 s, a resource server refetches
+    /// an unknown key within 5 s more), so shorter delays are refused.
+    #[arg(long, default_value_t = certbound_server::DEFAULT_PUBLISH_DELAY)]
     publish_delay: i64,
-    /// The access token lifetime the stack uses, seconds (old keys stay published that long).
-    #[arg(long, default_value_t = 600)]
-    token_lifetime: i64,
+    /// The access token lifetime the stack uses, seconds (old keys stay published that long);
+    /// by default the config file's, else the stack's default.
+    #[arg(long)]
+    token_lifetime: Option<i64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -198,12 +204,19 @@ async fn up(args: UpArgs) -> Result<(), String> {
 }
 
 async fn rotate(args: RotateArgs) -> Result<(), String> {
-    let mut config = StackConfig {
-        data_dir: args.data_dir,
-        database_url: args.database_url,
-        ..StackConfig::default()
+    let mut config = match &args.config {
+        Some(path) => StackConfig::from_file(path).map_err(|error| error.to_string())?,
+        None => StackConfig::default(),
     };
-    config.token_lifetime_seconds = args.token_lifetime;
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if args.database_url.is_some() {
+        config.database_url = args.database_url;
+    }
+    if let Some(lifetime) = args.token_lifetime {
+        config.token_lifetime_seconds = lifetime;
+    }
     let kid = certbound_server::rotate_token_signing_key(&config, args.publish_delay)
         .await
         .map_err(|error| error.to_string())?;
@@ -212,8 +225,13 @@ async fn rotate(args: RotateArgs) -> Result<(), String> {
         args.publish_delay
     );
     println!(
-        "older keys stay in the JWKS until their tokens expire ({} s after that)",
-        args.token_lifetime
+        "older keys stay in the JWKS until their tokens expire ({} s after that, the token lifetime{})",
+        config.token_lifetime_seconds,
+        if args.config.is_some() && args.token_lifetime.is_none() {
+            " of the config file"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

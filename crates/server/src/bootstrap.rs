@@ -42,6 +42,9 @@ pub enum BootstrapError {
     /// Key generation or certificate signing failed.
     #[error("{0}")]
     Crypto(String),
+    /// An operation was asked for with values that would break the running stack.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The keys and certificates the running parts need.
@@ -340,6 +343,17 @@ pub async fn rotate_token_signing_key(
     config: &StackConfig,
     publish_delay: i64,
 ) -> Result<String, BootstrapError> {
+    if publish_delay < certbound_authz::keys::MIN_PUBLISH_DELAY {
+        return Err(BootstrapError::Config(format!(
+            "a publish delay of {publish_delay} s is shorter than every instance needs to see the new key \
+             ({} s: key rings reload within {} s, resource servers refetch within {} s more); \
+             tokens signed with it would be refused meanwhile: use --publish-delay {} or more",
+            certbound_authz::keys::MIN_PUBLISH_DELAY,
+            certbound_authz::keys::RELOAD_INTERVAL,
+            certbound_trust::fetch::REFETCH_INTERVAL,
+            certbound_authz::keys::MIN_PUBLISH_DELAY,
+        )));
+    }
     if !config.data_dir.exists() && config.database_url.is_none() {
         return Err(BootstrapError::File {
             path: config.data_dir.display().to_string(),

@@ -14,6 +14,7 @@ mod unread_body;
 mod verifier;
 
 pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};
+pub use certbound_authz::keys::{DEFAULT_PUBLISH_DELAY, MIN_PUBLISH_DELAY};
 pub use config::{
     AuditFailure, AuditRotation, ConfigError, Limits, Listen, Part, RateLimits, StackConfig,
 };

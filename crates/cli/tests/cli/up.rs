@@ -132,9 +132,27 @@ fn up_creates_serves_drains_and_restarts() {
         "SIGTERM must drain and exit 0, got {status}"
     );
 
-    // Rotate the token signing key while the stack is down: published at the next start.
+    // A publish delay shorter than the instances need to see the key is refused.
     let output = Command::new(env!("CARGO_BIN_EXE_certbound"))
         .args(["keys", "rotate", "--publish-delay", "0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("use --publish-delay 20 or more"),
+        "{stderr}"
+    );
+
+    // Rotate the token signing key while the stack is down: published at the next start. The
+    // token lifetime comes from the stack's config file.
+    let config = dir.path().join("certbound.toml");
+    std::fs::write(&config, "token_lifetime_seconds = 1234\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .args(["keys", "rotate", "--publish-delay", "20", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
         .arg(&data)
         .output()
         .unwrap();
@@ -144,6 +162,10 @@ fn up_creates_serves_drains_and_restarts() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("1234 s after that, the token lifetime of the config file"),
+        "{stdout}"
+    );
     let kid = stdout
         .strip_prefix("new token signing key ")
         .unwrap()
