@@ -14,7 +14,7 @@ use crate::{Cards, CardsError};
 /// A verified caller.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    pub(crate) claims: AccessTokenClaims,
+    pub(crate) claims: Arc<AccessTokenClaims>,
 }
 
 impl Caller {
@@ -34,6 +34,27 @@ impl Caller {
             client_id: &self.claims.client_id,
         }
     }
+}
+
+/// The token's signature, issuer and times, with the authorization server's published keys.
+async fn verify(cards: &Cards, token: &str, now: i64) -> Result<AccessTokenClaims, CardsError> {
+    let keys = cards
+        .token_keys
+        .keys(
+            &cards.config.jwks_uri,
+            certbound_jose::unverified_kid(token).as_deref(),
+            now,
+        )
+        .await
+        .map_err(|error| {
+            CardsError::Internal(format!("authorization server keys unavailable: {error}"))
+        })?;
+    verify_access_token(token, &keys, &cards.config.issuer, now).map_err(|error| match error {
+        TokenError::Expired => {
+            CardsError::InvalidToken("the access token has expired: get a new one".into())
+        }
+        other => CardsError::InvalidToken(other.to_string()),
+    })
 }
 
 impl FromRequestParts<Arc<Cards>> for Caller {
@@ -69,26 +90,12 @@ impl FromRequestParts<Arc<Cards>> for Caller {
                 )
             })?;
         let now = certbound_store::clock::now();
-        let keys = cards
-            .token_keys
-            .keys(
-                &cards.config.jwks_uri,
-                certbound_jose::unverified_kid(token).as_deref(),
-                now,
-            )
-            .await
-            .map_err(|error| {
-                CardsError::Internal(format!("authorization server keys unavailable: {error}"))
-            })?;
-        let claims =
-            verify_access_token(token, &keys, &cards.config.issuer, now).map_err(|error| {
-                match error {
-                    TokenError::Expired => CardsError::InvalidToken(
-                        "the access token has expired: get a new one".into(),
-                    ),
-                    other => CardsError::InvalidToken(other.to_string()),
-                }
-            })?;
+        let claims = match cards.verified.get(token, now) {
+            Some(claims) => claims,
+            None => cards
+                .verified
+                .insert(token, verify(cards, token, now).await?, now),
+        };
         // The decision introspection makes too: binding, token, client registration, certificate.
         match certbound_trust::standing(&*cards.store, &claims, Some(&peer.thumbprint)).await? {
             Standing::Good => {}

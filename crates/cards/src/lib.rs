@@ -55,6 +55,8 @@ pub struct Cards {
     master: Arc<MasterKey>,
     keys: crypto::CardKeys,
     token_keys: KeyCache,
+    /// Tokens whose signature was verified, until they expire.
+    verified: certbound_trust::VerifiedTokens,
     work: tokio::sync::Notify,
     audit: certbound_http::AuditLog,
 }
@@ -83,6 +85,7 @@ impl Cards {
             master,
             keys,
             token_keys: KeyCache::new(token_key_source),
+            verified: certbound_trust::VerifiedTokens::new(),
             work: tokio::sync::Notify::new(),
             audit,
         })

@@ -13,6 +13,7 @@ mod access_token;
 mod certificate;
 pub mod fetch;
 mod replay;
+mod verified;
 mod vocabulary;
 
 pub use access_token::{
@@ -20,6 +21,7 @@ pub use access_token::{
 };
 pub use certificate::{CertificateStanding, Use, certificate_standing};
 pub use replay::{Acceptor, JtiUse, use_jti_once};
+pub use verified::VerifiedTokens;
 pub use vocabulary::{
     AuthMethod, ClientId, GrantType, Jti, OrganisationId, RegistrationId, ScopeSet, Secret,
     SoftwareId, Thumbprint,
