@@ -96,6 +96,8 @@ pub struct Authz {
     store: Arc<dyn Store>,
     keys: keys::TokenKeys,
     key_cache: certbound_trust::fetch::KeyCache,
+    /// Token standings read from the store, until its trust counter moves (introspection).
+    standing: certbound_trust::StandingCache,
     audit: certbound_http::AuditLog,
 }
 
@@ -123,6 +125,7 @@ impl Authz {
             store,
             keys,
             key_cache: certbound_trust::fetch::KeyCache::new(key_source),
+            standing: certbound_trust::StandingCache::new(),
             audit,
         }))
     }

@@ -214,7 +214,11 @@ pub(crate) async fn introspect(
     // The same decision the Cards API makes, so the two never disagree; the binding itself is
     // not compared (the caller need not present the bound certificate to ask about a token).
     if claims.client_id != client.record.client_id
-        || certbound_trust::standing(&*authz.store, &claims, None).await? != Standing::Good
+        || authz
+            .standing
+            .standing(&*authz.store, &claims, None)
+            .await?
+            != Standing::Good
     {
         return Ok(inactive());
     }

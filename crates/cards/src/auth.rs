@@ -97,7 +97,11 @@ impl FromRequestParts<Arc<Cards>> for Caller {
                 .insert(token, verify(cards, token, now).await?, now),
         };
         // The decision introspection makes too: binding, token, client registration, certificate.
-        match certbound_trust::standing(&*cards.store, &claims, Some(&peer.thumbprint)).await? {
+        match cards
+            .standing
+            .standing(&*cards.store, &claims, Some(&peer.thumbprint))
+            .await?
+        {
             Standing::Good => {}
             refused => return Err(CardsError::InvalidToken(refused.description().into())),
         }

@@ -57,6 +57,8 @@ pub struct Cards {
     token_keys: KeyCache,
     /// Tokens whose signature was verified, until they expire.
     verified: certbound_trust::VerifiedTokens,
+    /// Token standings read from the store, until the store's trust counter moves.
+    standing: certbound_trust::StandingCache,
     work: tokio::sync::Notify,
     audit: certbound_http::AuditLog,
 }
@@ -86,6 +88,7 @@ impl Cards {
             keys,
             token_keys: KeyCache::new(token_key_source),
             verified: certbound_trust::VerifiedTokens::new(),
+            standing: certbound_trust::StandingCache::new(),
             work: tokio::sync::Notify::new(),
             audit,
         })

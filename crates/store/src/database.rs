@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "bulk leases",
         include_str!("../migrations/0008_bulk_leases.sql"),
     ),
+    (
+        9,
+        "trust changes",
+        include_str!("../migrations/0009_trust_changes.sql"),
+    ),
 ];
 
 /// Infrastructure errors of the store.
@@ -79,6 +84,8 @@ pub struct Database {
     /// When this instance last deleted expired `jti`s and revocations: at most once a minute,
     /// so the token path does one write, not two.
     last_prune: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Changes to a token's standing this process made (see [`TokenStandingStore::local_changes`]).
+    local_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How often expired rows are pruned, seconds.
@@ -128,6 +135,7 @@ impl Database {
             pool,
             backend,
             last_prune: Default::default(),
+            local_changes: Default::default(),
         };
         database.migrate().await?;
         Ok(database)
@@ -141,6 +149,27 @@ impl Database {
     /// The pool, for tests and diagnostics.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Runs a write that may change a token's standing and, if it changed anything, bumps the
+    /// trust counter in the same transaction (and this process's own count, at once).
+    async fn changing_trust<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<u64, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let affected = query.execute(&mut *transaction).await?.rows_affected();
+        if affected > 0 {
+            sqlx::query("UPDATE trust_changes SET version = version + 1 WHERE id = 1")
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        if affected > 0 {
+            self.local_changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(affected)
     }
 
     /// Deletes expired `jti`s, revocations and rate-limit windows, at most once per interval.
@@ -434,14 +463,12 @@ impl DirectoryStore for Database {
     }
 
     async fn revoke_certificate(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let result = sqlx::query(
+        let query = sqlx::query(
             "UPDATE certificates SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        .bind(id);
+        Ok(self.changing_trust(query).await? == 1)
     }
 
     async fn revoked_certificates(&self) -> Result<Vec<CertificateRecord>, StoreError> {
@@ -540,7 +567,7 @@ fn signing_key(row: &AnyRow) -> Result<SigningKeyRecord, sqlx::Error> {
 #[async_trait]
 impl AuthzStore for Database {
     async fn insert_client(&self, record: &ClientRecord) -> Result<bool, StoreError> {
-        let result = sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO oauth_clients (client_id, software_id, organisation_id, metadata, \
              registration_token_hash, created_at, updated_at, registration_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
@@ -552,10 +579,8 @@ impl AuthzStore for Database {
         .bind(&record.registration_token_hash)
         .bind(record.created_at)
         .bind(record.updated_at)
-        .bind(&record.registration_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        .bind(&record.registration_id);
+        Ok(self.changing_trust(query).await? == 1)
     }
 
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
@@ -618,11 +643,8 @@ impl AuthzStore for Database {
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
-            .bind(client_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        let query = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1").bind(client_id);
+        Ok(self.changing_trust(query).await? == 1)
     }
 
     async fn insert_signing_key(&self, record: &SigningKeyRecord) -> Result<(), StoreError> {
@@ -667,16 +689,15 @@ impl AuthzStore for Database {
         expires_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO revoked_tokens (jti, client_id, expires_at, revoked_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (jti) DO NOTHING",
         )
         .bind(jti)
         .bind(client_id)
         .bind(expires_at)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        .bind(now);
+        self.changing_trust(query).await?;
         Ok(())
     }
 
@@ -1059,6 +1080,18 @@ impl RateLimitStore for Database {
 
 #[async_trait]
 impl TokenStandingStore for Database {
+    async fn trust_version(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM trust_changes WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    fn local_changes(&self) -> u64 {
+        self.local_changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn token_standing(
         &self,
         token: &TokenReference<'_>,

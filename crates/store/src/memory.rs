@@ -30,6 +30,7 @@ struct State {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStore {
@@ -49,16 +50,22 @@ impl MemoryStore {
         self.state()
             .registrations
             .insert(client_id.to_owned(), registration_id.to_owned());
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Deletes the client's registration (RFC 7592 DELETE).
     pub fn delete_client(&self, client_id: &str) {
         self.state().registrations.remove(client_id);
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Revokes the token with this `jti` (RFC 7009).
     pub fn revoke_token(&self, jti: &str) {
         self.state().revoked_tokens.insert(jti.to_owned());
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Revokes the certificate with this `x5t#S256`.
@@ -66,6 +73,8 @@ impl MemoryStore {
         self.state()
             .revoked_certificates
             .insert(thumbprint.to_owned());
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -84,6 +93,14 @@ impl ReplayStore for MemoryStore {
 
 #[async_trait]
 impl TokenStandingStore for MemoryStore {
+    async fn trust_version(&self) -> Result<i64, StoreError> {
+        Ok(i64::try_from(self.local_changes()).unwrap_or(i64::MAX))
+    }
+
+    fn local_changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn token_standing(
         &self,
         token: &TokenReference<'_>,

@@ -166,6 +166,12 @@ pub trait ReplayStore: Send + Sync {
 /// tokens (the authorization server's introspection, the Cards API) asks before it does.
 #[async_trait]
 pub trait TokenStandingStore: Send + Sync {
+    /// The trust counter: it moves, in the same transaction, with every change to any token's
+    /// standing, at any instance sharing the database.
+    async fn trust_version(&self) -> Result<i64, StoreError>;
+    /// Changes to a token's standing made through this very store value (this process): read
+    /// for free on every call, so a process sees its own changes at once.
+    fn local_changes(&self) -> u64;
     /// In one statement (the Cards API's hot path): whether the certificate the token is bound to
     /// was revoked, whether the token was revoked, and whether its very registration still
     /// exists.

@@ -186,24 +186,7 @@ mod tests {
     use super::*;
 
     fn claims() -> AccessTokenClaims {
-        AccessTokenClaims {
-            iss: "https://as".into(),
-            sub: ClientId::new("client"),
-            aud: vec!["client".into()],
-            scp: vec!["cards.read".into()],
-            cnf: Confirmation {
-                x5t_s256: Thumbprint::new("bound"),
-            },
-            exp: 200,
-            iat: 100,
-            nbf: 100,
-            jti: Jti::new("jti"),
-            tid: "certbound".into(),
-            client_id: ClientId::new("client"),
-            org_id: OrganisationId::new("org"),
-            software_id: SoftwareId::new("sw"),
-            rid: RegistrationId::new("registration"),
-        }
+        crate::sample_claims(200)
     }
 
     const CLEAN: TokenStanding = TokenStanding {

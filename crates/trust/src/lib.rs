@@ -13,6 +13,7 @@ mod access_token;
 mod certificate;
 pub mod fetch;
 mod replay;
+mod standing_cache;
 mod verified;
 mod vocabulary;
 
@@ -21,8 +22,33 @@ pub use access_token::{
 };
 pub use certificate::{CertificateStanding, Use, certificate_standing};
 pub use replay::{Acceptor, JtiUse, use_jti_once};
+pub use standing_cache::{RECHECK, StandingCache};
 pub use verified::VerifiedTokens;
 pub use vocabulary::{
     AuthMethod, ClientId, GrantType, Jti, OrganisationId, RegistrationId, ScopeSet, Secret,
     SoftwareId, Thumbprint,
 };
+
+/// Claims of a token bound to the certificate `bound`, of client `client` registered as
+/// `registration`, for the unit tests of every module.
+#[cfg(test)]
+pub(crate) fn sample_claims(exp: i64) -> AccessTokenClaims {
+    AccessTokenClaims {
+        iss: "https://as".into(),
+        sub: ClientId::new("client"),
+        aud: vec!["client".into()],
+        scp: vec!["cards.read".into()],
+        cnf: Confirmation {
+            x5t_s256: Thumbprint::new("bound"),
+        },
+        exp,
+        iat: 100,
+        nbf: 100,
+        jti: Jti::new("jti"),
+        tid: "certbound".into(),
+        client_id: ClientId::new("client"),
+        org_id: OrganisationId::new("org"),
+        software_id: SoftwareId::new("sw"),
+        rid: RegistrationId::new("registration"),
+    }
+}

@@ -78,30 +78,9 @@ impl VerifiedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_token::Confirmation;
-    use crate::vocabulary::{
-        ClientId, Jti, OrganisationId, RegistrationId, SoftwareId, Thumbprint,
-    };
 
     fn claims(exp: i64) -> AccessTokenClaims {
-        AccessTokenClaims {
-            iss: "https://as".into(),
-            sub: ClientId::new("client"),
-            aud: vec!["client".into()],
-            scp: vec!["cards.read".into()],
-            cnf: Confirmation {
-                x5t_s256: Thumbprint::new("bound"),
-            },
-            exp,
-            iat: 100,
-            nbf: 100,
-            jti: Jti::new("jti"),
-            tid: "certbound".into(),
-            client_id: ClientId::new("client"),
-            org_id: OrganisationId::new("org"),
-            software_id: SoftwareId::new("sw"),
-            rid: RegistrationId::new("registration"),
-        }
+        crate::sample_claims(exp)
     }
 
     #[test]
