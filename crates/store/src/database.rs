@@ -744,6 +744,30 @@ fn card(row: &AnyRow) -> Result<CardRecord, sqlx::Error> {
     })
 }
 
+/// `INSERT` of a card (nothing if its public token or idempotency id is taken), for
+/// `insert_card` and `record_bulk_card` alike.
+fn insert_card(record: &CardRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(concat!(
+        "INSERT INTO cards (",
+        card_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
+    ))
+    .bind(&record.public_token)
+    .bind(&record.organisation_id)
+    .bind(&record.client_id)
+    .bind(&record.details)
+    .bind(&record.pan_sealed)
+    .bind(&record.cvv_sealed)
+    .bind(&record.pin_sealed)
+    .bind(&record.status_code)
+    .bind(&record.status_updated)
+    .bind(i64::from(record.cvv_blocked))
+    .bind(record.created_at)
+    .bind(record.updated_at)
+    .bind(record.version)
+    .bind(&record.idempotency_id)
+}
+
 fn bulk_job(row: &AnyRow) -> Result<BulkJobRecord, sqlx::Error> {
     Ok(BulkJobRecord {
         id: row.try_get("id")?,
@@ -762,27 +786,7 @@ fn bulk_job(row: &AnyRow) -> Result<BulkJobRecord, sqlx::Error> {
 #[async_trait]
 impl CardsStore for Database {
     async fn insert_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
-        let result = sqlx::query(concat!(
-            "INSERT INTO cards (",
-            card_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
-        ))
-        .bind(&record.public_token)
-        .bind(&record.organisation_id)
-        .bind(&record.client_id)
-        .bind(&record.details)
-        .bind(&record.pan_sealed)
-        .bind(&record.cvv_sealed)
-        .bind(&record.pin_sealed)
-        .bind(&record.status_code)
-        .bind(&record.status_updated)
-        .bind(i64::from(record.cvv_blocked))
-        .bind(record.created_at)
-        .bind(record.updated_at)
-        .bind(record.version)
-        .bind(&record.idempotency_id)
-        .execute(&self.pool)
-        .await?;
+        let result = insert_card(record).execute(&self.pool).await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -1032,27 +1036,7 @@ impl CardsStore for Database {
             transaction.rollback().await?;
             return Ok(BulkCard::Fenced);
         }
-        let inserted = sqlx::query(concat!(
-            "INSERT INTO cards (",
-            card_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
-        ))
-        .bind(&card.public_token)
-        .bind(&card.organisation_id)
-        .bind(&card.client_id)
-        .bind(&card.details)
-        .bind(&card.pan_sealed)
-        .bind(&card.cvv_sealed)
-        .bind(&card.pin_sealed)
-        .bind(&card.status_code)
-        .bind(&card.status_updated)
-        .bind(i64::from(card.cvv_blocked))
-        .bind(card.created_at)
-        .bind(card.updated_at)
-        .bind(card.version)
-        .bind(&card.idempotency_id)
-        .execute(&mut *transaction)
-        .await?;
+        let inserted = insert_card(card).execute(&mut *transaction).await?;
         if inserted.rows_affected() != 1 {
             transaction.rollback().await?;
             return Ok(BulkCard::TokenTaken);

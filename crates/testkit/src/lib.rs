@@ -223,6 +223,19 @@ impl TestStack {
         (self.dir, self.database_url)
     }
 
+    /// How many cards the organisation has, read from the database (cards made and hidden from
+    /// the client count too).
+    pub async fn cards_of(&self, organisation_id: &str) -> i64 {
+        let database = certbound_store::Database::connect(&self.database_url)
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE organisation_id = $1")
+            .bind(organisation_id)
+            .fetch_one(database.pool())
+            .await
+            .unwrap()
+    }
+
     /// The data dir path.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
@@ -544,6 +557,17 @@ pub fn identity_client(ca_pem: &str, key_pem: &str, chain_pem: &str) -> reqwest:
         .identity(identity)
         .build()
         .unwrap()
+}
+
+/// A `POST /cards` body: a virtual card for Ada Lovelace with product 10001.
+pub fn card_body(customer_reference: &str) -> Value {
+    json!({
+        "cardType": "Virtual",
+        "cardProduct": "10001",
+        "customerReference": customer_reference,
+        "cardHolder": {"title": "Ms", "firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1990-12-10"},
+        "address": {"addressLine1": "1 High Street", "city": "London", "postCode": "EC1A 1BB", "country": "GBR"}
+    })
 }
 
 /// A software statement body with the seed's example values.

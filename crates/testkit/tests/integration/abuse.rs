@@ -75,24 +75,7 @@ impl Caller {
 }
 
 fn card() -> Value {
-    json!({
-        "cardType": "Virtual",
-        "cardProduct": "10001",
-        "customerReference": "abuse-0001",
-        "cardHolder": {"title": "Ms", "firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1990-12-10"},
-        "address": {"addressLine1": "1 High Street", "city": "London", "postCode": "EC1A 1BB", "country": "GBR"}
-    })
-}
-
-async fn cards_of(stack: &TestStack, organisation_id: &str) -> i64 {
-    let database = certbound_store::Database::connect(&stack.database_url)
-        .await
-        .unwrap();
-    sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE organisation_id = $1")
-        .bind(organisation_id)
-        .fetch_one(database.pool())
-        .await
-        .unwrap()
+    certbound_testkit::card_body("abuse-0001")
 }
 
 /// Item 7: sixteen concurrent `POST /cards` with one `IdempotencyKey` make one card, and every
@@ -119,7 +102,7 @@ async fn concurrent_copies_of_one_idempotency_key_act_once() {
         "one request acted"
     );
     assert_eq!(
-        cards_of(&stack, &software.organisation_id).await,
+        stack.cards_of(&software.organisation_id).await,
         1,
         "one card exists"
     );

@@ -87,24 +87,7 @@ async fn a_full_disk_refuses_issuance_and_revocation_unless_told_to_carry_on() {
 }
 
 fn card() -> Value {
-    json!({
-        "cardType": "Virtual",
-        "cardProduct": "10001",
-        "customerReference": "seams-0001",
-        "cardHolder": {"title": "Ms", "firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1990-12-10"},
-        "address": {"addressLine1": "1 High Street", "city": "London", "postCode": "EC1A 1BB", "country": "GBR"}
-    })
-}
-
-async fn cards_of(stack: &TestStack, organisation_id: &str) -> i64 {
-    let database = certbound_store::Database::connect(&stack.database_url)
-        .await
-        .unwrap();
-    sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE organisation_id = $1")
-        .bind(organisation_id)
-        .fetch_one(database.pool())
-        .await
-        .unwrap()
+    certbound_testkit::card_body("seams-0001")
 }
 
 async fn post_card(
@@ -162,7 +145,7 @@ async fn a_retry_after_a_crash_finds_the_effect_instead_of_repeating_it() {
         retried, first,
         "the retry answers with the card the first request made"
     );
-    assert_eq!(cards_of(&stack, &software.organisation_id).await, 1);
+    assert_eq!(stack.cards_of(&software.organisation_id).await, 1);
 
     let bulk = json!({"cardProduct": "10001", "cardType": "Virtual", "quantity": 2});
     let key = uuid::Uuid::new_v4().to_string();
@@ -222,7 +205,7 @@ async fn one_idempotency_key_at_two_instances_makes_one_card() {
         tokens.insert(body["publicToken"].as_str().unwrap().to_owned());
     }
     assert_eq!(tokens.len(), 1);
-    assert_eq!(cards_of(&first, &software.organisation_id).await, 1);
+    assert_eq!(first.cards_of(&software.organisation_id).await, 1);
     second.stop().await;
     first.stop().await;
 }
