@@ -25,6 +25,8 @@ directory = "127.0.0.1:18441"
 directory_mtls = "127.0.0.1:18442"
 authz = "127.0.0.1:18443"
 cards = "127.0.0.1:18444"
+[ops]
+listen = "127.0.0.1:19464"
 TOML
 "$BIN" up --config "$WORK/certbound.toml" --data-dir "$WORK/data" > "$WORK/up.log" 2>&1 &
 PID=$!
@@ -92,3 +94,25 @@ STATUS=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/data/ca.pem" -H 
   https://localhost:18444/api/v1/cards/$(sed 's/.*"publicToken":"\([^"]*\)".*/\1/' card.json))
 [ "$STATUS" = 401 ] || { echo "a forged X-SSL-Client-Cert sent directly got HTTP $STATUS"; exit 1; }
 echo "nginx seed flow ok"
+
+# The operations listener saw the same flow: its counters moved by exactly what the flow did, and
+# Prometheus's own checker accepts the exposition.
+command -v promtool >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+[ "$(curl -s http://127.0.0.1:19464/readyz)" = ready ] || { echo "/readyz is not ready"; exit 1; }
+[ "$(curl -s http://127.0.0.1:19464/livez)" = live ] || { echo "/livez is not live"; exit 1; }
+curl -s http://127.0.0.1:19464/metrics > "$WORK/metrics.txt"
+metric() { awk -v name="$1" '$1 == name { print $2 }' "$WORK/metrics.txt"; }
+expect() {
+  [ "$(metric "$1")" = "$2" ] || { echo "$1 is \`$(metric "$1")\`, expected $2"; grep '^certbound_' "$WORK/metrics.txt" | grep -v _bucket; exit 1; }
+  echo "   $1 = $2"
+}
+expect 'certbound_tokens_issued_total{auth_method="private_key_jwt",part="directory"}' 1
+expect 'certbound_tokens_issued_total{auth_method="private_key_jwt",part="authz"}' 1
+expect 'certbound_certificates_total{action="issued",certificate_type="transport"}' 1
+expect 'certbound_certificates_total{action="issued",certificate_type="signing"}' 1
+expect 'certbound_registrations_total{action="registered"}' 1
+expect 'certbound_cards_created_total' 1
+expect 'certbound_refusals_total{part="cards",reason="invalid_token"}' 2
+expect 'certbound_http_requests_total{part="cards",route="/api/v1/cards",status="201"}' 1
+promtool check metrics < "$WORK/metrics.txt"
+echo "metrics ok: promtool check metrics passed"

@@ -9,7 +9,7 @@ WORK=$(mktemp -d)
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 python3 -m schemathesis.cli --version >/dev/null 2>&1 || python3 -m pip install --quiet schemathesis
 "$BIN" up --data-dir "$WORK/data" --listen-directory 127.0.0.1:18441 --listen-directory-mtls 127.0.0.1:18442 \
-  --listen-authz 127.0.0.1:18443 --listen-cards 127.0.0.1:18444 > "$WORK/up.log" 2>&1 &
+  --listen-authz 127.0.0.1:18443 --listen-cards 127.0.0.1:18444 --no-ops > "$WORK/up.log" 2>&1 &
 PID=$!
 for _ in $(seq 1 50); do grep -q "Stop with Ctrl-C" "$WORK/up.log" && break; sleep 0.2; done
 grep -q "Stop with Ctrl-C" "$WORK/up.log" || { cat "$WORK/up.log"; exit 1; }

@@ -53,7 +53,7 @@ ISSUER=https://localhost:19443
 step "3. instance A: every part"
 "$CERTBOUND" up --database-url "$DATABASE_URL" --data-dir "$WORK/a" --authz-issuer "$ISSUER" \
   --listen-directory 127.0.0.1:19441 --listen-directory-mtls 127.0.0.1:19442 \
-  --listen-authz 127.0.0.1:19443 --listen-cards 127.0.0.1:19444 > "$WORK/a.log" 2>&1 &
+  --listen-authz 127.0.0.1:19443 --listen-cards 127.0.0.1:19444 --listen-ops 127.0.0.1:19464 > "$WORK/a.log" 2>&1 &
 PIDS+=($!)
 wait_up "$WORK/a.log"
 sed -n '1,6p' "$WORK/a.log" | sed 's/^/   /'
@@ -61,7 +61,7 @@ sed -n '1,6p' "$WORK/a.log" | sed 's/^/   /'
 step "4. instance B: authz and cards only, trusting A's directory"
 "$CERTBOUND" up --database-url "$DATABASE_URL" --data-dir "$WORK/b" --authz-issuer "$ISSUER" \
   --role authz,cards --directory-url https://localhost:19441 \
-  --listen-authz 127.0.0.1:19453 --listen-cards 127.0.0.1:19454 > "$WORK/b.log" 2>&1 &
+  --listen-authz 127.0.0.1:19453 --listen-cards 127.0.0.1:19454 --listen-ops 127.0.0.1:19474 > "$WORK/b.log" 2>&1 &
 PIDS+=($!)
 wait_up "$WORK/b.log"
 sed -n '1,3p' "$WORK/b.log" | sed 's/^/   /'

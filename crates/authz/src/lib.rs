@@ -152,6 +152,11 @@ impl Authz {
             .verification()
             .to_vec())
     }
+    /// Hits and misses of this instance's caches, by name, for the operator's metrics.
+    pub fn cache_lookups(&self) -> Vec<(&'static str, (u64, u64))> {
+        vec![("authz_token_standing", self.standing.lookups())]
+    }
+
     /// Port 8443's router. Every endpoint sits under the issuer's path; `/healthz` at the root.
     pub fn router(self: &Arc<Self>) -> Router {
         let endpoints = Router::new()

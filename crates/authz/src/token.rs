@@ -153,7 +153,7 @@ async fn issue(
         "token_issued",
         now,
         serde_json::json!({"client_id": claims.client_id, "organisation_id": claims.org_id, "jti": claims.jti,
-            "scope": scopes.to_string(), "thumbprint": claims.cnf.x5t_s256, "kid": signer.kid()}),
+            "auth_method": client.metadata.token_endpoint_auth_method, "scope": scopes.to_string(), "thumbprint": claims.cnf.x5t_s256, "kid": signer.kid()}),
     )?;
     Ok(access_token)
 }

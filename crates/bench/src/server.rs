@@ -44,6 +44,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--listen-cards",
                 "127.0.0.1:0",
+                "--listen-ops",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(data)

@@ -261,6 +261,7 @@ async fn process(
             .await?
         {
             BulkCard::Recorded => {
+                cards.audit.metrics().card_created();
                 tokens = listed;
                 made += 1;
             }

@@ -223,6 +223,7 @@ pub(crate) async fn issue_card(
     for _ in 0..5 {
         let (record, public_token, details) = new_card(cards, tenant, issue, details.clone(), now)?;
         if cards.store.insert_card(&record).await? {
+            cards.audit.metrics().card_created();
             tracing::info!(
                 public_token = %public_token,
                 organisation_id = tenant.organisation_id,

@@ -94,6 +94,14 @@ impl Cards {
         })
     }
 
+    /// Hits and misses of this instance's caches, by name, for the operator's metrics.
+    pub fn cache_lookups(&self) -> Vec<(&'static str, (u64, u64))> {
+        vec![
+            ("cards_verified_tokens", self.verified.lookups()),
+            ("cards_token_standing", self.standing.lookups()),
+        ]
+    }
+
     /// Runs the bulk job worker until `shutdown` flips: it resumes unfinished jobs at start.
     pub async fn run_bulk_worker(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         bulk::run(self, shutdown).await;

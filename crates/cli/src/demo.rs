@@ -35,6 +35,7 @@ pub(crate) async fn run() -> Result<(), String> {
     config.listen.directory_mtls = any;
     config.listen.authz = any;
     config.listen.cards = any;
+    config.ops.listen = any;
     config.shutdown_grace_seconds = 2;
     println!("Starting the whole stack in {}", dir.path().display());
     let stack = certbound_server::start(config)

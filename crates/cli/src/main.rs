@@ -98,6 +98,12 @@ struct UpArgs {
     /// Cards API listener address.
     #[arg(long)]
     listen_cards: Option<SocketAddr>,
+    /// Operations listener address (/metrics, /livez, /readyz; plain HTTP).
+    #[arg(long)]
+    listen_ops: Option<SocketAddr>,
+    /// Run no operations listener.
+    #[arg(long)]
+    no_ops: bool,
     /// A path for the authorization server's issuer, e.g. /uat-thredd/confidential-clients.
     #[arg(long)]
     issuer_path: Option<String>,
@@ -149,6 +155,12 @@ impl UpArgs {
         if let Some(address) = self.listen_cards {
             config.listen.cards = address;
         }
+        if let Some(address) = self.listen_ops {
+            config.ops.listen = address;
+        }
+        if self.no_ops {
+            config.ops.enabled = false;
+        }
         if let Some(path) = self.issuer_path {
             config.issuer_path = path;
         }
@@ -183,6 +195,9 @@ async fn up(args: UpArgs) -> Result<(), String> {
     }
     if let Some(cards) = &stack.cards_url {
         println!("  cards            {cards}");
+    }
+    if let Some(ops) = &stack.ops_url {
+        println!("  operations       {ops}/metrics  /livez  /readyz");
     }
     println!("  trust anchor     {}", data_dir.join("ca.pem").display());
     println!(

@@ -156,6 +156,12 @@ pub(crate) async fn token(
         .map_err(|error| DirectoryError::InvalidRequest(error.description()))?;
     let now = certbound_store::clock::now();
     let statement = authenticate(&directory, &presented, &form, now).await?;
+    // `authenticate` accepted an assertion when one came, the certificate alone otherwise.
+    let auth_method = if form.contains_key("client_assertion") {
+        "private_key_jwt"
+    } else {
+        "tls_client_auth"
+    };
 
     let _client_credentials: GrantType = form
         .get("grant_type")
@@ -197,7 +203,8 @@ pub(crate) async fn token(
         "directory",
         "directory_token_issued",
         now,
-        serde_json::json!({"client_id": statement.client_id, "organisation_id": statement.organisation_id, "thumbprint": peer.thumbprint.to_string()}),
+        serde_json::json!({"client_id": statement.client_id, "organisation_id": statement.organisation_id,
+            "auth_method": auth_method, "thumbprint": peer.thumbprint.to_string()}),
     )?;
     let body = json!({
         "access_token": access_token,

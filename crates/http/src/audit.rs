@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::response::Response;
 
-use crate::{ClientAddress, InternalError, PeerCertificate, Refusal, TRACE_ID};
+use crate::{ClientAddress, InternalError, Metrics, PeerCertificate, Refusal, TRACE_ID};
 
 /// The longest string field of a record, in bytes.
 pub(crate) const MAX_FIELD: usize = 256;
@@ -154,6 +154,7 @@ pub struct AuditLog {
     sink: Option<Arc<Mutex<Sink>>>,
     on_failure: OnFailure,
     lost: Arc<Lost>,
+    metrics: Metrics,
 }
 
 /// Records that could not be written, and when that was last reported.
@@ -241,7 +242,21 @@ impl AuditLog {
             }))),
             on_failure,
             lost,
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Counts every record, and every request at the edge, in `metrics` (records lost before
+    /// now, such as a torn tail cut at start, are added to its lost count).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        metrics.audit_records_lost(self.lost_records());
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this trail counts in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Records that could not be written since the start (a torn tail repaired at start counts).
@@ -265,25 +280,48 @@ impl AuditLog {
         now: i64,
         fields: serde_json::Value,
     ) -> Result<(), AuditUnavailable> {
-        let Some(sink) = &self.sink else {
-            return Ok(());
-        };
+        self.write(part, event, now, fields, self.on_failure)
+    }
+
+    /// [`AuditLog::record`] of something that has happened already (a refusal): counted in the
+    /// metrics whether or not its line could be written, and never an `Err`.
+    fn record_done(&self, part: &str, event: &str, now: i64, fields: serde_json::Value) {
+        let _ = self.write(part, event, now, fields, OnFailure::Continue);
+    }
+
+    fn write(
+        &self,
+        part: &str,
+        event: &str,
+        now: i64,
+        fields: serde_json::Value,
+        on_failure: OnFailure,
+    ) -> Result<(), AuditUnavailable> {
         let mut line = serde_json::json!({"ts": now, "part": part, "event": event});
         if let (serde_json::Value::Object(line), serde_json::Value::Object(fields)) =
             (&mut line, bounded(fields))
         {
             line.extend(fields.into_iter().filter(|(_, value)| !value.is_null()));
         }
+        let Some(sink) = &self.sink else {
+            self.metrics.observe_event(part, event, &line);
+            return Ok(());
+        };
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
         let written = match sink.lock() {
             Ok(mut sink) => sink.write(&bytes, now),
             Err(_) => Err(std::io::Error::other("the audit trail's lock is poisoned")),
         };
+        // Counted when it happens: an action refused for want of its record did not happen.
+        if written.is_ok() || on_failure == OnFailure::Continue {
+            self.metrics.observe_event(part, event, &line);
+        }
         let Err(error) = written else {
             return Ok(());
         };
         let lost = self.lost.count.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.audit_records_lost(1);
         let reported = i64::try_from(self.lost.reported.load(Ordering::Relaxed)).unwrap_or(0);
         if (lost == 1 || now >= reported + LOST_REPORTED_EVERY)
             && self
@@ -299,7 +337,7 @@ impl AuditLog {
         {
             tracing::error!(%error, lost, event, policy = ?self.on_failure, "AUDIT RECORDS LOST: the audit trail cannot be written");
         }
-        match self.on_failure {
+        match on_failure {
             OnFailure::Continue => Ok(()),
             OnFailure::Refuse => Err(AuditUnavailable(error.to_string())),
         }
@@ -325,7 +363,8 @@ impl AuditLog {
     /// The edge of a service, for `axum::middleware::from_fn`: gives the request its trace id
     /// ([`trace_id`]) for everything that answers it, sends it back as `X-Trace-Id`, records every
     /// refusal (a response carrying a [`Refusal`]) with the request's method, path, source
-    /// address and certificate thumbprint, and logs every internal failure ([`InternalError`]).
+    /// address and certificate thumbprint, logs every internal failure ([`InternalError`]), and
+    /// counts the request and its latency by route template in the metrics.
     pub async fn refusals(
         &self,
         part: &'static str,
@@ -343,8 +382,19 @@ impl AuditLog {
             .extensions()
             .get::<PeerCertificate>()
             .map(|peer| peer.thumbprint.to_string());
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |route| route.as_str().to_owned());
+        let started = std::time::Instant::now();
         let trace_id = uuid::Uuid::new_v4().to_string();
         let mut response = TRACE_ID.scope(trace_id.clone(), next.run(request)).await;
+        self.metrics.observe_request(
+            part,
+            &route,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
         if let Ok(value) = axum::http::HeaderValue::from_str(&trace_id) {
             response.headers_mut().insert("x-trace-id", value);
         }
@@ -354,7 +404,7 @@ impl AuditLog {
         if let Some(refusal) = response.extensions().get::<Refusal>().cloned() {
             // A refusal is recorded on a best-effort basis (a lost one is counted): there is no
             // action to hold back.
-            let _ = self.record(
+            self.record_done(
                 part,
                 "refused",
                 now,

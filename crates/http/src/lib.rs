@@ -107,8 +107,10 @@ pub fn clean_description(text: &str) -> String {
 pub const MAX_DESCRIPTION: usize = 512;
 
 mod audit;
+mod metrics;
 
 pub use audit::{AuditLog, AuditUnavailable, OnFailure, Rotation};
+pub use metrics::Metrics;
 
 tokio::task_local! {
     static TRACE_ID: String;

@@ -57,6 +57,25 @@ impl Default for Listen {
     }
 }
 
+/// The operations listener (`[ops]`): `/metrics`, `/livez`, `/readyz`, plain HTTP.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ops {
+    /// Whether it runs (`--no-ops` turns it off).
+    pub enabled: bool,
+    /// Its address (default `127.0.0.1:9464`: loopback, as it needs no credentials).
+    pub listen: SocketAddr,
+}
+
+impl Default for Ops {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
 /// Connection limits of every listener.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -166,6 +185,8 @@ pub struct StackConfig {
     pub roles: Vec<Part>,
     /// Listener addresses.
     pub listen: Listen,
+    /// The operations listener.
+    pub ops: Ops,
     /// The host name in public URLs (issuers, keystore, `ClientId`).
     pub public_host: String,
     /// Lifetime of access tokens, seconds.
@@ -208,6 +229,7 @@ impl Default for StackConfig {
             database_url: None,
             roles: vec![Part::Directory, Part::Authz, Part::Cards],
             listen: Listen::default(),
+            ops: Ops::default(),
             public_host: "localhost".into(),
             token_lifetime_seconds: 600,
             allow_rs256: false,

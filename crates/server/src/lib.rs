@@ -9,6 +9,7 @@ mod bootstrap;
 mod config;
 mod idle;
 mod listener;
+mod ops;
 mod proxy;
 mod unread_body;
 mod verifier;
@@ -16,7 +17,7 @@ mod verifier;
 pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};
 pub use certbound_authz::keys::{DEFAULT_PUBLISH_DELAY, MIN_PUBLISH_DELAY};
 pub use config::{
-    AuditFailure, AuditRotation, ConfigError, Limits, Listen, Part, RateLimits, StackConfig,
+    AuditFailure, AuditRotation, ConfigError, Limits, Listen, Ops, Part, RateLimits, StackConfig,
 };
 pub use listener::{Routers, RunningStack, StartError, start};
 pub use proxy::forwarded_certificates;

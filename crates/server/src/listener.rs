@@ -64,6 +64,8 @@ pub struct RunningStack {
     pub authz_url: Option<String>,
     /// Cards API base URL, e.g. `https://localhost:8444/api/v1`, if it runs here.
     pub cards_url: Option<String>,
+    /// The operations listener, e.g. `http://127.0.0.1:9464`, unless it is off.
+    pub ops_url: Option<String>,
     /// The data dir.
     pub data_dir: std::path::PathBuf,
     /// The store, for tests and tools running in the same process.
@@ -212,6 +214,7 @@ struct Sockets {
     directory: Option<(TcpListener, TcpListener)>,
     authz: Option<TcpListener>,
     cards: Option<TcpListener>,
+    ops: Option<TcpListener>,
 }
 
 impl Sockets {
@@ -236,10 +239,16 @@ impl Sockets {
         } else {
             None
         };
+        let ops = if config.ops.enabled {
+            Some(bind(config.ops.listen).await?)
+        } else {
+            None
+        };
         Ok(Self {
             directory,
             authz,
             cards,
+            ops,
         })
     }
 }
@@ -247,9 +256,19 @@ impl Sockets {
 /// Binds every listener of the configured parts, prepares the data dir and database, and serves.
 pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     config.validate()?;
-    let sockets = Sockets::bind(&config).await?;
-    let (database, master_key, material) = crate::bootstrap::open(&config).await?;
+    let mut sockets = Sockets::bind(&config).await?;
     let (shutdown, watcher) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let metrics = certbound_http::Metrics::new();
+    let ops = crate::ops::Ops::new(metrics.clone());
+    let mut ops_url = None;
+    if let Some(listener) = sockets.ops.take() {
+        let address = listener.local_addr().map_err(tls_error)?;
+        ops_url = Some(format!("http://{address}"));
+        tasks.spawn(ops.clone().serve(listener, watcher.clone()));
+    }
+    let mut caches: Vec<crate::ops::CacheLookups> = Vec::new();
+    let (database, master_key, material) = crate::bootstrap::open(&config).await?;
     let limits = Limits::of(&config);
     let audit_path = config.data_dir.join("audit.jsonl");
     let rotation = certbound_http::Rotation {
@@ -267,8 +286,8 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 path: audit_path.display().to_string(),
                 source,
             })
-        })?;
-    let mut tasks = JoinSet::new();
+        })?
+        .with_metrics(metrics);
     let algorithms = if config.allow_rs256 {
         AlgorithmPolicy::with_rs256()
     } else {
@@ -398,6 +417,8 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         )
         .await
         .map_err(|error| StartError::Tls(error.to_string()))?;
+        let lookups = authz.clone();
+        caches.push(Box::new(move || lookups.cache_lookups()));
         tasks.spawn(serve(
             listener,
             acceptor(
@@ -446,6 +467,8 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             audit.clone(),
         );
         tasks.spawn(cards.clone().run_bulk_worker(watcher.clone()));
+        let lookups = cards.clone();
+        caches.push(Box::new(move || lookups.cache_lookups()));
         tasks.spawn(serve(
             listener,
             acceptor(
@@ -461,11 +484,19 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         cards_url = Some(base);
     }
 
+    ops.started(crate::ops::Started {
+        database: database.clone(),
+        caches,
+    });
+    if let Some(url) = &ops_url {
+        tracing::info!(%url, "operations listener: /metrics, /livez, /readyz");
+    }
     Ok(RunningStack {
         directory_url,
         directory_mtls_url,
         authz_url,
         cards_url,
+        ops_url,
         data_dir: config.data_dir.clone(),
         database,
         master_key,

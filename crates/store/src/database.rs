@@ -151,6 +151,33 @@ impl Database {
         &self.pool
     }
 
+    /// Whether the database answers a query (readiness; the caller bounds the wait).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Connections of the pool in use, idle, and its maximum.
+    pub fn pool_connections(&self) -> (u32, u32, u32) {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        let size = self.pool.size();
+        (
+            size.saturating_sub(idle),
+            idle,
+            self.pool.options().get_max_connections(),
+        )
+    }
+
+    /// Bulk card jobs by status (`Pending`, `Processing`, `Complete`, `Failed`).
+    pub async fn bulk_jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM bulk_jobs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+            .collect()
+    }
+
     /// Runs a write that may change a token's standing and, if it changed anything, bumps the
     /// trust counter in the same transaction (and this process's own count, at once).
     async fn changing_trust<'q>(

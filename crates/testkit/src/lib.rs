@@ -90,6 +90,7 @@ pub fn config(dir: &Path, database_url: Option<String>) -> StackConfig {
     config.listen.directory_mtls = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listen.authz = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listen.cards = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.ops.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.shutdown_grace_seconds = 2;
     config
 }

@@ -12,10 +12,13 @@
 mod access_token;
 mod certificate;
 pub mod fetch;
+mod lookups;
 mod replay;
 mod standing_cache;
 mod verified;
 mod vocabulary;
+
+use lookups::Lookups;
 
 pub use access_token::{
     AccessTokenClaims, Confirmation, Standing, TokenError, judge, standing, verify_access_token,

@@ -44,12 +44,18 @@ impl State {
 #[derive(Debug, Default)]
 pub struct StandingCache {
     state: Mutex<State>,
+    lookups: crate::Lookups,
 }
 
 impl StandingCache {
     /// An empty cache.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Standings found in memory and read from the store, since the start.
+    pub fn lookups(&self) -> (u64, u64) {
+        self.lookups.totals()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -75,8 +81,10 @@ impl StandingCache {
         );
         let (local, version) = self.current(store).await?;
         if let Some(known) = self.state().entries.get(&key).copied() {
+            self.lookups.hit();
             return Ok(judge(claims, presented, known));
         }
+        self.lookups.miss();
         let known = store.token_standing(&reference).await?;
         let mut state = self.state();
         // Remembered only if nothing changed while it was read.

@@ -18,6 +18,7 @@ pub(crate) const CAPACITY: usize = 100_000;
 #[derive(Debug, Default)]
 pub struct VerifiedTokens {
     entries: Mutex<HashMap<[u8; 32], Arc<AccessTokenClaims>>>,
+    lookups: crate::Lookups,
 }
 
 fn key(token: &str) -> [u8; 32] {
@@ -36,10 +37,17 @@ impl VerifiedTokens {
     /// The claims of `token` if it was verified before and has not expired at `now`.
     pub fn get(&self, token: &str, now: i64) -> Option<Arc<AccessTokenClaims>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries
+        let found = entries
             .get(&key(token))
             .filter(|claims| claims.exp > now)
-            .cloned()
+            .cloned();
+        self.lookups.count(found.is_some());
+        found
+    }
+
+    /// Tokens found verified and not, since the start.
+    pub fn lookups(&self) -> (u64, u64) {
+        self.lookups.totals()
     }
 
     /// Remembers a token [`crate::verify_access_token`] accepted; returns its claims, shared.

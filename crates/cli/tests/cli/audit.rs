@@ -56,6 +56,8 @@ fn security_events_are_recorded_and_secrets_are_not() {
             "127.0.0.1:0",
             "--listen-cards",
             "127.0.0.1:0",
+            "--listen-ops",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(&data)

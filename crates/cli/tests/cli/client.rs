@@ -51,6 +51,8 @@ fn up(data: &Path) -> Up {
             "127.0.0.1:0",
             "--listen-cards",
             "127.0.0.1:0",
+            "--listen-ops",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data)

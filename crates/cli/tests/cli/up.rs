@@ -28,6 +28,8 @@ fn start(data_dir: &std::path::Path) -> Up {
             "127.0.0.1:0",
             "--listen-cards",
             "127.0.0.1:0",
+            "--listen-ops",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data_dir)

@@ -9,6 +9,7 @@ mod directory;
 mod instances;
 mod lifecycle;
 mod limits;
+mod ops;
 mod proxy;
 mod routers;
 mod seams;

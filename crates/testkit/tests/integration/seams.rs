@@ -9,6 +9,8 @@
 )] // test code
 
 use certbound_testkit::TestStack;
+
+use crate::ops::{sample, scrape};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -66,6 +68,24 @@ async fn a_full_disk_refuses_issuance_and_revocation_unless_told_to_carry_on() {
         503,
         "a revocation that would go unrecorded"
     );
+    // Counted and visible to the operator: every record lost, no token counted as issued.
+    let metrics = scrape(&stack).await;
+    assert!(
+        sample(&metrics, "certbound_audit_records_lost_total").unwrap_or(0.0) >= 3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"certbound_refusals_total{part="authz",reason="temporarily_unavailable"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("certbound_tokens_issued_total{"),
+        "{metrics}"
+    );
 
     // Told to carry on, the same requests succeed (the lost records are counted and logged).
     let stack = stack
@@ -82,6 +102,19 @@ async fn a_full_disk_refuses_issuance_and_revocation_unless_told_to_carry_on() {
         response.status(),
         200,
         "and the signing key was never revoked"
+    );
+    let metrics = scrape(&stack).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"certbound_tokens_issued_total{auth_method="private_key_jwt",part="authz"}"#
+        ),
+        Some(1.0),
+        "carried on, and counted: {metrics}"
+    );
+    assert!(
+        sample(&metrics, "certbound_audit_records_lost_total").unwrap_or(0.0) >= 1.0,
+        "{metrics}"
     );
     stack.stop().await;
 }
