@@ -5,6 +5,7 @@
 //! publishes). A client certificate is required in every case: it is what tokens are bound to.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use certbound_http::PeerCertificate;
 use certbound_jose::{AssertionRules, verify_client_assertion};
@@ -52,19 +53,13 @@ pub(crate) async fn authenticate(
             ));
         }
     };
-    let (record, presented) = authz
-        .store
-        .client_and_certificate(&claimed, &peer.thumbprint)
-        .await?;
-    let record = record.ok_or_else(|| {
+    let known = client_and_certificate(authz, &claimed, &peer.thumbprint).await?;
+    let client = known.0.clone().ok_or_else(|| {
         AuthzError::InvalidClient(format!("unknown client `{claimed}`: register it first"))
     })?;
-    let metadata: ClientMetadata = serde_json::from_str(&record.metadata)
-        .map_err(|error| AuthzError::Internal(error.to_string()))?;
-    let client = Client { record, metadata };
     let presented = Presented {
         peer,
-        record: presented,
+        record: known.1.clone(),
     };
     match client.metadata.token_endpoint_auth_method {
         AuthMethod::PrivateKeyJwt => {
@@ -91,6 +86,43 @@ pub(crate) async fn authenticate(
         }
     }
     Ok(client)
+}
+
+/// A registered client (its metadata parsed) and the directory's record of a certificate.
+pub(crate) type ClientAndCertificate = Arc<(Option<Client>, Option<CertificateRecord>)>;
+
+/// The client claimed and the directory's record of the presented certificate: from memory
+/// while the store's trust counter stands still (DESIGN.md section 7), else one statement. Only
+/// a pair where both exist is remembered, so a new registration or certificate counts at once.
+async fn client_and_certificate(
+    authz: &Authz,
+    claimed: &str,
+    thumbprint: &str,
+) -> Result<ClientAndCertificate, AuthzError> {
+    let key = format!("{thumbprint}|{claimed}");
+    authz
+        .clients
+        .get(
+            authz.store.as_ref(),
+            &key,
+            || async {
+                let (record, presented) = authz
+                    .store
+                    .client_and_certificate(claimed, thumbprint)
+                    .await?;
+                let client = match record {
+                    Some(record) => {
+                        let metadata: ClientMetadata = serde_json::from_str(&record.metadata)
+                            .map_err(|error| AuthzError::Internal(error.to_string()))?;
+                        Some(Client { record, metadata })
+                    }
+                    None => None,
+                };
+                Ok(Arc::new((client, presented)))
+            },
+            |known: &ClientAndCertificate| known.0.is_some() && known.1.is_some(),
+        )
+        .await
 }
 
 /// The certificate on the connection, and the directory's record of it (none for a self-signed
@@ -285,7 +317,17 @@ pub(crate) async fn signing_key_standing(
     software_id: &str,
     now: i64,
 ) -> Result<CertificateStanding, AuthzError> {
-    let certificates = authz.store.certificates_by_key_id(kid).await?;
+    let certificates: Arc<Vec<CertificateRecord>> = authz
+        .signing_certificates
+        .get(
+            authz.store.as_ref(),
+            kid,
+            || async {
+                Ok::<_, AuthzError>(Arc::new(authz.store.certificates_by_key_id(kid).await?))
+            },
+            |found: &Arc<Vec<CertificateRecord>>| !found.is_empty(),
+        )
+        .await?;
     Ok(certbound_trust::certificate_standing(
         &certificates,
         certbound_trust::Use {

@@ -9,6 +9,7 @@
 
 #![recursion_limit = "256"]
 
+mod budgets;
 mod client_auth;
 mod discovery;
 mod error;
@@ -98,6 +99,13 @@ pub struct Authz {
     key_cache: certbound_trust::fetch::KeyCache,
     /// Token standings read from the store, until its trust counter moves (introspection).
     standing: certbound_trust::StandingCache,
+    /// Rate-limit counts, in memory, shared through the store once a second.
+    budgets: Arc<budgets::Budgets>,
+    /// Registered clients with the presented certificate's record, until the trust counter
+    /// moves (the token endpoint's client authentication).
+    clients: certbound_trust::Remembered<client_auth::ClientAndCertificate>,
+    /// The directory's certificates of a signing key, by `kid`, until the trust counter moves.
+    signing_certificates: certbound_trust::Remembered<Arc<Vec<certbound_store::CertificateRecord>>>,
     audit: certbound_http::AuditLog,
 }
 
@@ -120,12 +128,21 @@ impl Authz {
     ) -> Result<Arc<Self>, AuthzError> {
         let now = certbound_store::clock::now();
         let keys = keys::TokenKeys::load(store.clone(), master, now, config.token_lifetime).await?;
+        let budgets = Arc::new(budgets::Budgets::default());
+        let shared: Arc<dyn RateLimitStore> = store.clone();
+        tokio::spawn(budgets::exchange_until_dropped(
+            Arc::downgrade(&budgets),
+            shared,
+        ));
         Ok(Arc::new(Self {
             config,
             store,
             keys,
             key_cache: certbound_trust::fetch::KeyCache::new(key_source),
             standing: certbound_trust::StandingCache::new(),
+            budgets,
+            clients: certbound_trust::Remembered::new(),
+            signing_certificates: certbound_trust::Remembered::new(),
             audit,
         }))
     }
@@ -154,7 +171,14 @@ impl Authz {
     }
     /// Hits and misses of this instance's caches, by name, for the operator's metrics.
     pub fn cache_lookups(&self) -> Vec<(&'static str, (u64, u64))> {
-        vec![("authz_token_standing", self.standing.lookups())]
+        vec![
+            ("authz_token_standing", self.standing.lookups()),
+            ("authz_clients", self.clients.lookups()),
+            (
+                "authz_signing_certificates",
+                self.signing_certificates.lookups(),
+            ),
+        ]
     }
 
     /// Port 8443's router. Every endpoint sits under the issuer's path; `/healthz` at the root.
@@ -201,7 +225,7 @@ impl Authz {
             return Ok(());
         }
         let window = now - now.rem_euclid(60);
-        let count = self.store.hit(key, window, now).await?;
+        let count = self.budgets.spend(key, window);
         if count > limit {
             return Err(AuthzError::TooManyRequests {
                 message: format!("more than {limit} requests a minute: slow down"),

@@ -65,6 +65,9 @@ pub enum StoreError {
     /// The URL names no supported database.
     #[error("unsupported database URL: use sqlite://PATH or postgres://...")]
     UnsupportedUrl,
+    /// A group commit (of used `jti`s) failed; the message is the database's.
+    #[error("database error: {0}")]
+    GroupCommit(String),
 }
 
 /// Which database is behind the pool.
@@ -86,6 +89,8 @@ pub struct Database {
     last_prune: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Changes to a token's standing this process made (see [`TokenStandingStore::local_changes`]).
     local_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Used `jti`s waiting for their commit.
+    used_jti: crate::group_commit::GroupCommit,
 }
 
 /// How often expired rows are pruned, seconds.
@@ -136,6 +141,7 @@ impl Database {
             backend,
             last_prune: Default::default(),
             local_changes: Default::default(),
+            used_jti: Default::default(),
         };
         database.migrate().await?;
         Ok(database)
@@ -400,7 +406,8 @@ impl DirectoryStore for Database {
     }
 
     async fn insert_certificate(&self, record: &CertificateRecord) -> Result<(), StoreError> {
-        sqlx::query(concat!(
+        // A new certificate changes what instances remembering a key's certificates know.
+        let query = sqlx::query(concat!(
             "INSERT INTO certificates (",
             certificate_columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -416,9 +423,8 @@ impl DirectoryStore for Database {
         .bind(record.not_before)
         .bind(record.not_after)
         .bind(record.created_at)
-        .bind(record.revoked_at)
-        .execute(&self.pool)
-        .await?;
+        .bind(record.revoked_at);
+        self.changing_trust(query).await?;
         Ok(())
     }
 
@@ -658,15 +664,15 @@ impl AuthzStore for Database {
         metadata: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
+        // The client's metadata decide its authentication: instances remembering it learn of
+        // the change through the trust counter.
+        let query = sqlx::query(
             "UPDATE oauth_clients SET metadata = $1, updated_at = $2 WHERE client_id = $3",
         )
         .bind(metadata)
         .bind(now)
-        .bind(client_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        .bind(client_id);
+        Ok(self.changing_trust(query).await? == 1)
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
@@ -1075,17 +1081,29 @@ impl CardsStore for Database {
 
 #[async_trait]
 impl RateLimitStore for Database {
-    async fn hit(&self, key: &str, window_start: i64, now: i64) -> Result<i64, StoreError> {
+    async fn add_hits(
+        &self,
+        counts: &[(String, i64, i64)],
+        now: i64,
+    ) -> Result<Vec<i64>, StoreError> {
         self.prune(now).await?;
-        let count: i64 = sqlx::query_scalar(
-            "INSERT INTO rate_limits (key, window_start, count) VALUES ($1, $2, 1) \
-             ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 RETURNING count",
-        )
-        .bind(key)
-        .bind(window_start)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(count)
+        let mut transaction = self.pool.begin().await?;
+        let mut totals = Vec::with_capacity(counts.len());
+        for (key, window_start, count) in counts {
+            let total: i64 = sqlx::query_scalar(
+                "INSERT INTO rate_limits (key, window_start, count) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + excluded.count \
+                 RETURNING count",
+            )
+            .bind(key)
+            .bind(window_start)
+            .bind(count)
+            .fetch_one(&mut *transaction)
+            .await?;
+            totals.push(total);
+        }
+        transaction.commit().await?;
+        Ok(totals)
     }
 }
 
@@ -1130,14 +1148,7 @@ impl TokenStandingStore for Database {
 impl ReplayStore for Database {
     async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         self.prune(now).await?;
-        let result = sqlx::query(
-            "INSERT INTO used_jti (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        self.used_jti.use_once(&self.pool, id, expires_at).await
     }
 }
 
@@ -1199,6 +1210,47 @@ mod tests {
         let id = format!("client|{}", crate::clock::now_nanos_for_tests());
         assert!(database.use_once(&id, 2_000_000_000, 1_000).await.unwrap());
         assert!(!database.use_once(&id, 2_000_000_000, 1_000).await.unwrap());
+    }
+
+    /// Group commit: 64 concurrent uses of 16 ids (4 copies each, half through a second store on
+    /// the same database, as another instance) make exactly 16 first uses, one per id, and every
+    /// answer is durable: a store connected afterwards finds each id used.
+    #[tokio::test]
+    async fn concurrent_uses_are_committed_together_and_each_id_is_first_once() {
+        let (database, dir) = database().await;
+        let url = match &dir {
+            Some(dir) => format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()),
+            None => std::env::var("CERTBOUND_TEST_DATABASE_URL").unwrap(),
+        };
+        let other = Database::connect(&url).await.unwrap();
+        let unique = crate::clock::now_nanos_for_tests();
+        let ids: Vec<String> = (0..16).map(|n| format!("group|{unique}|{n}")).collect();
+        let mut uses = tokio::task::JoinSet::new();
+        for copy in 0..4 {
+            for id in &ids {
+                let store = if copy % 2 == 0 {
+                    database.clone()
+                } else {
+                    other.clone()
+                };
+                let id = id.clone();
+                uses.spawn(async move {
+                    let first = store.use_once(&id, 2_000_000_000, 1_000).await.unwrap();
+                    (id, first)
+                });
+            }
+        }
+        let mut firsts = std::collections::HashMap::new();
+        while let Some(answer) = uses.join_next().await {
+            let (id, first) = answer.unwrap();
+            *firsts.entry(id).or_insert(0) += usize::from(first);
+        }
+        assert_eq!(firsts.len(), 16);
+        assert!(firsts.values().all(|count| *count == 1), "{firsts:?}");
+        let later = Database::connect(&url).await.unwrap();
+        for id in &ids {
+            assert!(!later.use_once(id, 2_000_000_000, 1_000).await.unwrap());
+        }
     }
 
     /// One script against the SQL store and the in-memory one: every answer the trust

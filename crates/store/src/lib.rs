@@ -7,6 +7,7 @@
 
 pub mod clock;
 mod database;
+mod group_commit;
 mod memory;
 mod records;
 mod sealed;

@@ -12,7 +12,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use crate::StoreError;
-use crate::records::{ReplayStore, TokenReference, TokenStanding, TokenStandingStore};
+use crate::records::{
+    RateLimitStore, ReplayStore, TokenReference, TokenStanding, TokenStandingStore,
+};
 
 #[derive(Debug, Default)]
 struct State {
@@ -24,6 +26,8 @@ struct State {
     registrations: BTreeMap<String, String>,
     /// Thumbprints of revoked certificates.
     revoked_certificates: BTreeSet<String>,
+    /// Shared rate-limit counts by key and window start.
+    hits: BTreeMap<(String, i64), i64>,
 }
 
 /// The in-memory store. Cheap to make; one per test.
@@ -75,6 +79,36 @@ impl MemoryStore {
             .insert(thumbprint.to_owned());
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl MemoryStore {
+    /// The shared rate-limit count of `key` in the window starting at `window_start`.
+    pub fn hits(&self, key: &str, window_start: i64) -> i64 {
+        self.state()
+            .hits
+            .get(&(key.to_owned(), window_start))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for MemoryStore {
+    async fn add_hits(
+        &self,
+        counts: &[(String, i64, i64)],
+        _now: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut state = self.state();
+        Ok(counts
+            .iter()
+            .map(|(key, window_start, count)| {
+                let total = state.hits.entry((key.clone(), *window_start)).or_insert(0);
+                *total += count;
+                *total
+            })
+            .collect())
     }
 }
 

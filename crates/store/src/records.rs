@@ -456,7 +456,11 @@ pub enum BulkCard {
 /// Request counters for rate limits, shared by every instance.
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
-    /// Counts one request for `key` in the window starting at `window_start`; returns the count
-    /// so far in that window.
-    async fn hit(&self, key: &str, window_start: i64, now: i64) -> Result<i64, StoreError>;
+    /// Adds each `(key, window_start, count)`'s count to the shared count of that key and
+    /// window, all in one transaction; returns the shared counts after, in the same order.
+    async fn add_hits(
+        &self,
+        counts: &[(String, i64, i64)],
+        now: i64,
+    ) -> Result<Vec<i64>, StoreError>;
 }

@@ -13,6 +13,7 @@ mod access_token;
 mod certificate;
 pub mod fetch;
 mod lookups;
+mod remembered;
 mod replay;
 mod standing_cache;
 mod verified;
@@ -24,8 +25,9 @@ pub use access_token::{
     AccessTokenClaims, Confirmation, Standing, TokenError, judge, standing, verify_access_token,
 };
 pub use certificate::{CertificateStanding, Use, certificate_standing};
+pub use remembered::{RECHECK, Remembered};
 pub use replay::{Acceptor, JtiUse, use_jti_once};
-pub use standing_cache::{RECHECK, StandingCache};
+pub use standing_cache::StandingCache;
 pub use verified::VerifiedTokens;
 pub use vocabulary::{
     AuthMethod, ClientId, GrantType, Jti, OrganisationId, RegistrationId, ScopeSet, Secret,

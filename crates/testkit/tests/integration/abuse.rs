@@ -230,7 +230,7 @@ async fn idempotency_records_keep_no_bare_digest_of_a_pin() {
 }
 
 /// `futures::future::join_all` without the crate: spawn each and await them in order.
-async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+pub(crate) async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
 where
     F: std::future::Future<Output = T>,
 {
@@ -616,44 +616,49 @@ async fn bulk_jobs_share_the_worker_fairly_and_queues_are_capped() {
     let stack =
         TestStack::start_with(dir, url, |config| config.bulk_jobs_per_organisation = 3).await;
     let (busy, busy_software) = Caller::new(&stack).await;
-    let (small, _) = Caller::new(&stack).await;
+    let (small, small_software) = Caller::new(&stack).await;
     let bulk = |quantity: u32| json!({"cardProduct": "10001", "cardType": "Virtual", "quantity": quantity});
-    // The busy organisation's queue: three 50-card jobs, put in the store together (through the
-    // API the first could finish before the third is asked for, and the cap would not be met).
+    // The busy organisation's queue (three large jobs) and the small one's 5-card job, put in
+    // the store together so the worker's next round finds them all: through the API, the worker
+    // could finish a 50-card job before the small one is even asked for.
     let database = certbound_store::Database::connect(&stack.database_url)
         .await
         .unwrap();
     let now = certbound_testkit::now();
-    let mut busy_jobs = Vec::new();
-    for n in 0..3 {
-        let id = uuid::Uuid::new_v4().to_string();
-        certbound_store::CardsStore::insert_bulk_job(
-            &database,
-            &certbound_store::BulkJobRecord {
-                id: id.clone(),
-                organisation_id: busy_software.organisation_id.clone(),
-                client_id: busy_software.client_id.clone(),
-                request: bulk(50).to_string(),
-                quantity: 50,
-                status: "Pending".into(),
-                public_tokens: "[]".into(),
-                created_at: now - 10 + n,
-                updated_at: now - 10 + n,
-                idempotency_id: None,
-            },
-        )
-        .await
-        .unwrap();
-        busy_jobs.push(id);
+    let job = |software: &certbound_testkit::Software, quantity: i64, created_at: i64| {
+        certbound_store::BulkJobRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            organisation_id: software.organisation_id.clone(),
+            client_id: software.client_id.clone(),
+            request: bulk(u32::try_from(quantity).unwrap()).to_string(),
+            quantity,
+            status: "Pending".into(),
+            public_tokens: "[]".into(),
+            created_at,
+            updated_at: created_at,
+            idempotency_id: None,
+        }
+    };
+    // The busy jobs are larger than the API allows (1000 cards), so that none can finish in the
+    // moments between the small job's completion and the look at the first busy one.
+    let mut jobs: Vec<_> = (0..3)
+        .map(|n| job(&busy_software, 1000, now - 10 + n))
+        .collect();
+    jobs.push(job(&small_software, 5, now));
+    for record in &jobs {
+        certbound_store::CardsStore::insert_bulk_job(&database, record)
+            .await
+            .unwrap();
     }
+    let busy_jobs: Vec<String> = jobs.iter().take(3).map(|job| job.id.clone()).collect();
+    let small_job = jobs[3].id.clone();
     let (status, accepted, _) = small
-        .send(Method::POST, "/cards/bulk", &bulk(5), None)
+        .send(Method::POST, "/cards/bulk", &bulk(1), None)
         .await;
     assert_eq!(
         status, 202,
         "another organisation is not capped by the first: {accepted}"
     );
-    let small_job = accepted["id"].as_str().unwrap().to_owned();
     let (status, refused, _) = busy.send(Method::POST, "/cards/bulk", &bulk(1), None).await;
     assert_eq!(status, 429, "a fourth queued job: {refused}");
     assert!(
@@ -679,7 +684,7 @@ async fn bulk_jobs_share_the_worker_fairly_and_queues_are_capped() {
     let first = bulk_job(&busy, &busy_jobs[0]).await;
     assert_ne!(
         first["status"], "Complete",
-        "the small job waited for a 50-card job: {first}"
+        "the small job waited for a large job: {first}"
     );
     assert!(["Pending", "Processing"].contains(&first["status"].as_str().unwrap()));
     stack.stop().await;

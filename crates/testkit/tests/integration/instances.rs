@@ -106,10 +106,12 @@ fn jti_of(assertion: &str) -> String {
     claims["jti"].as_str().unwrap().to_owned()
 }
 
-/// Two authorization servers announcing one issuer (as behind a load balancer), on one database.
-#[tokio::test]
-async fn two_authz_instances_share_tokens_replay_and_revocation() {
-    let first = TestStack::start().await;
+/// Two stacks on one database, the second's authorization server announcing the first's
+/// issuer (as behind a load balancer), both configured by `change`; a registered software.
+async fn two_authz_instances(
+    change: impl Fn(&mut certbound_server::StackConfig),
+) -> (TestStack, TestStack, certbound_testkit::Software) {
+    let first = TestStack::start().await.restart_with(&change).await;
     let software = first.onboard(&["programme-manager"]).await;
     first.register(&software, serde_json::json!({})).await;
     let issuer = first.authz("");
@@ -121,8 +123,16 @@ async fn two_authz_instances_share_tokens_replay_and_revocation() {
     .unwrap();
     let second = TestStack::start_with(second_dir, Some(first.database_url.clone()), |config| {
         config.authz_issuer = Some(issuer.clone());
+        change(config);
     })
     .await;
+    (first, second, software)
+}
+
+/// Two authorization servers announcing one issuer (as behind a load balancer), on one database.
+#[tokio::test]
+async fn two_authz_instances_share_tokens_replay_and_revocation() {
+    let (first, second, software) = two_authz_instances(|_| {}).await;
     let form = |token: &str, assertion: &str| {
         vec![
             ("token".to_owned(), token.to_owned()),
@@ -195,6 +205,40 @@ async fn two_authz_instances_share_tokens_replay_and_revocation() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
+    second.stop().await;
+    first.stop().await;
+}
+
+/// DESIGN.md section 7: a used `jti` is group-committed, and still usable once across instances:
+/// 50 concurrent copies of one assertion, half at each of two authorization servers on one
+/// database, get exactly one token.
+#[tokio::test]
+async fn fifty_copies_of_one_assertion_at_two_instances_get_one_token() {
+    let (first, second, software) = two_authz_instances(|config| {
+        config.rate_limits.token_per_address = 0;
+        config.rate_limits.token_per_client = 0;
+    })
+    .await;
+    let assertion = first.authz_assertion(&software, |_| {});
+    let copies = (0..50).map(|n| {
+        let stack = if n % 2 == 0 { &first } else { &second };
+        stack.authz_token_request(&software.transport, &assertion, &[])
+    });
+    let statuses: Vec<u16> = crate::abuse::futures_join_all(copies)
+        .await
+        .iter()
+        .map(|response| response.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 401).count(),
+        49,
+        "{statuses:?}"
+    );
     second.stop().await;
     first.stop().await;
 }
