@@ -35,6 +35,14 @@ pub(crate) struct Stack {
     token_endpoint: String,
     registration_endpoint: String,
     pub(crate) clients: Vec<Client>,
+    /// With a second instance: each origin of the first (authorization server, Cards API) and
+    /// the second's in its place; odd connections go to the second.
+    second: Vec<(String, String)>,
+}
+
+/// `scheme://host:port` of a URL.
+fn origin(url: &str) -> String {
+    url.split('/').take(3).collect::<Vec<_>>().join("/")
 }
 
 pub(crate) fn http_client(
@@ -57,6 +65,27 @@ pub(crate) fn http_client(
 }
 
 impl Stack {
+    /// Sends every other connection to `second` (an instance on the same database).
+    pub(crate) fn spread_over(&mut self, first: &Server, second: &Server) -> Result<(), String> {
+        self.second = vec![
+            (origin(&first.url("authz")?), origin(&second.url("authz")?)),
+            (origin(&first.url("cards")?), origin(&second.url("cards")?)),
+        ];
+        Ok(())
+    }
+
+    /// `url` for connection `index`: at the second instance for odd ones, when there is one.
+    fn at(&self, index: usize, url: &str) -> String {
+        if index % 2 == 1 {
+            for (first, second) in &self.second {
+                if let Some(rest) = url.strip_prefix(first.as_str()) {
+                    return format!("{second}{rest}");
+                }
+            }
+        }
+        url.to_owned()
+    }
+
     /// Onboards `count` clients (organisation, application, RSA transport and signing keys,
     /// RC token, SSA, registration, access token).
     pub(crate) async fn prepare(
@@ -123,6 +152,7 @@ impl Stack {
                 .unwrap_or_default()
                 .to_owned(),
             clients,
+            second: Vec::new(),
         })
     }
 
@@ -196,9 +226,9 @@ impl Stack {
     ) -> Result<Vec<Generator>, String> {
         let pools = self.assertions(count, audience).await?;
         let mut generators: Vec<Generator> = Vec::new();
-        for (client, pool) in self.clients.iter().zip(pools) {
+        for (index, (client, pool)) in self.clients.iter().zip(pools).enumerate() {
             let http = http_client(trust_pem, Some(&client.identity_pem), keep_alive)?;
-            let endpoint = endpoint.to_owned();
+            let endpoint = self.at(index, endpoint);
             let client_id = client.session.profile.client_id.clone().unwrap_or_default();
             let mut pool = pool.into_iter();
             generators.push(Box::new(move || {
@@ -217,10 +247,24 @@ impl Stack {
         Ok(generators)
     }
 
+    /// The handshake floor: one generator per client, each request a new mutual-TLS connection
+    /// to the authorization server's port that asks for `/healthz` (the least a connection can
+    /// carry), presenting the client's transport certificate as a token request would.
+    pub(crate) fn handshake_generators(&self) -> Result<Vec<Generator>, String> {
+        let url = format!("{}/healthz", origin(&self.token_endpoint));
+        let mut generators: Vec<Generator> = Vec::new();
+        for (index, client) in self.clients.iter().enumerate() {
+            let http = http_client(&self.ca_pem, Some(&client.identity_pem), false)?;
+            let url = self.at(index, &url);
+            generators.push(Box::new(move || Some(http.get(&url))));
+        }
+        Ok(generators)
+    }
+
     /// One generator per client: `GET /cards/{publicToken}` with a bound token, keep-alive.
     pub(crate) async fn cards_generators(&self) -> Result<Vec<Generator>, String> {
         let mut generators: Vec<Generator> = Vec::new();
-        for client in &self.clients {
+        for (index, client) in self.clients.iter().enumerate() {
             let mut session =
                 Session::open(client.session.dir()).map_err(|error| error.to_string())?;
             let card = json!({
@@ -240,7 +284,10 @@ impl Stack {
                 .access_token(false)
                 .await
                 .map_err(|error| error.to_string())?;
-            let url = format!("{}/cards/{public_token}", session.profile.cards);
+            let url = self.at(
+                index,
+                &format!("{}/cards/{public_token}", session.profile.cards),
+            );
             let http = http_client(&self.ca_pem, Some(&client.identity_pem), true)?;
             generators.push(Box::new(move || Some(http.get(&url).bearer_auth(&token))));
         }

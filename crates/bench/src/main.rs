@@ -11,6 +11,7 @@
 mod floor;
 mod load;
 mod peer;
+mod seed;
 mod server;
 
 use std::path::PathBuf;
@@ -32,14 +33,15 @@ struct Args {
     /// Concurrent connections (one onboarded client each).
     #[arg(long, default_value_t = 8)]
     connections: usize,
-    /// Scenarios, comma separated: token-keepalive, token-newconn, cards, register. `register`
+    /// Scenarios, comma separated: token-keepalive, token-newconn, handshake (a new mutual-TLS
+    /// connection per `/healthz`: the floor of token-newconn), cards, register. `register`
     /// is not a default: each registration needs its own software statement and a fresh SSA,
     /// so it runs out of prepared requests long before the duration (a smoke test, not a
     /// measurement).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "token-keepalive,token-newconn,cards"
+        default_value = "token-keepalive,token-newconn,handshake,cards"
     )]
     scenarios: Vec<String>,
     /// Client assertions pre-generated per connection for each token scenario.
@@ -64,6 +66,25 @@ struct Args {
     /// as fast as the connections go: for latency at a given load.
     #[arg(long)]
     rate: Option<f64>,
+    /// Before measuring, add this many registered clients (each with a transport certificate)
+    /// to the server's database: is the cost per request flat in the number of clients?
+    #[arg(long, default_value_t = 0)]
+    seed_clients: u64,
+    /// Before measuring, add this many cards to the server's database.
+    #[arg(long, default_value_t = 0)]
+    seed_cards: u64,
+    /// Run the server on this PostgreSQL database instead of SQLite in its data dir.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Instances of the server on the one database (1 or 2; 2 needs --database-url): the
+    /// second runs authz and cards only, announcing the first's issuer, and the connections
+    /// alternate between them. Server CPU is both processes'.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Rate limits on (set too high to refuse anything, so every request is counted) instead
+    /// of off.
+    #[arg(long)]
+    rate_limits_on: bool,
     /// Fail (exit 1) if any request errs: for CI smoke runs.
     #[arg(long)]
     require_no_errors: bool,
@@ -93,14 +114,15 @@ impl Row {
 }
 
 async fn measure(
-    pid: u32,
+    pids: &[u32],
     generators: Vec<Generator>,
     duration: Duration,
     rate: Option<f64>,
 ) -> (Stats, f64) {
-    let before = cpu_seconds(pid);
+    let cpu = || pids.iter().map(|pid| cpu_seconds(*pid)).sum::<f64>();
+    let before = cpu();
     let stats = load::run(generators, duration, rate).await;
-    let after = cpu_seconds(pid);
+    let after = cpu();
     let per_request = if stats.requests > 0 {
         (after - before) * 1e6 / stats.requests as f64
     } else {
@@ -197,8 +219,55 @@ async fn run(args: Args) -> Result<bool, String> {
     let work = tempfile::tempdir().map_err(|error| error.to_string())?;
     let data = work.path().join("data");
     println!("Starting {} ...", binary.display());
-    let server = Server::certbound(&binary, &data)?;
-    let stack = certbound::Stack::prepare(&server, &data, work.path(), args.connections).await?;
+    let database: Vec<String> = args
+        .database_url
+        .iter()
+        .flat_map(|url| ["--database-url".to_owned(), url.clone()])
+        .collect();
+    let server = Server::certbound(&binary, &data, &database, args.rate_limits_on)?;
+    let second = match args.instances {
+        1 => None,
+        2 if args.database_url.is_some() => {
+            let second_data = work.path().join("data-2");
+            std::fs::create_dir_all(&second_data).map_err(|error| error.to_string())?;
+            std::fs::copy(data.join("master.key"), second_data.join("master.key"))
+                .map_err(|error| error.to_string())?;
+            let mut extra = database.clone();
+            extra.extend([
+                "--role".to_owned(),
+                "authz,cards".to_owned(),
+                "--directory-url".to_owned(),
+                server.url("directory")?,
+                "--authz-issuer".to_owned(),
+                server.url("authz")?,
+            ]);
+            Some(Server::certbound(
+                &binary,
+                &second_data,
+                &extra,
+                args.rate_limits_on,
+            )?)
+        }
+        _ => return Err("--instances is 1, or 2 with --database-url".into()),
+    };
+    let pids: Vec<u32> = std::iter::once(server.pid())
+        .chain(second.as_ref().map(Server::pid))
+        .collect();
+    if args.seed_clients > 0 || args.seed_cards > 0 {
+        println!(
+            "Seeding {} clients and {} cards ...",
+            args.seed_clients, args.seed_cards
+        );
+        let url = args.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", data.join("certbound.db").display())
+        });
+        seed::seed(&url, args.seed_clients, args.seed_cards).await?;
+    }
+    let mut stack =
+        certbound::Stack::prepare(&server, &data, work.path(), args.connections).await?;
+    if let Some(second) = &second {
+        stack.spread_over(&server, second)?;
+    }
     let duration = Duration::from_secs(args.duration);
     let mut rows = Vec::new();
     println!(
@@ -207,51 +276,41 @@ async fn run(args: Args) -> Result<bool, String> {
     );
 
     for scenario in &args.scenarios {
-        let row = match scenario.as_str() {
-            "token-keepalive" | "token-newconn" => {
-                let keep_alive = scenario == "token-keepalive";
-                let generators = stack.token_generators(args.assertions, keep_alive).await?;
-                let (stats, cpu) = measure(server.pid(), generators, duration, args.rate).await;
-                Row {
-                    server: "certbound".into(),
-                    scenario: scenario.clone(),
-                    stats,
-                    cpu_per_request_us: cpu,
-                    floor_us: Some(stack.token_floor()? * 1e6),
-                }
-            }
-            "cards" => {
-                let generators = stack.cards_generators().await?;
-                let (stats, cpu) = measure(server.pid(), generators, duration, args.rate).await;
-                Row {
-                    server: "certbound".into(),
-                    scenario: scenario.clone(),
-                    stats,
-                    cpu_per_request_us: cpu,
-                    floor_us: Some(stack.cards_floor().await? * 1e6),
-                }
-            }
-            "register" => {
-                let generators = stack.register_generators(args.registrations).await?;
-                let (stats, cpu) = measure(server.pid(), generators, duration, args.rate).await;
-                Row {
-                    server: "certbound".into(),
-                    scenario: scenario.clone(),
-                    stats,
-                    cpu_per_request_us: cpu,
-                    floor_us: None,
-                }
-            }
+        // Each scenario's load, and which crypto floor it is compared with.
+        let (generators, floor) = match scenario.as_str() {
+            "token-keepalive" | "token-newconn" => (
+                stack
+                    .token_generators(args.assertions, scenario == "token-keepalive")
+                    .await?,
+                Some("token"),
+            ),
+            "handshake" => (stack.handshake_generators()?, None),
+            "cards" => (stack.cards_generators().await?, Some("cards")),
+            "register" => (stack.register_generators(args.registrations).await?, None),
             other => {
                 return Err(format!(
-                    "unknown scenario `{other}`: use token-keepalive, token-newconn, cards, register"
+                    "unknown scenario `{other}`: use token-keepalive, token-newconn, handshake, cards, register"
                 ));
             }
+        };
+        let (stats, cpu) = measure(&pids, generators, duration, args.rate).await;
+        let floor_us = match floor {
+            Some("token") => Some(stack.token_floor()? * 1e6),
+            Some(_) => Some(stack.cards_floor().await? * 1e6),
+            None => None,
+        };
+        let row = Row {
+            server: "certbound".into(),
+            scenario: scenario.clone(),
+            stats,
+            cpu_per_request_us: cpu,
+            floor_us,
         };
         print_row(&row);
         rows.push(row);
     }
 
+    compare_handshake(&rows);
     if let Some(peer) = &args.peer {
         if peer != "oidc-provider" {
             return Err(format!("unknown peer `{peer}`: the peer is oidc-provider"));
@@ -266,6 +325,10 @@ async fn run(args: Args) -> Result<bool, String> {
 
     let document = json!({
         "machine": machine(),
+        "seeded": {"clients": args.seed_clients, "cards": args.seed_cards},
+        "database": if args.database_url.is_some() { "postgresql" } else { "sqlite" },
+        "instances": args.instances,
+        "rate_limits": if args.rate_limits_on { "on (counted, never refusing)" } else { "off" },
         "duration_seconds": args.duration,
         "connections": args.connections,
         "assertions_per_connection": args.assertions,
@@ -283,6 +346,23 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let errors: usize = rows.iter().map(|row| row.stats.errors).sum();
     Ok(!(args.require_no_errors && errors > 0))
+}
+
+/// A token over a new connection against the connection alone.
+fn compare_handshake(rows: &[Row]) {
+    let find = |scenario: &str| {
+        rows.iter()
+            .find(|row| row.server == "certbound" && row.scenario == scenario)
+            .filter(|row| row.stats.errors == 0 && row.cpu_per_request_us > 0.0)
+    };
+    if let (Some(token), Some(handshake)) = (find("token-newconn"), find("handshake")) {
+        println!(
+            "  token-newconn: {:.2}× the server CPU of a mutual-TLS connection alone ({:.0} vs {:.0} µs)",
+            token.cpu_per_request_us / handshake.cpu_per_request_us,
+            token.cpu_per_request_us,
+            handshake.cpu_per_request_us
+        );
+    }
 }
 
 fn compare(rows: &[Row]) {

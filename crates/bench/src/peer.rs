@@ -132,7 +132,7 @@ pub(crate) async fn run(stack: &Stack, args: &Args, work: &Path) -> Result<Vec<R
             )
             .await?;
         let (stats, cpu) = measure(
-            server.pid(),
+            &[server.pid()],
             generators,
             Duration::from_secs(args.duration),
             args.rate,

@@ -22,17 +22,28 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts `certbound up` on free ports in `data`.
-    pub(crate) fn certbound(binary: &Path, data: &Path) -> Result<Self, String> {
-        // The bench measures the server, not its rate limits: they are switched off.
+    /// Starts `certbound up` on free ports in `data`, with `extra` arguments. Rate limits are
+    /// off (0) or, with `counted`, on but too high to refuse anything: every request is
+    /// counted as in production, none is turned away.
+    pub(crate) fn certbound(
+        binary: &Path,
+        data: &Path,
+        extra: &[String],
+        counted: bool,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(data).map_err(|error| error.to_string())?;
         let config = data.join("bench.toml");
-        std::fs::write(&config, "[rate_limits]\ntoken_per_client = 0\ntoken_per_address = 0\nregister_per_address = 0\n")
-            .map_err(|error| error.to_string())?;
+        let limit = if counted { 1_000_000_000 } else { 0 };
+        std::fs::write(
+            &config,
+            format!("[rate_limits]\ntoken_per_client = {limit}\ntoken_per_address = {limit}\nregister_per_address = {limit}\n"),
+        )
+        .map_err(|error| error.to_string())?;
         let mut child = Command::new(binary)
             .arg("up")
             .arg("--config")
             .arg(&config)
+            .args(extra)
             .args([
                 "--listen-directory",
                 "127.0.0.1:0",

@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trust changes",
         include_str!("../migrations/0009_trust_changes.sql"),
     ),
+    (
+        10,
+        "certificates by key id",
+        include_str!("../migrations/0010_certificates_by_key_id.sql"),
+    ),
 ];
 
 /// Infrastructure errors of the store.
