@@ -5,6 +5,8 @@
 //   node server.mjs CONFIG.json      (written by certbound-bench --peer oidc-provider)
 //
 // CONFIG: { port, issuer, key, cert, ca, scopes: [...], clients: [{ client_id, jwks, subject_dn }] }
+// A client may instead give `signing_certificate` and `transport_certificate` (PEM): its JWKS and
+// subject DN are then read from them (.ci/any-as.sh writes such a config by hand).
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import crypto from 'node:crypto';
@@ -26,6 +28,16 @@ const normalise = (dn) => dn
   })
   .sort()
   .join(',');
+
+for (const client of config.clients) {
+  if (client.signing_certificate) {
+    const jwk = new crypto.X509Certificate(client.signing_certificate).publicKey.export({ format: 'jwk' });
+    client.jwks = { keys: [{ ...jwk, use: 'sig', alg: 'PS256' }] };
+  }
+  if (client.transport_certificate) {
+    client.subject_dn = new crypto.X509Certificate(client.transport_certificate).subject;
+  }
+}
 
 const provider = new Provider(config.issuer, {
   clients: config.clients.map((client) => ({

@@ -110,6 +110,9 @@ pub(crate) enum StepCommand {
         /// Get a new one even if the cached one is still good.
         #[arg(long)]
         refresh: bool,
+        /// Ask for these scopes (space separated) instead of the profile's `scope`: a new token.
+        #[arg(long)]
+        scope: Option<String>,
     },
     /// Call the Cards API with the transport certificate and a fresh token.
     Call {
@@ -196,12 +199,15 @@ pub(crate) enum CardsCommand {
 
 /// `call` and the `cards` conveniences: the body alone on stdout (pretty JSON, or the text as
 /// sent) so that `| jq` works, the status on stderr; exit 0 for 2xx, 1 otherwise.
-fn print_response(response: &certbound_client::Response) -> ExitCode {
+fn print_response(session: &Session, response: &certbound_client::Response) -> ExitCode {
     let reason = reqwest::StatusCode::from_u16(response.status)
         .ok()
         .and_then(|status| status.canonical_reason())
         .unwrap_or_default();
     eprintln!("HTTP {} {reason}", response.status);
+    if response.status == 403 {
+        eprintln!("hint: {}", session.scope_hint());
+    }
     if !response.json.is_null() {
         println!(
             "{}",
@@ -237,18 +243,31 @@ pub(crate) async fn run_step(
     let mut session = Session::open(profile)?;
     match command {
         StepCommand::Discover => {
-            let directory = session.directory_discovery().await?;
-            println!("Raidiam Connect Well-Known: {}", session.profile.directory);
-            println!(
-                "      issuer               {}",
-                directory["issuer"].as_str().unwrap_or_default()
-            );
-            println!(
-                "      mTLS token endpoint  {}",
-                directory["mtls_endpoint_aliases"]["token_endpoint"]
-                    .as_str()
-                    .unwrap_or_default()
-            );
+            // The directory is certbound's (or Raidiam's); another AS needs none. Its failure
+            // is reported, and the authorization server still discovered.
+            if session.profile.directory.trim().is_empty() {
+                println!("Raidiam Connect Well-Known: skipped (no `directory` in the profile)");
+            } else {
+                match session.directory_discovery().await {
+                    Ok(directory) => {
+                        println!("Raidiam Connect Well-Known: {}", session.profile.directory);
+                        println!(
+                            "      issuer               {}",
+                            directory["issuer"].as_str().unwrap_or_default()
+                        );
+                        println!(
+                            "      mTLS token endpoint  {}",
+                            directory["mtls_endpoint_aliases"]["token_endpoint"]
+                                .as_str()
+                                .unwrap_or_default()
+                        );
+                    }
+                    Err(error) => eprintln!(
+                        "Raidiam Connect Well-Known: {}",
+                        certbound_client::printable(&error.to_string())
+                    ),
+                }
+            }
             let authz = session.authz_discovery().await?;
             println!("Cloudentity Well-Known: {}", session.profile.authz);
             for field in [
@@ -300,19 +319,24 @@ pub(crate) async fn run_step(
                 );
             }
         }
-        StepCommand::Token { refresh } => {
+        StepCommand::Token { refresh, scope } => {
             let cached = !refresh
+                && scope.is_none()
                 && session
                     .profile
                     .access_token_expires_at
                     .is_some_and(|expires| expires - 30 > certbound_client::now());
-            let token = session.access_token(refresh).await?;
+            let token = session.access_token_for(refresh, scope.as_deref()).await?;
             println!("Get Access Token{}", if cached { " (cached)" } else { "" });
             println!("{token}");
             let claims = claims(&token);
             println!(
                 "      scope                {}",
-                session.profile.scope.as_deref().unwrap_or_default()
+                session
+                    .profile
+                    .access_token_scope
+                    .as_deref()
+                    .unwrap_or_default()
             );
             println!("      expires_at           {}", claims["exp"]);
             println!(
@@ -336,7 +360,7 @@ pub(crate) async fn run_step(
                 }
             };
             let response = session.call(method, &path, body.as_ref()).await?;
-            return Ok(print_response(&response));
+            return Ok(print_response(&session, &response));
         }
         StepCommand::Pkcs12 { out, password } => {
             if password.is_empty() {
@@ -465,5 +489,5 @@ async fn cards(session: &mut Session, command: CardsCommand) -> Result<ExitCode,
             ));
         }
     };
-    Ok(print_response(&response))
+    Ok(print_response(session, &response))
 }

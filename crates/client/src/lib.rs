@@ -15,7 +15,7 @@ mod session;
 pub use error::ClientError;
 pub use keys::{KeyAndCsr, new_key_and_csr, pkcs12};
 pub use onboard::{OnboardOptions, Reporter, onboard};
-pub use profile::{DEFAULT_MAX_RESPONSE_BYTES, Profile, write_private};
+pub use profile::{AssertionAudience, DEFAULT_MAX_RESPONSE_BYTES, Profile, write_private};
 pub use session::{Response, Session, printable};
 
 /// The wall clock, read at the edge of the client.

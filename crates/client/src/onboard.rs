@@ -262,7 +262,11 @@ async fn run(options: &OnboardOptions, report: &dyn Reporter) -> Result<Session,
     session.access_token(true).await?;
     report.detail(
         "scope",
-        session.profile.scope.as_deref().unwrap_or_default(),
+        session
+            .profile
+            .access_token_scope
+            .as_deref()
+            .unwrap_or_default(),
     );
     report.detail(
         "expires_at",

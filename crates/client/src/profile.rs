@@ -25,11 +25,14 @@ pub struct Profile {
     pub kid: Option<String>,
     /// Client ID (URL form): `client_id`.
     pub client_id: Option<String>,
-    /// Directory public base URL.
+    /// Directory public base URL (only the directory steps need it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub directory: String,
-    /// Authorization server base URL (its issuer).
+    /// Authorization server base URL (its issuer): discovery starts here.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub authz: String,
-    /// Cards API base URL (`.../api/v1`).
+    /// Cards API base URL (`.../api/v1`; only `call` and `cards` need it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cards: String,
     /// The trust anchor file (the stack's `ca.pem`), relative to the profile; system roots if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,12 +61,32 @@ pub struct Profile {
     /// Its expiry, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token_expires_at: Option<i64>,
-    /// Its scope.
+    /// The scopes to ask for in token requests (space separated). Onboarding and `register`
+    /// set the software's registered scopes; `token --scope` asks for others once. Without it
+    /// no `scope` is sent (a server may then grant none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The scopes the cached access token was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_scope: Option<String>,
+    /// The `aud` of client assertions at the authorization server: `issuer` (the default, FAPI 2)
+    /// or `token_endpoint` (some FAPI 1 deployments accept only that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion_audience: Option<AssertionAudience>,
     /// The most the client reads of one answer, bytes ([`DEFAULT_MAX_RESPONSE_BYTES`] if unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_response_bytes: Option<u64>,
+}
+
+/// What a client assertion names as its audience (`assertion_audience`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssertionAudience {
+    /// The authorization server's issuer identifier.
+    #[default]
+    Issuer,
+    /// The token endpoint's URL (the one the request goes to).
+    TokenEndpoint,
 }
 
 /// The most the client reads of one answer unless the profile says otherwise: 16 MiB.
@@ -110,6 +133,41 @@ impl Profile {
         let text =
             toml::to_string(self).map_err(|error| ClientError::Invalid(error.to_string()))?;
         write_private(&dir.join(FILE), text.as_bytes())
+    }
+
+    /// A base URL the step needs (`directory`, `authz` or `cards`): set, and an absolute URL
+    /// with a host, or an error naming the field and what to write there. (The Cards API itself
+    /// is called over https only: see `Session::cards_url`.)
+    pub fn base_url<'a>(
+        dir: &Path,
+        value: &'a str,
+        field: &'static str,
+    ) -> Result<&'a str, ClientError> {
+        let path = dir.join(FILE);
+        if value.trim().is_empty() {
+            return Err(ClientError::Invalid(format!(
+                "{}: `{field}` is empty; this step needs it: set it to the base URL, e.g. {}",
+                path.display(),
+                match field {
+                    "directory" => "https://localhost:8441",
+                    "authz" => "https://localhost:8443 (the authorization server's issuer)",
+                    _ => "https://localhost:8444/api/v1",
+                }
+            )));
+        }
+        match reqwest::Url::parse(value) {
+            Ok(url) if ["https", "http"].contains(&url.scheme()) && url.host().is_some() => {
+                Ok(value.trim_end_matches('/'))
+            }
+            Ok(_) => Err(ClientError::Invalid(format!(
+                "{}: `{field}` = {value} is not an https URL with a host",
+                path.display()
+            ))),
+            Err(error) => Err(ClientError::Invalid(format!(
+                "{}: `{field}` = {value} is not a URL ({error})",
+                path.display()
+            ))),
+        }
     }
 
     /// A required field, or an error naming it and the step that sets it.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::profile::{Profile, read};
+use crate::profile::{AssertionAudience, Profile, read};
 use crate::{ClientError, now};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -55,7 +55,7 @@ fn hint(step: &str, status: u16, body: &Value) -> Option<String> {
         (401, "invalid_token") => "the access token is expired, revoked or bound to another certificate: run `certbound token --refresh`".into(),
         (401, "unauthorized") => return None,
         (401, _) => "authentication failed: check the profile's certificates and client_id, or onboard again".into(),
-        (403, _) => "the token lacks the scope: register the software with a role that allows it".into(),
+        (403, _) => "the token lacks a scope the call needs: ask for it (`certbound token --scope '...'`); the software's roles must allow it".into(),
         (404, _) => format!("{step}: no such resource or path: check the path (Cards API paths start with /cards)"),
         (400, "invalid_software_statement") => "fetch a fresh SSA (`certbound ssa`) and register again".into(),
         (400, _) | (422, _) => "fix the request as the error says".into(),
@@ -247,10 +247,8 @@ impl Session {
 
     /// The directory's discovery document ("Raidiam Connect Well-Known").
     pub async fn directory_discovery(&self) -> Result<Value, ClientError> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            self.profile.directory
-        );
+        let base = Profile::base_url(&self.dir, &self.profile.directory, "directory")?;
+        let url = format!("{base}/.well-known/openid-configuration");
         Ok(self
             .expect(
                 "Raidiam Connect Well-Known",
@@ -263,14 +261,15 @@ impl Session {
 
     /// The authorization server's discovery document ("Cloudentity Well-Known").
     pub async fn authz_discovery(&self) -> Result<Value, ClientError> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            self.profile.authz.trim_end_matches('/')
-        );
+        let base = Profile::base_url(&self.dir, &self.profile.authz, "authz")?;
+        let url = format!("{base}/.well-known/openid-configuration");
+        // With the transport certificate when there is one: some servers (node-oidc-provider
+        // behind Node's https server) ask every connection for it, discovery too. The host is
+        // the one the profile names.
         Ok(self
             .expect(
                 "Cloudentity Well-Known",
-                false,
+                self.mtls.is_some(),
                 self.request(Method::GET, &url),
             )
             .await?
@@ -296,7 +295,6 @@ impl Session {
             "client_id",
             "run `certbound onboard`",
         )?;
-        let kid = Profile::field(&self.dir, &self.profile.kid, "kid", hint)?;
         let key = read(
             &self.dir,
             Profile::field(&self.dir, &self.profile.signing_key, "signing_key", hint)?,
@@ -304,7 +302,9 @@ impl Session {
         let now = now();
         let claims = json!({"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string()});
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
-        header.kid = Some(kid.to_owned());
+        // Without a `kid` in the profile the header names none (a server with one key for the
+        // client needs none).
+        header.kid = self.profile.kid.clone().filter(|kid| !kid.is_empty());
         header.typ = Some("JWT".into());
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes()).map_err(|error| {
             ClientError::Invalid(format!("the signing key does not parse: {error}"))
@@ -383,13 +383,29 @@ impl Session {
         self.profile.registration_access_token = response.json["registration_access_token"]
             .as_str()
             .map(str::to_owned);
+        if self.profile.scope.is_none() {
+            // From now on token requests ask for what the software registered.
+            self.profile.scope = response.json["scope"].as_str().map(str::to_owned);
+        }
         self.save()?;
         Ok(response.json)
     }
 
-    /// Get Access Token: cached in the profile until 30 s before expiry unless `refresh`.
+    /// Get Access Token: cached in the profile until 30 s before expiry unless `refresh`. Asks
+    /// for the profile's `scope`.
     pub async fn access_token(&mut self, refresh: bool) -> Result<String, ClientError> {
+        self.access_token_for(refresh, None).await
+    }
+
+    /// [`Session::access_token`], asking for `scope` instead of the profile's (a new token
+    /// whenever `scope` is given).
+    pub async fn access_token_for(
+        &mut self,
+        refresh: bool,
+        scope: Option<&str>,
+    ) -> Result<String, ClientError> {
         if !refresh
+            && scope.is_none()
             && let (Some(token), Some(expires_at)) = (
                 &self.profile.access_token,
                 self.profile.access_token_expires_at,
@@ -400,7 +416,15 @@ impl Session {
         }
         let discovery = self.authz_discovery().await?;
         let endpoint = Self::endpoint(&discovery, "token_endpoint")?;
-        let issuer = discovery["issuer"].as_str().unwrap_or_default().to_owned();
+        let audience = match self.profile.assertion_audience.unwrap_or_default() {
+            AssertionAudience::Issuer => discovery["issuer"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ClientError::Invalid("the discovery document names no issuer".into())
+                })?,
+            AssertionAudience::TokenEndpoint => endpoint.clone(),
+        };
         let client_id = Profile::field(
             &self.dir,
             &self.profile.client_id,
@@ -408,13 +432,21 @@ impl Session {
             "run `certbound onboard`",
         )?
         .to_owned();
-        let assertion = self.assertion(&issuer)?;
-        let form = [
+        let assertion = self.assertion(&audience)?;
+        let asked = scope
+            .map(str::to_owned)
+            .or_else(|| self.profile.scope.clone())
+            .map(|scope| scope.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|scope| !scope.is_empty());
+        let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", client_id.as_str()),
             ("client_assertion_type", JWT_BEARER),
             ("client_assertion", assertion.as_str()),
         ];
+        if let Some(asked) = &asked {
+            form.push(("scope", asked.as_str()));
+        }
         let response = self
             .expect(
                 "Get Access Token",
@@ -429,9 +461,23 @@ impl Session {
         self.profile.access_token = Some(token.clone());
         self.profile.access_token_expires_at =
             Some(now() + response.json["expires_in"].as_i64().unwrap_or(0));
-        self.profile.scope = response.json["scope"].as_str().map(str::to_owned);
+        // RFC 6749 §5.1: a server may leave `scope` out when it granted what was asked.
+        self.profile.access_token_scope =
+            response.json["scope"].as_str().map(str::to_owned).or(asked);
         self.save()?;
         Ok(token)
+    }
+
+    /// What to say when the Cards API refuses the token's scope (403): the scopes the token
+    /// has, and how to ask for others.
+    pub fn scope_hint(&self) -> String {
+        format!(
+            "the token has the scopes `{}`; the call needs the one the error names: ask for it with              `certbound token --scope '...'` (or set `scope` in the profile); the software's roles must allow it",
+            self.profile
+                .access_token_scope
+                .as_deref()
+                .unwrap_or("(none)")
+        )
     }
 
     /// The URL `call` sends to: a whole `https` URL as it is; a path that starts with the Cards
@@ -447,7 +493,7 @@ impl Session {
                 "{path}: the Cards API is called over https only (the transport certificate and token never travel in clear)"
             )));
         }
-        let base = self.profile.cards.trim_end_matches('/');
+        let base = Profile::base_url(&self.dir, &self.profile.cards, "cards")?;
         let parsed = reqwest::Url::parse(base).map_err(|error| {
             ClientError::Invalid(format!(
                 "the profile's `cards` URL {base} does not parse: {error}"
@@ -548,6 +594,79 @@ mod tests {
         assert_eq!(
             root.cards_url("/cards").unwrap(),
             "https://cards.example/cards"
+        );
+    }
+
+    /// Issue 16 item 3: each step needs only the base URL it uses, and says which field is
+    /// missing or wrong.
+    #[test]
+    fn a_missing_or_wrong_base_url_is_named() {
+        let dir = Path::new("/profiles/p");
+        let empty = Profile::base_url(dir, "", "directory")
+            .unwrap_err()
+            .to_string();
+        assert!(empty.contains("`directory` is empty"), "{empty}");
+        assert!(empty.contains("/profiles/p/profile.toml"), "{empty}");
+        let other = Profile::base_url(dir, "ftp://as.example", "authz")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            other.contains("`authz` = ftp://as.example is not an https URL"),
+            "{other}"
+        );
+        let garbage = Profile::base_url(dir, "as example", "cards")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            garbage.contains("`cards` = as example is not a URL"),
+            "{garbage}"
+        );
+        assert_eq!(
+            Profile::base_url(dir, "https://as.example/tenant/", "authz").unwrap(),
+            "https://as.example/tenant"
+        );
+        // A profile without `cards` still loads; only the Cards steps refuse.
+        let session = session_for("");
+        let error = session.cards_url("/cards").unwrap_err().to_string();
+        assert!(error.contains("`cards` is empty"), "{error}");
+    }
+
+    /// Issue 16 item 3: without a `kid` in the profile the assertion's header names none.
+    #[test]
+    fn an_assertion_names_a_kid_only_when_the_profile_has_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::new_key_and_csr(None, "Org", "org", "software").unwrap();
+        std::fs::write(dir.path().join("signing.key"), key.key_pem.as_bytes()).unwrap();
+        let mut profile = Profile {
+            client_id: Some("client-1".into()),
+            signing_key: Some("signing.key".into()),
+            ..Profile::default()
+        };
+        let header = |session: &Session| {
+            let assertion = session.assertion("https://as.example").unwrap();
+            jsonwebtoken::decode_header(&assertion).unwrap()
+        };
+        let session = Session::new(dir.path(), profile.clone()).unwrap();
+        assert_eq!(header(&session).kid, None);
+        profile.kid = Some("kid-1".into());
+        let session = Session::new(dir.path(), profile).unwrap();
+        assert_eq!(header(&session).kid.as_deref(), Some("kid-1"));
+    }
+
+    #[test]
+    fn the_assertion_audience_is_a_profile_setting() {
+        let profile: Profile = toml::from_str(
+            "authz = \"https://as.example\"\nassertion_audience = \"token_endpoint\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            profile.assertion_audience,
+            Some(AssertionAudience::TokenEndpoint)
+        );
+        assert!(toml::from_str::<Profile>("assertion_audience = \"audience\"\n").is_err());
+        assert_eq!(
+            Profile::default().assertion_audience.unwrap_or_default(),
+            AssertionAudience::Issuer
         );
     }
 

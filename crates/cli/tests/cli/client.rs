@@ -310,6 +310,52 @@ fn onboard_token_call_and_pkcs12_through_the_binary() {
         .unwrap();
     assert!(!wrong.status.success());
 
+    // Scopes (issue 16): onboarding wrote the registered scopes into the profile, and token
+    // requests ask for them; `token --scope` asks for fewer, and a call that needs another scope
+    // says which ones the token has.
+    let written = std::fs::read_to_string(client.join("profile.toml")).unwrap();
+    assert!(
+        written
+            .lines()
+            .any(|line| line.starts_with("scope = ") && line.contains("cards.write")),
+        "{written}"
+    );
+    let (stdout, _) = text(&certbound(
+        &["token", "--profile", "client", "--scope", "cards.read"],
+        work.path(),
+    ));
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>() == ["scope", "cards.read"]),
+        "{stdout}"
+    );
+    let output = certbound(
+        &[
+            "call",
+            "--profile",
+            "client",
+            "POST",
+            "/cards",
+            "--data",
+            "@card.json",
+        ],
+        work.path(),
+    );
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("HTTP 403 Forbidden")
+            && stderr.contains("the token has the scopes `cards.read`")
+            && stderr.contains("certbound token --scope"),
+        "{stderr}"
+    );
+    let (stdout, _) = text(&certbound(
+        &["token", "--profile", "client", "--refresh"],
+        work.path(),
+    ));
+    assert!(stdout.contains("cards.write"), "{stdout}");
+
     // Errors a person can act on, without a backtrace.
     let output = certbound(
         &["call", "--profile", "client", "GET", "/no/such/path"],
@@ -357,10 +403,11 @@ fn onboard_token_call_and_pkcs12_through_the_binary() {
             && stderr.contains("is certbound running there?"),
         "{stderr}"
     );
-    // A profile without a signing key.
+    // A profile without a signing key (a `kid` is optional: a server with one key per client
+    // needs none).
     let partial: String = profile
         .lines()
-        .filter(|line| !line.starts_with("kid"))
+        .filter(|line| !line.starts_with("signing_key"))
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(work.path().join("offline/profile.toml"), partial).unwrap();
@@ -369,7 +416,7 @@ fn onboard_token_call_and_pkcs12_through_the_binary() {
         work.path(),
     ));
     assert!(
-        stderr.contains("has no `kid`") && stderr.contains("certbound onboard"),
+        stderr.contains("has no `signing_key`") && stderr.contains("certbound onboard"),
         "{stderr}"
     );
 }
