@@ -29,6 +29,9 @@ enum Command {
     /// Manage the authorization server's token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Onboard a client: organisation, application, keys and certificates, RC token, SSA,
     /// registration and access token, each step as the seed names it.
     Onboard(Box<client_commands::OnboardArgs>),
@@ -37,6 +40,16 @@ enum Command {
     /// The seed's single steps, on a profile made by `onboard`.
     #[command(flatten)]
     Step(client_commands::StepCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Report every error of a config file (the one `certbound up --config` reads), each with
+    /// its key; exit 0 when there is none.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +136,24 @@ struct UpArgs {
     /// Also accept RS256 client assertions.
     #[arg(long)]
     allow_rs256: bool,
+    /// Print the effective configuration (defaults, then the file, then the flags; secrets
+    /// redacted) and exit without starting.
+    #[arg(long)]
+    print_config: bool,
+    /// Log lines as `text` (for people) or `json` (one object per line with timestamp, level,
+    /// part, trace id and message, for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl UpArgs {
@@ -179,8 +210,35 @@ impl UpArgs {
     }
 }
 
+/// `certbound config check FILE`.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match StackConfig::check_file(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{}: {problem}", file.display());
+            }
+            eprintln!(
+                "{} problem{} in {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                file.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn up(args: UpArgs) -> Result<(), String> {
+    let print = args.print_config;
     let config = args.into_config()?;
+    if print {
+        print!("{}", config.redacted_toml());
+        return Ok(());
+    }
     let data_dir = config.data_dir.clone();
     let stack = certbound_server::start(config)
         .await
@@ -280,17 +338,28 @@ fn main() -> ExitCode {
     // lines (rustls' verifier logs an unknown issuer at ERROR) would only repeat it, raw.
     let default_filter = match cli.command {
         Command::Up(_) => "warn,certbound=info",
-        Command::Demo | Command::Keys(_) => "warn",
+        Command::Demo | Command::Keys(_) | Command::Config(_) => "warn",
         Command::Onboard(_) | Command::Step(_) => "off",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CERTBOUND_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_ansi(colour())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTBOUND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let json = matches!(&cli.command, Command::Up(args) if args.log_format == LogFormat::Json);
+    if json {
+        // The request span (name `request`, fields part and trace_id) rides along in `spans`.
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(colour())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let profile = cli.profile.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -305,6 +374,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Config(ConfigCommand::Check { file }) => Ok(check_config(&file)),
             Command::Keys(KeysCommand::Rotate(args)) => {
                 rotate(args).await.map(|()| ExitCode::SUCCESS)
             }

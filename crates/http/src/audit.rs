@@ -388,7 +388,14 @@ impl AuditLog {
             .map_or_else(|| "unmatched".to_owned(), |route| route.as_str().to_owned());
         let started = std::time::Instant::now();
         let trace_id = uuid::Uuid::new_v4().to_string();
-        let mut response = TRACE_ID.scope(trace_id.clone(), next.run(request)).await;
+        // Every log line written while answering carries the part and the trace id.
+        let span = tracing::info_span!("request", part, trace_id = %trace_id);
+        let mut response = TRACE_ID
+            .scope(
+                trace_id.clone(),
+                tracing::Instrument::instrument(next.run(request), span),
+            )
+            .await;
         self.metrics.observe_request(
             part,
             &route,

@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A part of the stack that `up` can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Part {
     /// The authorization server (port 8443).
@@ -33,7 +33,7 @@ impl std::str::FromStr for Part {
 }
 
 /// Listener addresses. Port 0 picks a free port (tests, `demo`).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
     /// Directory public port (8441).
@@ -58,7 +58,7 @@ impl Default for Listen {
 }
 
 /// The operations listener (`[ops]`): `/metrics`, `/livez`, `/readyz`, plain HTTP.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ops {
     /// Whether it runs (`--no-ops` turns it off).
@@ -77,7 +77,7 @@ impl Default for Ops {
 }
 
 /// Connection limits of every listener.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open connections per listener; more are closed at once.
@@ -112,7 +112,7 @@ impl Default for Limits {
 
 /// Requests per minute at the authorization server's token and registration endpoints (0: no
 /// limit), counted in the shared store so they hold across instances.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimits {
     /// Token requests per claimed client.
@@ -136,7 +136,7 @@ impl Default for RateLimits {
 
 /// When `audit.jsonl` starts a new file (`[audit]` in the config file), and how many old files
 /// stay: the trail's disk use is bounded by `(keep + 1) * max_bytes`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditRotation {
     /// Size at which the file rotates, bytes (default 64 MiB).
@@ -151,7 +151,7 @@ pub struct AuditRotation {
 }
 
 /// `[audit] on_failure`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditFailure {
     /// Carry on; lost records are counted and reported.
@@ -174,7 +174,7 @@ impl Default for AuditRotation {
 }
 
 /// Everything `certbound up` needs.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StackConfig {
     /// Where the database (SQLite), master key, `ca.pem` and `admin.token` live.
@@ -283,6 +283,60 @@ impl StackConfig {
             path: path.into(),
             message: error.to_string(),
         })
+    }
+
+    /// Reads and checks a config file, reporting every problem at once, each with its key
+    /// (`certbound config check`): TOML syntax, then each key on its own (unknown keys, wrong
+    /// types, values out of range), then the rules over the whole configuration.
+    pub fn check_file(path: &Path) -> Result<Self, Vec<String>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| vec![format!("cannot read {}: {source}", path.display())])?;
+        let document: toml::Table = toml::from_str(&text)
+            .map_err(|error| vec![format!("not valid TOML: {}", error.message())])?;
+        let mut problems = Vec::new();
+        for (key, value) in &document {
+            match value {
+                toml::Value::Table(table) => {
+                    for (inner, value) in table {
+                        let mut section = toml::Table::new();
+                        section.insert(inner.clone(), value.clone());
+                        let mut single = toml::Table::new();
+                        single.insert(key.clone(), toml::Value::Table(section));
+                        if let Err(error) = single.try_into::<Self>() {
+                            problems.push(format!("{key}.{inner}: {}", error.message()));
+                        }
+                    }
+                }
+                value => {
+                    let mut single = toml::Table::new();
+                    single.insert(key.clone(), value.clone());
+                    if let Err(error) = single.try_into::<Self>() {
+                        problems.push(format!("{key}: {}", error.message()));
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let config: Self = document
+            .try_into()
+            .map_err(|error: toml::de::Error| vec![error.message().to_owned()])?;
+        config.validate().map_err(|error| vec![error.to_string()])?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML, with secrets redacted (a database password).
+    pub fn redacted_toml(&self) -> String {
+        let mut config = self.clone();
+        if let Some(url) = &config.database_url
+            && let Some((scheme, rest)) = url.split_once("://")
+            && let Some((credentials, host)) = rest.rsplit_once('@')
+            && let Some((user, _password)) = credentials.split_once(':')
+        {
+            config.database_url = Some(format!("{scheme}://{user}:REDACTED@{host}"));
+        }
+        toml::to_string(&config).unwrap_or_else(|error| format!("# cannot print: {error}\n"))
     }
 
     /// Checks values the types cannot.
