@@ -24,7 +24,8 @@ pub const DEFAULT_PUBLISH_DELAY: i64 = 60;
 /// unknown `kid` within [`certbound_trust::fetch::REFETCH_INTERVAL`] more; 5 s of slack on top.
 pub const MIN_PUBLISH_DELAY: i64 = RELOAD_INTERVAL + certbound_trust::fetch::REFETCH_INTERVAL + 5;
 
-fn sealed_name(kid: &str) -> String {
+/// The name a token signing key is sealed under (the master key's associated data).
+pub fn sealed_name(kid: &str) -> String {
     format!("token-signing-key:{kid}")
 }
 

@@ -61,7 +61,7 @@ pub(crate) fn seal(
     cards
         .master
         .seal(
-            &format!("card:{public_token}:{what}"),
+            &crate::sealed_name(public_token, what),
             value.expose().as_bytes(),
         )
         .map_err(|error| CardsError::Internal(error.to_string()))
@@ -70,7 +70,7 @@ pub(crate) fn seal(
 fn open(cards: &Cards, public_token: &str, what: &str, sealed: &str) -> Result<Secret, CardsError> {
     let bytes = cards
         .master
-        .open(&format!("card:{public_token}:{what}"), sealed)
+        .open(&crate::sealed_name(public_token, what), sealed)
         .map_err(|error| CardsError::Internal(error.to_string()))?;
     String::from_utf8(bytes.to_vec())
         .map(Secret::new)

@@ -71,6 +71,12 @@ impl std::fmt::Debug for Cards {
     }
 }
 
+/// The name a card's PAN, CVV or PIN (`what`: `pan`, `cvv`, `pin`) is sealed under (the master
+/// key's associated data): a sealed value moved to another card or field does not open.
+pub fn sealed_name(public_token: &str, what: &str) -> String {
+    format!("card:{public_token}:{what}")
+}
+
 impl Cards {
     /// Assembles the API.
     pub fn new(

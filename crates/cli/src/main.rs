@@ -32,6 +32,9 @@ enum Command {
     /// Check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage the master key that seals every secret at rest.
+    #[command(subcommand, name = "master-key")]
+    MasterKey(MasterKeyCommand),
     /// Onboard a client: organisation, application, keys and certificates, RC token, SSA,
     /// registration and access token, each step as the seed names it.
     Onboard(Box<client_commands::OnboardArgs>),
@@ -40,6 +43,44 @@ enum Command {
     /// The seed's single steps, on a profile made by `onboard`.
     #[command(flatten)]
     Step(client_commands::StepCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MasterKeyCommand {
+    /// Seal every secret (key material, token signing keys, cards' PAN, CVV, PIN) under a new
+    /// master key in one transaction; the old key is kept as master.key.<UTC time>. Stop every
+    /// instance first.
+    Rotate(StoreArgs),
+}
+
+/// Where the stack keeps its data, as `up` finds it.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// The stack's TOML config file (the one `certbound up --config` reads).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (master key, SQLite database).
+    #[arg(long, env = "CERTBOUND_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The shared PostgreSQL database, if the stack uses one.
+    #[arg(long, env = "CERTBOUND_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn config(self) -> Result<StackConfig, String> {
+        let mut config = match &self.config {
+            Some(path) => StackConfig::from_file(path).map_err(|error| error.to_string())?,
+            None => StackConfig::default(),
+        };
+        if let Some(data_dir) = self.data_dir {
+            config.data_dir = data_dir;
+        }
+        if self.database_url.is_some() {
+            config.database_url = self.database_url;
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +251,31 @@ impl UpArgs {
     }
 }
 
+/// `certbound master-key rotate`.
+async fn rotate_master_key(args: StoreArgs) -> Result<(), String> {
+    let config = args.config()?;
+    if !config.data_dir.join("master.key").exists() {
+        return Err(format!(
+            "no master key at {}: pass the stack's --data-dir (or --config)",
+            config.data_dir.join("master.key").display()
+        ));
+    }
+    println!(
+        "stop every certbound instance of this stack before rotating: a running one keeps the old key"
+    );
+    let rotation = certbound_server::rotate_master_key(&config, certbound_client::now())
+        .await
+        .map_err(|error| error.to_string())?;
+    println!(
+        "master key rotated: {} sealed values sealed anew; the new key is {}, the old one kept as {}",
+        rotation.resealed,
+        config.data_dir.join("master.key").display(),
+        rotation.backup.display()
+    );
+    println!("keep the old key until a backup made after this rotation exists; then destroy it");
+    Ok(())
+}
+
 /// `certbound config check FILE`.
 fn check_config(file: &std::path::Path) -> ExitCode {
     match StackConfig::check_file(file) {
@@ -338,7 +404,7 @@ fn main() -> ExitCode {
     // lines (rustls' verifier logs an unknown issuer at ERROR) would only repeat it, raw.
     let default_filter = match cli.command {
         Command::Up(_) => "warn,certbound=info",
-        Command::Demo | Command::Keys(_) | Command::Config(_) => "warn",
+        Command::Demo | Command::Keys(_) | Command::Config(_) | Command::MasterKey(_) => "warn",
         Command::Onboard(_) | Command::Step(_) => "off",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CERTBOUND_LOG")
@@ -375,6 +441,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Config(ConfigCommand::Check { file }) => Ok(check_config(&file)),
+            Command::MasterKey(MasterKeyCommand::Rotate(args)) => {
+                rotate_master_key(args).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Keys(KeysCommand::Rotate(args)) => {
                 rotate(args).await.map(|()| ExitCode::SUCCESS)
             }

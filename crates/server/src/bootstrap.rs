@@ -132,7 +132,18 @@ pub(crate) async fn open(
     let from_env = std::env::var("CERTBOUND_MASTER_KEY").ok();
     let master = master_key(&config.data_dir, from_env.as_deref())?;
     let database = Arc::new(Database::connect(&config.database_url()).await?);
-    let material = trust_material(&database, &master, &config.public_host).await?;
+    let material = match trust_material(&database, &master, &config.public_host).await {
+        Err(BootstrapError::MasterKey(message))
+            if config.data_dir.join("master.key.new").exists() =>
+        {
+            return Err(BootstrapError::MasterKey(format!(
+                "{message}; {} exists: a master key rotation committed and stopped before it \
+                 swapped the files: move master.key.new to master.key",
+                config.data_dir.join("master.key.new").display()
+            )));
+        }
+        other => other?,
+    };
 
     let ca_path = config.data_dir.join("ca.pem");
     std::fs::write(&ca_path, material.ca.root_pem()).map_err(file_error(&ca_path))?;
@@ -376,4 +387,84 @@ pub async fn rotate_token_signing_key(
     )
     .await
     .map_err(|error| BootstrapError::Crypto(error.to_string()))
+}
+
+/// What a master key rotation did.
+#[derive(Debug)]
+pub struct MasterKeyRotation {
+    /// Sealed values opened under the old key and sealed under the new one.
+    pub resealed: u64,
+    /// Where the old key is kept.
+    pub backup: std::path::PathBuf,
+}
+
+/// `certbound master-key rotate`: a new master key, every sealed value (key material, token
+/// signing keys, cards' PAN, CVV and PIN) sealed anew under it in one transaction, the old key
+/// kept as `master.key.<UTC time>` and the new one written to `master.key`. Run it with every
+/// instance stopped: a running one still holds the old key.
+///
+/// If the process dies after the transaction, the new key is in `master.key.new`, and a start
+/// says so. Idempotency records keep digests under the old key: a retry within the hour after
+/// the rotation is answered as a different request.
+pub async fn rotate_master_key(
+    config: &StackConfig,
+    now: i64,
+) -> Result<MasterKeyRotation, BootstrapError> {
+    if std::env::var_os("CERTBOUND_MASTER_KEY").is_some() {
+        return Err(BootstrapError::Config(
+            "the master key comes from CERTBOUND_MASTER_KEY: rotation writes DATA_DIR/master.key, \
+             so put the current key there and unset the variable first (and after, set it to the new key)"
+                .into(),
+        ));
+    }
+    let path = config.data_dir.join("master.key");
+    let encoded = std::fs::read_to_string(&path).map_err(|source| BootstrapError::File {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let old =
+        MasterKey::parse(&encoded).map_err(|error| BootstrapError::MasterKey(error.to_string()))?;
+    let (new, new_encoded) =
+        MasterKey::generate().map_err(|error| BootstrapError::MasterKey(error.to_string()))?;
+    let pending = config.data_dir.join("master.key.new");
+    write_private(&pending, format!("{}\n", new_encoded.as_str()).as_bytes())?;
+    let database = Database::connect(&config.database_url()).await?;
+    let reseal = |value: certbound_store::SealedValue<'_>, sealed: &str| {
+        let name = match (value.table, value.column) {
+            ("token_signing_keys", _) => certbound_authz::keys::sealed_name(value.id),
+            ("cards", column) => {
+                certbound_cards::sealed_name(value.id, column.trim_end_matches("_sealed"))
+            }
+            _ => value.id.to_owned(),
+        };
+        let plaintext = old
+            .open(&name, sealed)
+            .map_err(|_| "does not open under the current master key".to_owned())?;
+        new.seal(&name, &plaintext)
+            .map_err(|error| error.to_string())
+    };
+    let resealed = match database.reseal_all(&reseal).await {
+        Ok(resealed) => resealed,
+        Err(error) => {
+            let _ = std::fs::remove_file(&pending);
+            return Err(BootstrapError::MasterKey(format!(
+                "rotation stopped, nothing changed: {error}"
+            )));
+        }
+    };
+    database.pool().close().await;
+    let stamp = time::OffsetDateTime::from_unix_timestamp(now)
+        .ok()
+        .and_then(|at| {
+            at.format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| now.to_string());
+    let backup = config.data_dir.join(format!("master.key.{stamp}"));
+    std::fs::rename(&path, &backup).map_err(file_error(&backup))?;
+    std::fs::rename(&pending, &path).map_err(file_error(&path))?;
+    lock_down(&config.data_dir)?;
+    Ok(MasterKeyRotation { resealed, backup })
 }

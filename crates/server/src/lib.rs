@@ -14,7 +14,9 @@ mod proxy;
 mod unread_body;
 mod verifier;
 
-pub use bootstrap::{BootstrapError, TrustMaterial, rotate_token_signing_key};
+pub use bootstrap::{
+    BootstrapError, MasterKeyRotation, TrustMaterial, rotate_master_key, rotate_token_signing_key,
+};
 pub use certbound_authz::keys::{DEFAULT_PUBLISH_DELAY, MIN_PUBLISH_DELAY};
 pub use config::{
     AuditFailure, AuditRotation, ConfigError, Limits, Listen, Ops, Part, RateLimits, StackConfig,

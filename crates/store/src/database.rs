@@ -73,7 +73,28 @@ pub enum StoreError {
     /// A group commit (of used `jti`s) failed; the message is the database's.
     #[error("database error: {0}")]
     GroupCommit(String),
+    /// A sealed value could not be opened or sealed again (master key rotation); nothing was
+    /// changed.
+    #[error("{0}")]
+    Reseal(String),
 }
+
+/// Where a sealed value lives, for [`Database::reseal_all`]: its table, row and column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedValue<'a> {
+    /// `key_material`, `token_signing_keys` or `cards`.
+    pub table: &'static str,
+    /// The row: a key material name, a signing key's `kid`, a card's public token.
+    pub id: &'a str,
+    /// `sealed`, or a card's `pan_sealed`, `cvv_sealed`, `pin_sealed`.
+    pub column: &'static str,
+}
+
+/// The callback of [`Database::reseal_all`]: a sealed value in, the same value sealed anew out.
+pub type Reseal<'r> = dyn Fn(SealedValue<'_>, &str) -> Result<String, String> + Sync + 'r;
+
+/// Rows read per statement while resealing the cards.
+const RESEAL_PAGE: i64 = 1000;
 
 /// Which database is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +181,94 @@ impl Database {
     /// The pool, for tests and diagnostics.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Opens every sealed value the database holds (key material, token signing keys, cards'
+    /// PAN, CVV and PIN) and writes what `reseal` makes of it, all in one transaction: either
+    /// every value is sealed anew or, on the first failure, nothing changed. The number of
+    /// values resealed.
+    pub async fn reseal_all(&self, reseal: &Reseal<'_>) -> Result<u64, StoreError> {
+        let apply = |value: SealedValue<'_>, sealed: &str| {
+            reseal(value, sealed).map_err(|error| {
+                StoreError::Reseal(format!(
+                    "{} {} ({}): {error}",
+                    value.table, value.id, value.column
+                ))
+            })
+        };
+        let mut transaction = self.pool.begin().await?;
+        let mut count = 0u64;
+        for (table, id_column) in [("key_material", "name"), ("token_signing_keys", "kid")] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {id_column}, sealed FROM {table}"
+            )))
+            .fetch_all(&mut *transaction)
+            .await?;
+            for row in rows {
+                let id: String = row.try_get(0)?;
+                let sealed: String = row.try_get(1)?;
+                let value = SealedValue {
+                    table,
+                    id: &id,
+                    column: "sealed",
+                };
+                let resealed = apply(value, &sealed)?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET sealed = $1 WHERE {id_column} = $2"
+                )))
+                .bind(resealed)
+                .bind(&id)
+                .execute(&mut *transaction)
+                .await?;
+                count += 1;
+            }
+        }
+        let mut after = String::new();
+        loop {
+            let rows = sqlx::query(
+                "SELECT public_token, pan_sealed, cvv_sealed, pin_sealed FROM cards \
+                 WHERE public_token > $1 ORDER BY public_token LIMIT $2",
+            )
+            .bind(&after)
+            .bind(RESEAL_PAGE)
+            .fetch_all(&mut *transaction)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.try_get(0)?;
+            for row in rows {
+                let token: String = row.try_get(0)?;
+                let mut columns = Vec::with_capacity(3);
+                for (index, column) in [(1, "pan_sealed"), (2, "cvv_sealed"), (3, "pin_sealed")] {
+                    let sealed: Option<String> = row.try_get(index)?;
+                    let resealed = match sealed {
+                        Some(sealed) => {
+                            count += 1;
+                            let value = SealedValue {
+                                table: "cards",
+                                id: &token,
+                                column,
+                            };
+                            Some(apply(value, &sealed)?)
+                        }
+                        None => None,
+                    };
+                    columns.push(resealed);
+                }
+                let mut columns = columns.into_iter();
+                sqlx::query(
+                    "UPDATE cards SET pan_sealed = $1, cvv_sealed = $2, pin_sealed = $3 \
+                     WHERE public_token = $4",
+                )
+                .bind(columns.next().flatten())
+                .bind(columns.next().flatten())
+                .bind(columns.next().flatten())
+                .bind(&token)
+                .execute(&mut *transaction)
+                .await?;
+            }
+        }
+        transaction.commit().await?;
+        Ok(count)
     }
 
     /// Whether the database answers a query (readiness; the caller bounds the wait).

@@ -12,7 +12,7 @@ mod memory;
 mod records;
 mod sealed;
 
-pub use database::{Backend, Database, StoreError};
+pub use database::{Backend, Database, Reseal, SealedValue, StoreError};
 pub use memory::MemoryStore;
 pub use records::{
     AccessTokenRecord, AuthzStore, BulkCard, BulkJobRecord, CardRecord, CardsStore,

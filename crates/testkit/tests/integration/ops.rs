@@ -269,3 +269,138 @@ async fn readyz_is_503_while_postgresql_is_unreachable_and_200_when_it_is_back()
     let _forwarder = forwarder.listen().await;
     assert_eq!(ready_within(&stack, 200, 15).await, (200, "ready\n".into()));
 }
+
+/// Issue 14 item 5: `master-key rotate` seals every secret anew (nothing in the database opens
+/// under the old key any more), keeps the old key as a dated 0600 backup, the stack starts on the
+/// new key with every secret intact, and a start with the old key fails with a message.
+#[tokio::test]
+async fn the_master_key_rotates_and_every_secret_still_opens() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let stack = TestStack::start().await;
+    let (software, token) = stack.client_with_token(&["programme-manager"]).await;
+    let client = stack.mtls_client(&software.transport);
+    let created: serde_json::Value = client
+        .post(stack.cards("/cards"))
+        .bearer_auth(&token)
+        .json(&card_body("rotation"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let public_token = created["publicToken"].as_str().unwrap().to_owned();
+    let pin = client
+        .post(stack.cards(&format!("/cards/{public_token}/pin")))
+        .bearer_auth(&token)
+        .json(&json!({"pin": "4321"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pin.status(), 204);
+    // The stack comes back on the same ports: the registration's jwks_uri names the directory's.
+    let port = |url: &Option<String>| -> u16 {
+        let url = url.as_deref().unwrap();
+        url.rsplit(':')
+            .next()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let ports = [
+        port(&stack.stack.directory_url),
+        port(&stack.stack.directory_mtls_url),
+        port(&stack.stack.authz_url),
+        port(&stack.stack.cards_url),
+    ];
+    let same_ports = move |config: &mut certbound_server::StackConfig| {
+        config.listen.directory.set_port(ports[0]);
+        config.listen.directory_mtls.set_port(ports[1]);
+        config.listen.authz.set_port(ports[2]);
+        config.listen.cards.set_port(ports[3]);
+    };
+    let (dir, url) = stack.stop().await;
+    let url = Some(url).filter(|url| url.starts_with("postgres"));
+    let old_key = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
+
+    let config = certbound_testkit::config(dir.path(), url.clone());
+    let rotation = certbound_server::rotate_master_key(&config, certbound_testkit::now())
+        .await
+        .unwrap();
+    // Key material (CA, SSA signer, cards keys, TLS, admin token), a token signing key, and the
+    // card's PAN, CVV and PIN.
+    assert!(rotation.resealed >= 8, "{}", rotation.resealed);
+    let new_key = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
+    assert_ne!(new_key, old_key);
+    assert_eq!(std::fs::read_to_string(&rotation.backup).unwrap(), old_key);
+    assert!(
+        rotation
+            .backup
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("master.key.20")
+    );
+    for file in [dir.path().join("master.key"), rotation.backup.clone()] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    assert!(!dir.path().join("master.key.new").exists());
+    // Nothing stored opens under the old key; everything under the new one.
+    let database = certbound_store::Database::connect(&config.database_url())
+        .await
+        .unwrap();
+    let pin_sealed: String =
+        sqlx::query_scalar("SELECT pin_sealed FROM cards WHERE public_token = $1")
+            .bind(&public_token)
+            .fetch_one(database.pool())
+            .await
+            .unwrap();
+    let name = certbound_cards::sealed_name(&public_token, "pin");
+    let old = certbound_store::MasterKey::parse(&old_key).unwrap();
+    let new = certbound_store::MasterKey::parse(&new_key).unwrap();
+    assert!(old.open(&name, &pin_sealed).is_err());
+    assert_eq!(&new.open(&name, &pin_sealed).unwrap()[..], b"4321");
+    database.pool().close().await;
+
+    // The stack starts on the new key and every secret is there.
+    let stack = TestStack::start_with(dir, url.clone(), same_ports).await;
+    let token = stack.access_token(&software).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = stack.mtls_client(&software.transport);
+    let shown: serde_json::Value = client
+        .get(stack.cards(&format!("/cards/{public_token}/pin")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["pin"], "4321");
+    let cvv = client
+        .get(stack.cards(&format!("/cards/{public_token}/cvv")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cvv.status(), 200);
+    let (dir, _) = stack.stop().await;
+
+    // The old key no longer opens this database: a clear refusal, not a panic.
+    std::fs::write(dir.path().join("master.key"), &old_key).unwrap();
+    let error = certbound_server::start(certbound_testkit::config(dir.path(), url))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("master key") && error.contains("does not open"),
+        "{error}"
+    );
+}
