@@ -32,6 +32,27 @@ enum Command {
     /// Check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// A consistent copy of the SQLite database while the stack serves (the master key is
+    /// not in it: keep it apart). PostgreSQL: use pg_dump.
+    Backup {
+        /// The file to write (must not exist); created 0600.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// A new data dir from a backup and the master key it was sealed under.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data dir (must not exist or be empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The master key file of the stack the backup came from.
+        #[arg(long)]
+        master_key_file: PathBuf,
+    },
     /// Manage the master key that seals every secret at rest.
     #[command(subcommand, name = "master-key")]
     MasterKey(MasterKeyCommand),
@@ -251,6 +272,25 @@ impl UpArgs {
     }
 }
 
+/// `certbound backup`.
+async fn backup(out: &std::path::Path, store: StoreArgs) -> Result<(), String> {
+    let config = store.config()?;
+    let size = certbound_server::backup(&config, out)
+        .await
+        .map_err(|error| error.to_string())?;
+    println!(
+        "backed up {} to {} ({size} bytes, 0600)",
+        config.data_dir.join("certbound.db").display(),
+        out.display()
+    );
+    println!(
+        "the master key is not in it: keep {} apart; restore with `certbound restore --from {} --data-dir NEW --master-key-file KEY`",
+        config.data_dir.join("master.key").display(),
+        out.display()
+    );
+    Ok(())
+}
+
 /// `certbound master-key rotate`.
 async fn rotate_master_key(args: StoreArgs) -> Result<(), String> {
     let config = args.config()?;
@@ -404,7 +444,12 @@ fn main() -> ExitCode {
     // lines (rustls' verifier logs an unknown issuer at ERROR) would only repeat it, raw.
     let default_filter = match cli.command {
         Command::Up(_) => "warn,certbound=info",
-        Command::Demo | Command::Keys(_) | Command::Config(_) | Command::MasterKey(_) => "warn",
+        Command::Demo
+        | Command::Keys(_)
+        | Command::Config(_)
+        | Command::MasterKey(_)
+        | Command::Backup { .. }
+        | Command::Restore { .. } => "warn",
         Command::Onboard(_) | Command::Step(_) => "off",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CERTBOUND_LOG")
@@ -441,6 +486,23 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Config(ConfigCommand::Check { file }) => Ok(check_config(&file)),
+            Command::Backup { out, store } => backup(&out, store).await.map(|()| ExitCode::SUCCESS),
+            Command::Restore {
+                from,
+                data_dir,
+                master_key_file,
+            } => certbound_server::restore(&from, &data_dir, &master_key_file)
+                .await
+                .map(|()| {
+                    println!(
+                        "restored {} into {}: start it with `certbound up --data-dir {}`",
+                        from.display(),
+                        data_dir.display(),
+                        data_dir.display()
+                    );
+                    ExitCode::SUCCESS
+                })
+                .map_err(|error| error.to_string()),
             Command::MasterKey(MasterKeyCommand::Rotate(args)) => {
                 rotate_master_key(args).await.map(|()| ExitCode::SUCCESS)
             }

@@ -468,3 +468,98 @@ pub async fn rotate_master_key(
     lock_down(&config.data_dir)?;
     Ok(MasterKeyRotation { resealed, backup })
 }
+
+/// `certbound backup`: a consistent copy of the SQLite database while the stack serves
+/// (`VACUUM INTO` reads one snapshot; writers go on), written to `out` created 0600 first (it
+/// holds cardholder data, sealed, and the stack's sealed keys). The master key is not in it, on
+/// purpose: keep it apart. PostgreSQL is backed up with `pg_dump`. The size written.
+pub async fn backup(config: &StackConfig, out: &Path) -> Result<u64, BootstrapError> {
+    if config.database_url.is_some() {
+        return Err(BootstrapError::Config(
+            "this stack uses PostgreSQL: back it up with pg_dump (README, Running it for real)"
+                .into(),
+        ));
+    }
+    let database_file = config.data_dir.join("certbound.db");
+    if !database_file.exists() {
+        return Err(BootstrapError::Config(format!(
+            "no database at {}: pass the stack's --data-dir (or --config)",
+            database_file.display()
+        )));
+    }
+    // VACUUM INTO writes only into a file that does not exist or is empty: made here, 0600.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(file_error(out))?;
+    let database = Database::connect(&config.database_url()).await?;
+    let result = database.copy_into(out).await;
+    database.pool().close().await;
+    if let Err(error) = result {
+        let _ = std::fs::remove_file(out);
+        return Err(BootstrapError::Store(error));
+    }
+    Ok(std::fs::metadata(out).map_err(file_error(out))?.len())
+}
+
+/// `certbound restore`: a new data dir from a backup and the master key it was sealed under.
+/// Refuses a data dir that holds anything, and a key that does not open the backup's keys.
+pub async fn restore(
+    from: &Path,
+    data_dir: &Path,
+    master_key_file: &Path,
+) -> Result<(), BootstrapError> {
+    if std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(BootstrapError::Config(format!(
+            "{} is not empty: restore into a new data dir",
+            data_dir.display()
+        )));
+    }
+    let encoded = std::fs::read_to_string(master_key_file).map_err(file_error(master_key_file))?;
+    let master =
+        MasterKey::parse(&encoded).map_err(|error| BootstrapError::MasterKey(error.to_string()))?;
+    std::fs::create_dir_all(data_dir).map_err(file_error(data_dir))?;
+    lock_down(data_dir)?;
+    let database_file = data_dir.join("certbound.db");
+    let copied = (|| {
+        let mut source = std::fs::File::open(from)?;
+        let mut target = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&database_file)?;
+        std::io::copy(&mut source, &mut target)?;
+        target.sync_all()
+    })();
+    copied.map_err(file_error(from))?;
+    let url = format!("sqlite://{}?mode=rw", database_file.display());
+    let checked = async {
+        let database = Database::connect(&url).await?;
+        let records = database.sealed_key_material().await?;
+        database.pool().close().await;
+        if records.is_empty() {
+            return Err(BootstrapError::Config(format!(
+                "{} holds no certbound keys: is it a certbound backup?",
+                from.display()
+            )));
+        }
+        for (name, sealed) in records {
+            master.open(&name, &sealed).map_err(|_| {
+                BootstrapError::MasterKey(format!(
+                    "{} does not open the backup's keys",
+                    master_key_file.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(error) = checked {
+        let _ = std::fs::remove_dir_all(data_dir);
+        return Err(error);
+    }
+    write_private(&data_dir.join("master.key"), encoded.as_bytes())?;
+    lock_down(data_dir)
+}

@@ -15,7 +15,8 @@ mod unread_body;
 mod verifier;
 
 pub use bootstrap::{
-    BootstrapError, MasterKeyRotation, TrustMaterial, rotate_master_key, rotate_token_signing_key,
+    BootstrapError, MasterKeyRotation, TrustMaterial, backup, restore, rotate_master_key,
+    rotate_token_signing_key,
 };
 pub use certbound_authz::keys::{DEFAULT_PUBLISH_DELAY, MIN_PUBLISH_DELAY};
 pub use config::{

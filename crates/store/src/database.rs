@@ -271,6 +271,26 @@ impl Database {
         Ok(count)
     }
 
+    /// SQLite: writes a consistent copy of the database into `path` (which must not exist or
+    /// be empty) while others go on writing: `VACUUM INTO` reads one snapshot.
+    pub async fn copy_into(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO $1")
+            .bind(path.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every key material record's name and sealed value (to check a master key against).
+    pub async fn sealed_key_material(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT name, sealed FROM key_material ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
     /// Whether the database answers a query (readiness; the caller bounds the wait).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -193,29 +193,32 @@ impl TestStack {
 
     /// [`TestStack::restart`] with a changed configuration.
     pub async fn restart_with(self, change: impl FnOnce(&mut StackConfig)) -> Self {
-        let port = |url: &Option<String>| {
+        let ports = self.ports();
+        let (dir, database_url) = self.stop().await;
+        let database_url = Some(database_url).filter(|url| url.starts_with("postgres"));
+        Self::start_with(dir, database_url, |config| {
+            on_ports(config, ports);
+            change(config);
+        })
+        .await
+    }
+
+    /// The ports the stack listens on (directory, directory mTLS, authz, cards), to start
+    /// another stack on them ([`on_ports`]): registrations name the directory's URL.
+    pub fn ports(&self) -> [u16; 4] {
+        [
+            &self.stack.directory_url,
+            &self.stack.directory_mtls_url,
+            &self.stack.authz_url,
+            &self.stack.cards_url,
+        ]
+        .map(|url| {
             url.as_deref()
                 .and_then(|url| url.rsplit(':').next())
                 .and_then(|rest| rest.split('/').next())
                 .and_then(|port| port.parse::<u16>().ok())
                 .unwrap_or(0)
-        };
-        let ports = (
-            port(&self.stack.directory_url),
-            port(&self.stack.directory_mtls_url),
-            port(&self.stack.authz_url),
-            port(&self.stack.cards_url),
-        );
-        let (dir, database_url) = self.stop().await;
-        let database_url = Some(database_url).filter(|url| url.starts_with("postgres"));
-        Self::start_with(dir, database_url, |config| {
-            config.listen.directory.set_port(ports.0);
-            config.listen.directory_mtls.set_port(ports.1);
-            config.listen.authz.set_port(ports.2);
-            config.listen.cards.set_port(ports.3);
-            change(config);
         })
-        .await
     }
 
     /// Stops the stack and hands back its data dir.
@@ -547,6 +550,14 @@ impl TestStack {
             .unwrap()
             .to_owned()
     }
+}
+
+/// Makes `config` listen on `ports` (from [`TestStack::ports`]).
+pub fn on_ports(config: &mut StackConfig, ports: [u16; 4]) {
+    config.listen.directory.set_port(ports[0]);
+    config.listen.directory_mtls.set_port(ports[1]);
+    config.listen.authz.set_port(ports[2]);
+    config.listen.cards.set_port(ports[3]);
 }
 
 /// A reqwest client presenting `key_pem` + `chain_pem` and trusting `ca_pem` only.

@@ -299,29 +299,7 @@ async fn the_master_key_rotates_and_every_secret_still_opens() {
         .unwrap();
     assert_eq!(pin.status(), 204);
     // The stack comes back on the same ports: the registration's jwks_uri names the directory's.
-    let port = |url: &Option<String>| -> u16 {
-        let url = url.as_deref().unwrap();
-        url.rsplit(':')
-            .next()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let ports = [
-        port(&stack.stack.directory_url),
-        port(&stack.stack.directory_mtls_url),
-        port(&stack.stack.authz_url),
-        port(&stack.stack.cards_url),
-    ];
-    let same_ports = move |config: &mut certbound_server::StackConfig| {
-        config.listen.directory.set_port(ports[0]);
-        config.listen.directory_mtls.set_port(ports[1]);
-        config.listen.authz.set_port(ports[2]);
-        config.listen.cards.set_port(ports[3]);
-    };
+    let ports = stack.ports();
     let (dir, url) = stack.stop().await;
     let url = Some(url).filter(|url| url.starts_with("postgres"));
     let old_key = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
@@ -368,7 +346,10 @@ async fn the_master_key_rotates_and_every_secret_still_opens() {
     database.pool().close().await;
 
     // The stack starts on the new key and every secret is there.
-    let stack = TestStack::start_with(dir, url.clone(), same_ports).await;
+    let stack = TestStack::start_with(dir, url.clone(), |config| {
+        certbound_testkit::on_ports(config, ports)
+    })
+    .await;
     let token = stack.access_token(&software).await["access_token"]
         .as_str()
         .unwrap()
@@ -403,4 +384,152 @@ async fn the_master_key_rotates_and_every_secret_still_opens() {
         error.contains("master key") && error.contains("does not open"),
         "{error}"
     );
+}
+
+/// Issue 14 item 4: a backup taken while cards are being created restores into a new data dir
+/// (with the master key, which the backup does not hold) that starts and has every
+/// organisation, certificate, client, card and used `jti` of before the backup: the assertion
+/// of a token issued before it is still refused.
+#[tokio::test]
+async fn a_backup_under_load_restores_whole_and_still_refuses_a_replay() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let stack = TestStack::start().await;
+    if stack.database_url.starts_with("postgres") {
+        eprintln!("PostgreSQL is backed up with pg_dump (README); `certbound backup` is SQLite's");
+        return;
+    }
+    let (software, token) = stack.client_with_token(&["programme-manager"]).await;
+    let used = stack.authz_assertion(&software, |_| {});
+    let issued = stack
+        .authz_token_request(&software.transport, &used, &[])
+        .await;
+    assert_eq!(issued.status(), 200);
+    let client = stack.mtls_client(&software.transport);
+    let mut before = Vec::new();
+    for n in 0..5 {
+        let created: serde_json::Value = client
+            .post(stack.cards("/cards"))
+            .bearer_auth(&token)
+            .json(&card_body(&format!("backup-{n}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        before.push(created["publicToken"].as_str().unwrap().to_owned());
+    }
+    // Load: cards go on being created while the backup runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, url, token, stop) = (
+            client.clone(),
+            stack.cards("/cards"),
+            token.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut made = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&card_body("under-load"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+                made += 1;
+            }
+            made
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("certbound-backup.db");
+    let config = certbound_testkit::config(stack.dir.path(), None);
+    let size = certbound_server::backup(&config, &out).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let made = load.await.unwrap();
+    assert!(made > 0, "no load ran");
+    assert!(size > 0);
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A second backup to the same file is refused rather than overwriting it.
+    assert!(certbound_server::backup(&config, &out).await.is_err());
+
+    let ports = stack.ports();
+    let (old_dir, _) = stack.stop().await;
+    let restored = tempfile::tempdir().unwrap();
+    // The wrong key is refused and leaves nothing behind.
+    let wrong = work.path().join("wrong.key");
+    std::fs::write(&wrong, format!("{}\n", "ab".repeat(32))).unwrap();
+    let error = certbound_server::restore(&out, restored.path(), &wrong)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("does not open the backup"), "{error}");
+    certbound_server::restore(&out, restored.path(), &old_dir.path().join("master.key"))
+        .await
+        .unwrap();
+    let stack = TestStack::start_with(restored, None, |config| {
+        certbound_testkit::on_ports(config, ports)
+    })
+    .await;
+
+    let organisation = stack
+        .admin(
+            reqwest::Method::GET,
+            &format!("/organisations/{}", software.organisation_id),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(organisation.status(), 200);
+    let certificates: serde_json::Value = stack
+        .admin(
+            reqwest::Method::GET,
+            &format!(
+                "/organisations/{}/softwarestatements/{}/certificates",
+                software.organisation_id, software.software_statement_id
+            ),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        certificates
+            .to_string()
+            .contains(&software.transport.certificate_id),
+        "{certificates}"
+    );
+    // The used jti is still used; the client is still registered.
+    let replay = stack
+        .authz_token_request(&software.transport, &used, &[])
+        .await;
+    assert_eq!(replay.status(), 401);
+    let body: serde_json::Value = replay.json().await.unwrap();
+    assert_eq!(
+        body["error_description"],
+        "client assertion jti has already been used"
+    );
+    let token = stack.access_token(&software).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = stack.mtls_client(&software.transport);
+    for public_token in &before {
+        let card = client
+            .get(stack.cards(&format!("/cards/{public_token}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(card.status(), 200, "card {public_token}");
+    }
 }
