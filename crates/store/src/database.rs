@@ -158,6 +158,21 @@ impl Database {
                 AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            // An instance stalled in a transaction (SIGSTOP, a frozen VM) must not
+                            // hold its row locks for ever: the server ends such a session after
+                            // 10 s (its locks go, its next statement fails), and nobody waits for
+                            // a lock longer than 5 s (the statement fails and is retried).
+                            connection
+                                .execute(
+                                    "SET idle_in_transaction_session_timeout = '10s'; \
+                                     SET lock_timeout = '5s';",
+                                )
+                                .await?;
+                            Ok(())
+                        })
+                    })
                     .connect_with(options)
                     .await?
             }
