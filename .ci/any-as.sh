@@ -13,7 +13,10 @@ command -v node >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteracti
 [ -d "$PEER/node_modules/oidc-provider" ] || (cd "$PEER" && npm ci --no-audit --no-fund --loglevel=error)
 WORK=$(mktemp -d); echo "work: $WORK"
 cleanup() {
-  kill "${UP:-0}" "${NODE:-0}" 2>/dev/null || true; wait 2>/dev/null || true
+  # Only what this script started (a `kill 0` would take CI's whole process group with it).
+  if [ -n "${UP:-}" ]; then kill "$UP" 2>/dev/null || true; fi
+  if [ -n "${NODE:-}" ]; then kill "$NODE" 2>/dev/null || true; fi
+  wait 2>/dev/null || true
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT

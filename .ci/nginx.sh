@@ -12,7 +12,7 @@ command -v nginx >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteract
 WORK=$(mktemp -d); echo "work: $WORK"
 cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  kill "${PID:-0}" 2>/dev/null || true; wait "${PID:-0}" 2>/dev/null || true
+  if [ -n "${PID:-}" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT

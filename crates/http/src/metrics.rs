@@ -39,6 +39,7 @@ struct Families {
     audit_lost: IntCounter,
     bulk_jobs: IntGaugeVec,
     pool: IntGaugeVec,
+    pool_waits: IntCounter,
     cache_lookups: IntCounterVec,
 }
 
@@ -162,6 +163,11 @@ impl Metrics {
                 "Database pool connections of this instance: in_use, idle, max",
                 &["state"],
             ),
+            pool_waits: counter(
+                &registry,
+                "certbound_database_pool_waits_total",
+                "Queries of this instance that had to wait for a database connection (none idle, the pool at its maximum)",
+            ),
             cache_lookups: counter_vec(
                 &registry,
                 "certbound_cache_lookups_total",
@@ -244,12 +250,15 @@ impl Metrics {
         self.inner.bulk_jobs.with_label_values(&[state]).set(count);
     }
 
-    /// Sets the database pool's connections in use, idle, and its maximum.
-    pub fn set_pool(&self, in_use: i64, idle: i64, max: i64) {
+    /// Sets the database pool's connections in use, idle, and its maximum, and brings the
+    /// count of queries that waited for a connection up to `waits` (the store's own total).
+    pub fn set_pool(&self, in_use: i64, idle: i64, max: i64, waits: u64) {
         let pool = &self.inner.pool;
         pool.with_label_values(&["in_use"]).set(in_use);
         pool.with_label_values(&["idle"]).set(idle);
         pool.with_label_values(&["max"]).set(max);
+        let counted = &self.inner.pool_waits;
+        counted.inc_by(waits.saturating_sub(counted.get()));
     }
 
     /// Brings a cache's hit and miss counters up to the totals the cache keeps itself.
@@ -314,7 +323,7 @@ mod tests {
         );
         metrics.audit_records_lost(2);
         metrics.set_bulk_jobs("Pending", 3);
-        metrics.set_pool(1, 4, 8);
+        metrics.set_pool(1, 4, 8, 2);
         metrics.set_cache_lookups("token_standing", 5, 1);
         metrics.set_cache_lookups("token_standing", 9, 1);
         let (text, content_type) = metrics.render();
@@ -346,6 +355,7 @@ mod tests {
             ("certbound_audit_records_lost_total", 2.0),
             ("certbound_bulk_jobs{state=\"Pending\"}", 3.0),
             ("certbound_database_connections{state=\"max\"}", 8.0),
+            ("certbound_database_pool_waits_total", 2.0),
             (
                 "certbound_cache_lookups_total{cache=\"token_standing\",result=\"hit\"}",
                 9.0,

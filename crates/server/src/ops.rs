@@ -95,8 +95,12 @@ impl Ops {
 async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
     if let Some(started) = ops.started.get() {
         let (in_use, idle, max) = started.database.pool_connections();
-        ops.metrics
-            .set_pool(i64::from(in_use), i64::from(idle), i64::from(max));
+        ops.metrics.set_pool(
+            i64::from(in_use),
+            i64::from(idle),
+            i64::from(max),
+            started.database.pool_waits(),
+        );
         for lookups in &started.caches {
             for (cache, (hits, misses)) in lookups() {
                 ops.metrics.set_cache_lookups(cache, hits, misses);

@@ -117,6 +117,26 @@ pub struct Database {
     local_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Used `jti`s waiting for their commit.
     used_jti: crate::group_commit::GroupCommit,
+    /// Acquisitions that found the pool exhausted.
+    waits: std::sync::Arc<PoolWaits>,
+}
+
+/// Counts the times a query had to wait for a connection: none was idle and the pool was at its
+/// maximum when it asked. (sqlx keeps no such count; every query of this store asks through
+/// [`Database::counted`].)
+#[derive(Debug, Default)]
+pub(crate) struct PoolWaits {
+    count: std::sync::atomic::AtomicU64,
+}
+
+impl PoolWaits {
+    /// Notes an acquisition from `pool` about to happen.
+    pub(crate) fn note(&self, pool: &AnyPool) {
+        if pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections() {
+            self.count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// How often expired rows are pruned, seconds.
@@ -183,6 +203,7 @@ impl Database {
             last_prune: Default::default(),
             local_changes: Default::default(),
             used_jti: Default::default(),
+            waits: Default::default(),
         };
         database.migrate().await?;
         Ok(database)
@@ -198,6 +219,18 @@ impl Database {
         &self.pool
     }
 
+    /// The pool for one of this store's queries, counting the query as a wait if it will have
+    /// to wait for a connection.
+    fn counted(&self) -> &AnyPool {
+        self.waits.note(&self.pool);
+        &self.pool
+    }
+
+    /// Queries that had to wait for a connection since the start (the pool was exhausted).
+    pub fn pool_waits(&self) -> u64 {
+        self.waits.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Opens every sealed value the database holds (key material, token signing keys, cards'
     /// PAN, CVV and PIN) and writes what `reseal` makes of it, all in one transaction: either
     /// every value is sealed anew or, on the first failure, nothing changed. The number of
@@ -211,7 +244,7 @@ impl Database {
                 ))
             })
         };
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.counted().begin().await?;
         let mut count = 0u64;
         for (table, id_column) in [("key_material", "name"), ("token_signing_keys", "kid")] {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -291,7 +324,7 @@ impl Database {
     pub async fn copy_into(&self, path: &std::path::Path) -> Result<(), StoreError> {
         sqlx::query("VACUUM INTO $1")
             .bind(path.display().to_string())
-            .execute(&self.pool)
+            .execute(self.counted())
             .await?;
         Ok(())
     }
@@ -299,7 +332,7 @@ impl Database {
     /// Every key material record's name and sealed value (to check a master key against).
     pub async fn sealed_key_material(&self) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query("SELECT name, sealed FROM key_material ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(self.counted())
             .await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -308,7 +341,7 @@ impl Database {
 
     /// Whether the database answers a query (readiness; the caller bounds the wait).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(self.counted()).await?;
         Ok(())
     }
 
@@ -326,7 +359,7 @@ impl Database {
     /// Bulk card jobs by status (`Pending`, `Processing`, `Complete`, `Failed`).
     pub async fn bulk_jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) FROM bulk_jobs GROUP BY status")
-            .fetch_all(&self.pool)
+            .fetch_all(self.counted())
             .await?;
         rows.iter()
             .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
@@ -339,7 +372,7 @@ impl Database {
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<u64, StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.counted().begin().await?;
         let affected = query.execute(&mut *transaction).await?.rows_affected();
         if affected > 0 {
             sqlx::query("UPDATE trust_changes SET version = version + 1 WHERE id = 1")
@@ -360,15 +393,15 @@ impl Database {
             // Expired entries can go: their tokens are refused for `exp` before they get here.
             sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
                 .bind(now)
-                .execute(&self.pool)
+                .execute(self.counted())
                 .await?;
             sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
                 .bind(now)
-                .execute(&self.pool)
+                .execute(self.counted())
                 .await?;
             sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
                 .bind(now - 3600)
-                .execute(&self.pool)
+                .execute(self.counted())
                 .await?;
         }
         Ok(())
@@ -386,7 +419,7 @@ impl Database {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.counted().acquire().await?;
         if self.backend == Backend::Postgres {
             // Instances starting together take turns.
             connection
@@ -489,7 +522,7 @@ impl DirectoryStore for Database {
             .bind(&record.id)
             .bind(&record.body)
             .bind(record.created_at)
-            .execute(&self.pool)
+            .execute(self.counted())
             .await?;
         Ok(())
     }
@@ -497,7 +530,7 @@ impl DirectoryStore for Database {
     async fn organisation(&self, id: &str) -> Result<Option<OrganisationRecord>, StoreError> {
         let row = sqlx::query("SELECT id, body, created_at FROM organisations WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.counted())
             .await?;
         Ok(row.as_ref().map(organisation).transpose()?)
     }
@@ -505,7 +538,7 @@ impl DirectoryStore for Database {
     async fn organisations(&self) -> Result<Vec<OrganisationRecord>, StoreError> {
         let rows =
             sqlx::query("SELECT id, body, created_at FROM organisations ORDER BY created_at, id")
-                .fetch_all(&self.pool)
+                .fetch_all(self.counted())
                 .await?;
         Ok(rows.iter().map(organisation).collect::<Result<_, _>>()?)
     }
@@ -519,7 +552,7 @@ impl DirectoryStore for Database {
             .bind(&record.organisation_id)
             .bind(&record.body)
             .bind(record.created_at)
-            .execute(&self.pool)
+            .execute(self.counted())
             .await?;
         Ok(())
     }
@@ -532,7 +565,7 @@ impl DirectoryStore for Database {
             "SELECT id, organisation_id, body, created_at FROM software_statements WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         Ok(row.as_ref().map(software_statement).transpose()?)
     }
@@ -546,7 +579,7 @@ impl DirectoryStore for Database {
              WHERE organisation_id = $1 ORDER BY created_at, id",
         )
         .bind(organisation_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.counted())
         .await?;
         Ok(rows
             .iter()
@@ -584,7 +617,7 @@ impl DirectoryStore for Database {
             " FROM certificates WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         Ok(row.as_ref().map(certificate).transpose()?)
     }
@@ -599,7 +632,7 @@ impl DirectoryStore for Database {
             " FROM certificates WHERE thumbprint = $1"
         ))
         .bind(thumbprint)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         Ok(row.as_ref().map(certificate).transpose()?)
     }
@@ -614,7 +647,7 @@ impl DirectoryStore for Database {
             " FROM certificates WHERE key_id = $1"
         ))
         .bind(key_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.counted())
         .await?;
         Ok(rows.iter().map(certificate).collect::<Result<_, _>>()?)
     }
@@ -640,7 +673,7 @@ impl DirectoryStore for Database {
         if let Some(id) = software_statement_id {
             query = query.bind(id);
         }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(self.counted()).await?;
         Ok(rows.iter().map(certificate).collect::<Result<_, _>>()?)
     }
 
@@ -659,7 +692,7 @@ impl DirectoryStore for Database {
             certificate_columns!(),
             " FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.counted())
         .await?;
         Ok(rows.iter().map(certificate).collect::<Result<_, _>>()?)
     }
@@ -679,7 +712,7 @@ impl DirectoryStore for Database {
         .bind(record.issued_at)
         .bind(record.expires_at)
         .bind(record.revoked_at)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(())
     }
@@ -693,7 +726,7 @@ impl DirectoryStore for Database {
              issued_at, expires_at, revoked_at FROM access_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(AccessTokenRecord {
@@ -716,7 +749,7 @@ impl DirectoryStore for Database {
              ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
         )
         .bind(name)
-        .fetch_one(&self.pool)
+        .fetch_one(self.counted())
         .await?;
         Ok(value)
     }
@@ -771,7 +804,7 @@ impl AuthzStore for Database {
              updated_at, registration_id FROM oauth_clients WHERE client_id = $1 OR software_id = $1",
         )
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         Ok(row.as_ref().map(client).transpose()?)
     }
@@ -794,7 +827,7 @@ impl AuthzStore for Database {
         )
         .bind(client_id)
         .bind(thumbprint)
-        .fetch_one(&self.pool)
+        .fetch_one(self.counted())
         .await?;
         let record = match row.try_get::<Option<String>, _>("client_id")? {
             Some(_) => Some(client(&row)?),
@@ -840,7 +873,7 @@ impl AuthzStore for Database {
         .bind(record.created_at)
         .bind(record.activates_at)
         .bind(record.retires_at)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(())
     }
@@ -850,7 +883,7 @@ impl AuthzStore for Database {
             "SELECT kid, sealed, public_jwk, created_at, activates_at, retires_at FROM token_signing_keys \
              ORDER BY activates_at, kid",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.counted())
         .await?;
         Ok(rows.iter().map(signing_key).collect::<Result<_, _>>()?)
     }
@@ -859,7 +892,7 @@ impl AuthzStore for Database {
         sqlx::query("UPDATE token_signing_keys SET retires_at = $1 WHERE activates_at < $2 AND retires_at IS NULL")
             .bind(retires_at)
             .bind(before)
-            .execute(&self.pool)
+            .execute(self.counted())
             .await?;
         Ok(())
     }
@@ -887,7 +920,7 @@ impl AuthzStore for Database {
         let found: Option<String> =
             sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1")
                 .bind(jti)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.counted())
                 .await?;
         Ok(found.is_some())
     }
@@ -968,7 +1001,7 @@ fn bulk_job(row: &AnyRow) -> Result<BulkJobRecord, sqlx::Error> {
 #[async_trait]
 impl CardsStore for Database {
     async fn insert_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
-        let result = insert_card(record).execute(&self.pool).await?;
+        let result = insert_card(record).execute(self.counted()).await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -979,7 +1012,7 @@ impl CardsStore for Database {
             " FROM cards WHERE public_token = $1"
         ))
         .bind(public_token)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         Ok(row.as_ref().map(card).transpose()?)
     }
@@ -998,7 +1031,7 @@ impl CardsStore for Database {
         .bind(record.updated_at)
         .bind(&record.public_token)
         .bind(record.version)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1010,13 +1043,13 @@ impl CardsStore for Database {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(newer_than)
-            .execute(&self.pool)
+            .execute(self.counted())
             .await?;
         let row = sqlx::query(
             "SELECT id, endpoint, request_hash, status, response, created_at FROM idempotency_keys WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(IdempotencyRecord {
@@ -1040,7 +1073,7 @@ impl CardsStore for Database {
         .bind(record.status)
         .bind(&record.response)
         .bind(record.created_at)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1057,7 +1090,7 @@ impl CardsStore for Database {
         .bind(status)
         .bind(response)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(())
     }
@@ -1065,7 +1098,7 @@ impl CardsStore for Database {
     async fn release_idempotency(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM idempotency_keys WHERE id = $1 AND status = 0")
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.counted())
             .await?;
         Ok(())
     }
@@ -1083,7 +1116,7 @@ impl CardsStore for Database {
         .bind(now)
         .bind(id)
         .bind(stale_before)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1104,7 +1137,7 @@ impl CardsStore for Database {
         .bind(record.created_at)
         .bind(record.updated_at)
         .bind(&record.idempotency_id)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(())
     }
@@ -1116,7 +1149,7 @@ impl CardsStore for Database {
             " FROM cards WHERE idempotency_id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         Ok(row.as_ref().map(card).transpose()?)
     }
@@ -1128,7 +1161,7 @@ impl CardsStore for Database {
             " FROM bulk_jobs WHERE idempotency_id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         Ok(row.as_ref().map(bulk_job).transpose()?)
     }
@@ -1140,7 +1173,7 @@ impl CardsStore for Database {
             " FROM bulk_jobs WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         Ok(row.as_ref().map(bulk_job).transpose()?)
     }
@@ -1151,7 +1184,7 @@ impl CardsStore for Database {
             bulk_columns!(),
             " FROM bulk_jobs WHERE status IN ('Pending', 'Processing') ORDER BY created_at, id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.counted())
         .await?;
         Ok(rows.iter().map(bulk_job).collect::<Result<_, _>>()?)
     }
@@ -1171,7 +1204,7 @@ impl CardsStore for Database {
         .bind(now)
         .bind(id)
         .bind(stale_before)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1190,7 +1223,7 @@ impl CardsStore for Database {
         .bind(now)
         .bind(id)
         .bind(lease)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1203,7 +1236,7 @@ impl CardsStore for Database {
         public_tokens: &str,
         now: i64,
     ) -> Result<BulkCard, StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.counted().begin().await?;
         let listed = sqlx::query(
             "UPDATE bulk_jobs SET public_tokens = $1, updated_at = $2 \
              WHERE id = $3 AND lease = $4 AND status = 'Processing'",
@@ -1236,7 +1269,7 @@ impl RateLimitStore for Database {
         now: i64,
     ) -> Result<Vec<i64>, StoreError> {
         self.prune(now).await?;
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.counted().begin().await?;
         let mut totals = Vec::with_capacity(counts.len());
         for (key, window_start, count) in counts {
             let total: i64 = sqlx::query_scalar(
@@ -1261,7 +1294,7 @@ impl TokenStandingStore for Database {
     async fn trust_version(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT version FROM trust_changes WHERE id = 1")
-                .fetch_one(&self.pool)
+                .fetch_one(self.counted())
                 .await?,
         )
     }
@@ -1283,7 +1316,7 @@ impl TokenStandingStore for Database {
         .bind(token.client_id)
         .bind(token.thumbprint)
         .bind(token.registration_id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.counted())
         .await?;
         Ok(TokenStanding {
             certificate_revoked: row.try_get::<i64, _>("certificate_revoked")? > 0,
@@ -1297,7 +1330,7 @@ impl TokenStandingStore for Database {
 impl ReplayStore for Database {
     async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         self.prune(now).await?;
-        self.used_jti.use_once(&self.pool, id, expires_at).await
+        self.used_jti.use_once(self.counted(), id, expires_at).await
     }
 }
 
@@ -1308,7 +1341,7 @@ impl KeyMaterialStore for Database {
             "SELECT name, sealed, certificate_pem, created_at FROM key_material WHERE name = $1",
         )
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.counted())
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(KeyMaterialRecord {
@@ -1328,7 +1361,7 @@ impl KeyMaterialStore for Database {
         .bind(&record.sealed)
         .bind(&record.certificate_pem)
         .bind(record.created_at)
-        .execute(&self.pool)
+        .execute(self.counted())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1359,6 +1392,29 @@ mod tests {
         let id = format!("client|{}", crate::clock::now_nanos_for_tests());
         assert!(database.use_once(&id, 2_000_000_000, 1_000).await.unwrap());
         assert!(!database.use_once(&id, 2_000_000_000, 1_000).await.unwrap());
+    }
+
+    /// A query that finds every connection taken and the pool at its maximum is counted as a
+    /// wait (for `certbound_database_pool_waits_total`); one that finds an idle connection is not.
+    #[tokio::test]
+    async fn a_query_that_waits_for_a_connection_is_counted() {
+        let (database, _dir) = database().await;
+        database.bulk_jobs_by_status().await.unwrap();
+        assert_eq!(database.pool_waits(), 0);
+        let max = database.pool().options().get_max_connections();
+        let mut held = Vec::new();
+        for _ in 0..max {
+            held.push(database.pool().acquire().await.unwrap());
+        }
+        let waiting = {
+            let database = database.clone();
+            tokio::spawn(async move { database.bulk_jobs_by_status().await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "it found a connection");
+        drop(held);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(database.pool_waits(), 1);
     }
 
     /// Group commit: 64 concurrent uses of 16 ids (4 copies each, half through a second store on

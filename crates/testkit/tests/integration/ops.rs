@@ -156,6 +156,10 @@ async fn metrics_count_the_seed_flow_exactly() {
         sample(&metrics, r#"certbound_database_connections{state="max"}"#).unwrap_or(0.0) >= 1.0,
         "{metrics}"
     );
+    assert!(
+        sample(&metrics, "certbound_database_pool_waits_total").is_some(),
+        "{metrics}"
+    );
     // No label carries request text: the refused path is counted by its route template.
     assert!(!metrics.contains("not-a-token"));
     assert!(!metrics.contains(&public_token));
