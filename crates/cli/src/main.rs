@@ -77,13 +77,13 @@ enum MasterKeyCommand {
 /// Where the stack keeps its data, as `up` finds it.
 #[derive(Debug, clap::Args)]
 struct StoreArgs {
-    /// The stack's TOML config file (the one `certbound up --config` reads).
+    /// The stack's TOML config file (flags override it).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Data directory (master key, SQLite database).
+    /// Data directory (database, master key, ca.pem, admin.token).
     #[arg(long, env = "CERTBOUND_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The shared PostgreSQL database, if the stack uses one.
+    /// The shared PostgreSQL database (postgres://...) instead of SQLite in the data dir.
     #[arg(long, env = "CERTBOUND_DATABASE_URL")]
     database_url: Option<String>,
 }
@@ -123,16 +123,10 @@ enum KeysCommand {
 
 #[derive(Debug, clap::Args)]
 struct RotateArgs {
-    /// The stack's TOML config file (the one `certbound up --config` reads): its data dir,
-    /// database and token lifetime are used unless a flag overrides them.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Data directory (master key, SQLite database).
-    #[arg(long, env = "CERTBOUND_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// The shared PostgreSQL database, if the stack uses one.
-    #[arg(long, env = "CERTBOUND_DATABASE_URL")]
-    database_url: Option<String>,
+    /// The stack's config file, data dir and database: its token lifetime is used unless
+    /// `--token-lifetime` overrides it.
+    #[command(flatten)]
+    store: StoreArgs,
     /// Seconds between publishing the new key and signing with it: at least the time every
     /// instance needs to see it (its key ring reloads within 10 s, a resource server refetches
     /// an unknown key within 5 s more), so shorter delays are refused.
@@ -146,15 +140,9 @@ struct RotateArgs {
 
 #[derive(Debug, clap::Args)]
 struct UpArgs {
-    /// Data directory (database, master key, ca.pem, admin.token).
-    #[arg(long, env = "CERTBOUND_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// A TOML config file; flags override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Share state through PostgreSQL (postgres://...) instead of SQLite in the data dir.
-    #[arg(long, env = "CERTBOUND_DATABASE_URL")]
-    database_url: Option<String>,
+    /// The config file (flags override it), the data dir, and PostgreSQL instead of SQLite.
+    #[command(flatten)]
+    store: StoreArgs,
     /// Parts to run, comma separated.
     #[arg(long, value_delimiter = ',')]
     role: Vec<Part>,
@@ -220,16 +208,7 @@ enum LogFormat {
 
 impl UpArgs {
     fn into_config(self) -> Result<StackConfig, String> {
-        let mut config = match &self.config {
-            Some(path) => StackConfig::from_file(path).map_err(|error| error.to_string())?,
-            None => StackConfig::default(),
-        };
-        if let Some(data_dir) = self.data_dir {
-            config.data_dir = data_dir;
-        }
-        if self.database_url.is_some() {
-            config.database_url = self.database_url;
-        }
+        let mut config = self.store.config()?;
         if !self.role.is_empty() {
             config.roles = self.role;
         }
@@ -383,16 +362,8 @@ async fn up(args: UpArgs) -> Result<(), String> {
 }
 
 async fn rotate(args: RotateArgs) -> Result<(), String> {
-    let mut config = match &args.config {
-        Some(path) => StackConfig::from_file(path).map_err(|error| error.to_string())?,
-        None => StackConfig::default(),
-    };
-    if let Some(data_dir) = args.data_dir {
-        config.data_dir = data_dir;
-    }
-    if args.database_url.is_some() {
-        config.database_url = args.database_url;
-    }
+    let from_file = args.store.config.is_some();
+    let mut config = args.store.config()?;
     if let Some(lifetime) = args.token_lifetime {
         config.token_lifetime_seconds = lifetime;
     }
@@ -406,7 +377,7 @@ async fn rotate(args: RotateArgs) -> Result<(), String> {
     println!(
         "older keys stay in the JWKS until their tokens expire ({} s after that, the token lifetime{})",
         config.token_lifetime_seconds,
-        if args.config.is_some() && args.token_lifetime.is_none() {
+        if from_file && args.token_lifetime.is_none() {
             " of the config file"
         } else {
             ""

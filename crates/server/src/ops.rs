@@ -39,6 +39,9 @@ pub(crate) struct Started {
 pub(crate) struct Ops {
     metrics: certbound_http::Metrics,
     started: OnceLock<Started>,
+    /// One scrape at a time brings the counters up to the totals the store and caches keep (two
+    /// at once would add the same difference twice).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Ops {
@@ -54,6 +57,7 @@ impl Ops {
         Arc::new(Self {
             metrics,
             started: OnceLock::new(),
+            refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -94,6 +98,7 @@ impl Ops {
 
 async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
     if let Some(started) = ops.started.get() {
+        let _refreshing = ops.refreshing.lock().await;
         let (in_use, idle, max) = started.database.pool_connections();
         ops.metrics.set_pool(
             i64::from(in_use),

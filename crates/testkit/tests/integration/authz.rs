@@ -506,6 +506,13 @@ async fn client_management_rfc7592() {
     let (status, error, _) = refusal(client.get(&uri).send().await.unwrap()).await;
     assert_eq!((status, error.as_str()), (401, "invalid_token"));
 
+    // A token first, so that the token endpoint remembers the client as registered; the PUT
+    // below must reach it at once (the update moves the trust counter).
+    let before = stack.access_token(&software).await;
+    assert!(
+        before["scope"].as_str().unwrap().contains("pin.read"),
+        "{before}"
+    );
     // PUT narrows the scope; a scope outside the roles is refused.
     let response = client
         .put(&uri)
