@@ -113,8 +113,14 @@ pub struct Database {
     /// When this instance last deleted expired `jti`s and revocations: at most once a minute,
     /// so the token path does one write, not two.
     last_prune: std::sync::Arc<std::sync::atomic::AtomicI64>,
-    /// Changes to a token's standing this process made (see [`TokenStandingStore::local_changes`]).
+    /// Changes to a token's standing this process knows of without reading the trust counter:
+    /// its own, and on PostgreSQL those the change feed announced (see
+    /// [`TokenStandingStore::local_changes`]).
     local_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// This instance's name in the change feed's notifications (its own are not news to it).
+    instance: std::sync::Arc<str>,
+    /// The change feed's listener (PostgreSQL), stopped with the last handle of this store.
+    _feed: Option<std::sync::Arc<crate::change_feed::Feed>>,
     /// Used `jti`s waiting for their commit.
     used_jti: crate::group_commit::GroupCommit,
     /// Acquisitions that found the pool exhausted.
@@ -137,6 +143,17 @@ impl PoolWaits {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// A name for this instance in the change feed: 16 random bytes, hex.
+fn random_instance_name() -> String {
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // Without randomness the name is the process id: own notifications may then be taken
+        // for another's, which costs an emptied memory, never a stale one.
+        return format!("pid-{}", std::process::id());
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// How often expired rows are pruned, seconds.
@@ -197,11 +214,22 @@ impl Database {
                     .await?
             }
         };
+        let local_changes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let instance: std::sync::Arc<str> = random_instance_name().into();
+        let feed = (backend == Backend::Postgres).then(|| {
+            std::sync::Arc::new(crate::change_feed::listen(
+                url,
+                instance.to_string(),
+                local_changes.clone(),
+            ))
+        });
         let database = Self {
             pool,
             backend,
             last_prune: Default::default(),
-            local_changes: Default::default(),
+            local_changes,
+            instance,
+            _feed: feed,
             used_jti: Default::default(),
             waits: Default::default(),
         };
@@ -378,6 +406,14 @@ impl Database {
             sqlx::query("UPDATE trust_changes SET version = version + 1 WHERE id = 1")
                 .execute(&mut *transaction)
                 .await?;
+            if self.backend == Backend::Postgres {
+                // Delivered to every listening instance at commit, and only then.
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::change_feed::CHANNEL)
+                    .bind(self.instance.to_string())
+                    .execute(&mut *transaction)
+                    .await?;
+            }
         }
         transaction.commit().await?;
         if affected > 0 {
@@ -1456,6 +1492,42 @@ mod tests {
         for id in &ids {
             assert!(!later.use_once(id, 2_000_000_000, 1_000).await.unwrap());
         }
+    }
+
+    /// The change feed (PostgreSQL): a change at one instance moves the other's count of known
+    /// changes without its reading the trust counter. (That an instance skips its own
+    /// notifications is not asserted: other tests share the database and notify too.)
+    #[tokio::test]
+    async fn another_instances_change_arrives_by_notification() {
+        let Ok(url) = std::env::var("CERTBOUND_TEST_DATABASE_URL") else {
+            return;
+        };
+        if !url.starts_with("postgres") {
+            return;
+        }
+        let here = Database::connect(&url).await.unwrap();
+        let there = Database::connect(&url).await.unwrap();
+        assert_eq!(there.local_changes(), 0);
+        let unique = crate::clock::now_nanos_for_tests();
+        let mut made = 0;
+        // The other's listener connects in the background: change until it hears one.
+        while there.local_changes() == 0 {
+            assert!(
+                made < 100,
+                "no notification reached the other instance in 10 s"
+            );
+            here.revoke_token(
+                &format!("feed-{unique}-{made}"),
+                "client",
+                2_000_000_000,
+                1_000,
+            )
+            .await
+            .unwrap();
+            made += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(here.local_changes() >= made);
     }
 
     /// One script against the SQL store and the in-memory one: every answer the trust

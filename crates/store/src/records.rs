@@ -169,8 +169,9 @@ pub trait TokenStandingStore: Send + Sync {
     /// The trust counter: it moves, in the same transaction, with every change to any token's
     /// standing, at any instance sharing the database.
     async fn trust_version(&self) -> Result<i64, StoreError>;
-    /// Changes to a token's standing made through this very store value (this process): read
-    /// for free on every call, so a process sees its own changes at once.
+    /// Changes to a token's standing this process knows of without asking the database: those
+    /// made through this very store value, and on PostgreSQL those other instances announced on
+    /// the change feed. Read for free on every call, so a process sees them at once.
     fn local_changes(&self) -> u64;
     /// In one statement (the Cards API's hot path): whether the certificate the token is bound to
     /// was revoked, whether the token was revoked, and whether its very registration still

@@ -2,9 +2,10 @@
 //! from the store once and kept in memory, all dropped when the store's trust counter moves. The
 //! counter moves in the same transaction as every change that could make a remembered value
 //! wrong (a token or certificate revoked, a certificate issued, a client registered, updated or
-//! deleted). This process's own changes are seen at once; another instance's within [`RECHECK`]
-//! (the counter is read at most that often), so nothing remembered outlives a change by more
-//! than a second.
+//! deleted). This process's own changes are seen at once; on PostgreSQL another instance's as
+//! soon as its notification arrives (the store's change feed moves `local_changes`), and in any
+//! case within [`RECHECK`] (the counter is read at most that often: the backstop for a lost
+//! notification), so nothing remembered outlives a change by more than a second.
 //!
 //! A value read while a change was being made is not remembered if this process made the change;
 //! if another instance made it, the next look at the counter drops it.
