@@ -332,6 +332,7 @@ async fn up(args: UpArgs) -> Result<(), String> {
     if let (Some(public), Some(mtls)) = (&stack.directory_url, &stack.directory_mtls_url) {
         println!("  directory        {public}");
         println!("  directory mTLS   {mtls}");
+        println!("  console          {public}/console/");
     }
     if let Some(authz) = &stack.authz_url {
         println!("  authz            {authz}");

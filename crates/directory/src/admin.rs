@@ -5,7 +5,6 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use crate::{Directory, DirectoryError};
 
@@ -31,8 +30,7 @@ pub(crate) async fn require_admin(
         )
         .into_response();
     };
-    let hash = crate::sha256(presented.trim().as_bytes());
-    if !bool::from(hash.ct_eq(&directory.admin_token_hash)) {
+    if !directory.is_admin_token(presented) {
         return DirectoryError::Unauthorized(
             "the admin token is wrong: use the one in DATA_DIR/admin.token".into(),
         )

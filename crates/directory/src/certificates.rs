@@ -20,9 +20,9 @@ use crate::{Directory, DirectoryError};
 
 /// Who a certificate belongs to: an organisation, or one of its software statements.
 #[derive(Clone, Debug)]
-struct Owner {
-    organisation_id: String,
-    software_statement_id: Option<String>,
+pub(crate) struct Owner {
+    pub(crate) organisation_id: String,
+    pub(crate) software_statement_id: Option<String>,
 }
 
 impl Owner {
@@ -86,12 +86,14 @@ impl From<&CertificateRecord> for CertificateView {
     }
 }
 
-fn certificate_type(kind: &str) -> Result<CertificateType, DirectoryError> {
+pub(crate) fn certificate_type(kind: &str) -> Result<CertificateType, DirectoryError> {
     kind.parse()
         .map_err(|error: certbound_pki::ParseError| DirectoryError::NotFound(error.0))
 }
 
-async fn owner(
+/// The owner of certificates at this path: the organisation, and the software statement if one
+/// is named, both existing.
+pub(crate) async fn owner(
     directory: &Directory,
     organisation_id: &str,
     software_statement_id: Option<&str>,
@@ -125,7 +127,20 @@ async fn csr_command(
     owner: Owner,
     kind: &str,
 ) -> Result<Response, DirectoryError> {
-    let certificate_type = certificate_type(kind)?;
+    let command = csr_command_line(directory, &owner, certificate_type(kind)?).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        command,
+    )
+        .into_response())
+}
+
+/// The `openssl req` command that makes a key and a CSR the directory will sign for `owner`.
+pub(crate) async fn csr_command_line(
+    directory: &Directory,
+    owner: &Owner,
+    certificate_type: CertificateType,
+) -> Result<String, DirectoryError> {
     let organisation = load_organisation(directory, &owner.organisation_id).await?;
     let mut subject = String::new();
     if let Some(country) = &organisation.country {
@@ -138,15 +153,10 @@ async fn csr_command(
         owner.common_name()
     ));
     let stem = format!("{}_{}", owner.common_name(), certificate_type.as_str());
-    let command = format!(
+    Ok(format!(
         "openssl req -new -newkey rsa:2048 -nodes -sha256 -keyout {stem}.key -out {stem}.csr -subj {}\n",
         shell_quote(&subject)
-    );
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        command,
-    )
-        .into_response())
+    ))
 }
 
 /// `GET .../softwarestatements/{id}/certificates/{type}/csr-command`.
@@ -207,12 +217,24 @@ async fn issue(
 ) -> Result<(StatusCode, Json<CertificateView>), DirectoryError> {
     let certificate_type = certificate_type(kind)?;
     let pem = csr_pem(headers, body)?;
+    let record = issue_from_csr(directory, owner, certificate_type, &pem).await?;
+    Ok((StatusCode::CREATED, Json(CertificateView::from(&record))))
+}
+
+/// Checks a PEM CSR against the owner and signs it: the one rule for the admin API and the
+/// console. A refused CSR is [`DirectoryError::InvalidField`] `Csr`.
+pub(crate) async fn issue_from_csr(
+    directory: &Directory,
+    owner: Owner,
+    certificate_type: CertificateType,
+    pem: &[u8],
+) -> Result<CertificateRecord, DirectoryError> {
     let expected = CsrSubject {
         organisational_unit: owner.organisation_id.clone(),
         common_name: owner.common_name().to_owned(),
     };
-    let csr = check_csr(&pem, &expected)
-        .map_err(|error| DirectoryError::InvalidRequest(error.to_string()))?;
+    let csr = check_csr(pem, &expected)
+        .map_err(|error| DirectoryError::field("Csr", error.to_string()))?;
     let organisation = load_organisation(directory, &owner.organisation_id).await?;
     let subject = IssuedSubject {
         country: organisation.country.as_deref(),
@@ -257,7 +279,7 @@ async fn issue(
         thumbprint = %record.thumbprint,
         "certificate issued"
     );
-    Ok((StatusCode::CREATED, Json(CertificateView::from(&record))))
+    Ok(record)
 }
 
 /// `POST .../softwarestatements/{id}/certificates/{type}`: sign a CSR.
@@ -286,14 +308,22 @@ async fn list(
     directory: &Directory,
     owner: Owner,
 ) -> Result<Json<Vec<CertificateView>>, DirectoryError> {
-    let records = directory
+    let records = certificates_of(directory, &owner).await?;
+    Ok(Json(records.iter().map(CertificateView::from).collect()))
+}
+
+/// The certificates of `owner` (an organisation's own, or a software statement's).
+pub(crate) async fn certificates_of(
+    directory: &Directory,
+    owner: &Owner,
+) -> Result<Vec<CertificateRecord>, DirectoryError> {
+    Ok(directory
         .store
         .certificates(
             &owner.organisation_id,
             owner.software_statement_id.as_deref(),
         )
-        .await?;
-    Ok(Json(records.iter().map(CertificateView::from).collect()))
+        .await?)
 }
 
 /// `GET .../softwarestatements/{id}/certificates`.
@@ -314,7 +344,8 @@ pub(crate) async fn list_organisation_certificates(
     list(&directory, owner).await
 }
 
-async fn owned_certificate(
+/// The certificate `id` if `owner` owns it.
+pub(crate) async fn owned_certificate(
     directory: &Directory,
     owner: &Owner,
     id: &str,
@@ -365,7 +396,18 @@ async fn revoke(
     owner: Owner,
     certificate_id: &str,
 ) -> Result<StatusCode, DirectoryError> {
-    let record = owned_certificate(directory, &owner, certificate_id).await?;
+    revoke_certificate(directory, &owner, certificate_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes `owner`'s certificate: the one rule for the admin API and the console (409 when it
+/// is revoked already).
+pub(crate) async fn revoke_certificate(
+    directory: &Directory,
+    owner: &Owner,
+    certificate_id: &str,
+) -> Result<(), DirectoryError> {
+    let record = owned_certificate(directory, owner, certificate_id).await?;
     let already =
         || DirectoryError::Conflict(format!("certificate {certificate_id} is already revoked"));
     if record.revoked_at.is_some() {
@@ -385,7 +427,7 @@ async fn revoke(
         return Err(already());
     }
     tracing::info!(certificate_id, thumbprint = %record.thumbprint, "certificate revoked");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// `DELETE .../softwarestatements/{id}/certificates/{CertificateId}`: revoke.

@@ -20,7 +20,16 @@ pub enum DirectoryError {
     /// 401 `invalid_client` (RFC 6749 §5.2): client authentication failed.
     #[error("{0}")]
     InvalidClient(String),
-    /// 400 `invalid_request`: a field is missing or malformed.
+    /// 400 `invalid_request`: one named field is missing or malformed (the reason names it too).
+    /// The console shows the reason next to that field.
+    #[error("{reason}")]
+    InvalidField {
+        /// The field, as the API names it (`OrganisationName`, `Roles`, `Csr`).
+        field: &'static str,
+        /// What is wrong and what to send instead.
+        reason: String,
+    },
+    /// 400 `invalid_request`: the request is malformed as a whole.
     #[error("{0}")]
     InvalidRequest(String),
     /// 400 `invalid_scope` (RFC 6749 §5.2).
@@ -55,7 +64,7 @@ impl DirectoryError {
             Self::Forbidden(_) => "forbidden",
             Self::Internal(_) => "server_error",
             Self::InvalidClient(_) => "invalid_client",
-            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidField { .. } | Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidToken(_) => "invalid_token",
             Self::NotFound(_) => "not_found",
@@ -63,6 +72,16 @@ impl DirectoryError {
             Self::Unauthorized(_) => "unauthorized",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
+        }
+    }
+}
+
+impl DirectoryError {
+    /// The refusal of one field.
+    pub(crate) fn field(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field,
+            reason: reason.into(),
         }
     }
 }
@@ -79,11 +98,31 @@ impl From<certbound_http::AuditUnavailable> for DirectoryError {
     }
 }
 
-impl IntoResponse for DirectoryError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl DirectoryError {
+    /// The HTTP status of this refusal: the one mapping, used by the API's answers and the
+    /// console's pages alike.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InvalidClient(_) | Self::InvalidToken(_) | Self::Unauthorized(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::InvalidField { .. }
+            | Self::InvalidRequest(_)
+            | Self::InvalidScope(_)
+            | Self::UnsupportedGrantType(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+}
+
+impl IntoResponse for DirectoryError {
+    fn into_response(self) -> Response {
+        match &self {
             Self::Internal(detail) => {
                 // Logged at the edge with the request's trace id, which the body carries too.
                 let mut response = oauth_error(
@@ -94,14 +133,8 @@ impl IntoResponse for DirectoryError {
                 response
                     .extensions_mut()
                     .insert(certbound_http::InternalError(detail.clone()));
-                return response;
+                response
             }
-            Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest(_) | Self::InvalidScope(_) | Self::UnsupportedGrantType(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => {
                 let mut response =
                     oauth_error(StatusCode::UNAUTHORIZED, self.as_str(), &self.to_string());
@@ -111,11 +144,10 @@ impl IntoResponse for DirectoryError {
                         "Bearer realm=\"certbound directory admin\"",
                     ),
                 );
-                return response;
+                response
             }
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        };
-        oauth_error(status, self.as_str(), &self.to_string())
+            _ => oauth_error(self.status(), self.as_str(), &self.to_string()),
+        }
     }
 }
 

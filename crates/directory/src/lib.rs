@@ -11,6 +11,7 @@
 
 mod admin;
 mod certificates;
+mod console;
 mod error;
 mod organisations;
 mod ssa;
@@ -24,6 +25,7 @@ use certbound_jose::{AlgorithmPolicy, SigningKey};
 use certbound_pki::{CertificateAuthority, Jwk};
 use certbound_store::{DirectoryStore, ReplayStore};
 
+pub use console::CONTENT_SECURITY_POLICY;
 pub use error::DirectoryError;
 pub use organisations::{ROLES, Role};
 
@@ -61,6 +63,8 @@ pub struct Directory {
     /// The last CRL this instance signed, served until the revocations change or it nears its
     /// `nextUpdate`.
     crl: tokio::sync::Mutex<Option<certificates::SignedCrl>>,
+    /// The console's sessions on this instance.
+    console: console::Sessions,
 }
 
 impl std::fmt::Debug for Directory {
@@ -92,7 +96,15 @@ impl Directory {
             admin_token_hash: sha256(admin_token.as_bytes()),
             audit,
             crl: tokio::sync::Mutex::new(None),
+            console: console::Sessions::new(),
         })
+    }
+
+    /// Whether `presented` is the operator's admin token (compared in constant time, by hash).
+    pub(crate) fn is_admin_token(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let hash = sha256(presented.trim().as_bytes());
+        bool::from(hash.ct_eq(&self.admin_token_hash))
     }
 
     /// The directory's configuration.
@@ -156,6 +168,7 @@ impl Directory {
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), admin::require_admin));
         let router = Router::new()
             .merge(admin)
+            .merge(console::router())
             .route("/healthz", get(|| async { "ok" }))
             .route("/.well-known/openid-configuration", get(token::discovery))
             .route("/jwks", get(ssa::jwks))

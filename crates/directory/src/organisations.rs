@@ -134,73 +134,77 @@ fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, Value>, DirectoryEr
 /// A string field; `Ok(None)` when absent, null or blank.
 fn optional_string(
     map: &serde_json::Map<String, Value>,
-    field: &str,
+    field: &'static str,
 ) -> Result<Option<String>, DirectoryError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.trim().to_owned())),
         Some(Value::Number(number)) => Ok(Some(number.to_string())),
-        Some(_) => Err(DirectoryError::InvalidRequest(format!(
-            "{field} must be a string"
-        ))),
+        Some(_) => Err(DirectoryError::field(
+            field,
+            format!("{field} must be a string"),
+        )),
     }
 }
 
 fn required_string(
     map: &serde_json::Map<String, Value>,
-    field: &str,
+    field: &'static str,
 ) -> Result<String, DirectoryError> {
     optional_string(map, field)?
-        .ok_or_else(|| DirectoryError::InvalidRequest(format!("{field} is required")))
+        .ok_or_else(|| DirectoryError::field(field, format!("{field} is required")))
 }
 
 fn string_list(
     map: &serde_json::Map<String, Value>,
-    field: &str,
+    field: &'static str,
 ) -> Result<Vec<String>, DirectoryError> {
     let values = match map.get(field) {
         None | Some(Value::Null) => {
-            return Err(DirectoryError::InvalidRequest(format!(
-                "{field} is required"
-            )));
+            return Err(DirectoryError::field(field, format!("{field} is required")));
         }
         Some(Value::String(one)) => vec![Value::String(one.clone())],
         Some(Value::Array(values)) => values.clone(),
         Some(_) => {
-            return Err(DirectoryError::InvalidRequest(format!(
-                "{field} must be an array of strings"
-            )));
+            return Err(DirectoryError::field(
+                field,
+                format!("{field} must be an array of strings"),
+            ));
         }
     };
     let list = values
         .into_iter()
         .map(|value| match value {
             Value::String(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
-            _ => Err(DirectoryError::InvalidRequest(format!(
-                "{field} must be an array of non-empty strings"
-            ))),
+            _ => Err(DirectoryError::field(
+                field,
+                format!("{field} must be an array of non-empty strings"),
+            )),
         })
         .collect::<Result<Vec<_>, _>>()?;
     if list.is_empty() {
-        return Err(DirectoryError::InvalidRequest(format!(
-            "{field} is required: give at least one"
-        )));
+        return Err(DirectoryError::field(
+            field,
+            format!("{field} is required: give at least one"),
+        ));
     }
     Ok(list)
 }
 
 /// An absolute `https` URI.
-fn https_uri(field: &str, value: &str) -> Result<url::Url, DirectoryError> {
+fn https_uri(field: &'static str, value: &str) -> Result<url::Url, DirectoryError> {
     let uri = url::Url::parse(value).map_err(|_| {
-        DirectoryError::InvalidRequest(format!(
-            "{field} must be an absolute https URI, got `{value}`"
-        ))
+        DirectoryError::field(
+            field,
+            format!("{field} must be an absolute https URI, got `{value}`"),
+        )
     })?;
     if uri.scheme() != "https" || uri.host_str().is_none_or(str::is_empty) {
-        return Err(DirectoryError::InvalidRequest(format!(
-            "{field} must be an absolute https URI, got `{value}`"
-        )));
+        return Err(DirectoryError::field(
+            field,
+            format!("{field} must be an absolute https URI, got `{value}`"),
+        ));
     }
     Ok(uri)
 }
@@ -213,10 +217,13 @@ fn logo_uri(value: &str) -> Result<(), DirectoryError> {
     let uri = https_uri("LogoUri", value)?;
     let path = uri.path().to_ascii_lowercase();
     if !IMAGE_TYPES.iter().any(|suffix| path.ends_with(suffix)) {
-        return Err(DirectoryError::InvalidRequest(format!(
-            "LogoUri must name an image file ({}), got `{value}`",
-            IMAGE_TYPES.join(", ")
-        )));
+        return Err(DirectoryError::field(
+            "LogoUri",
+            format!(
+                "LogoUri must name an image file ({}), got `{value}`",
+                IMAGE_TYPES.join(", ")
+            ),
+        ));
     }
     Ok(())
 }
@@ -256,21 +263,31 @@ pub(crate) async fn create_organisation(
     State(directory): State<Arc<Directory>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Organisation>), DirectoryError> {
-    let map = parse_json(&body)?;
-    let name = required_string(&map, "OrganisationName")?;
-    let country = optional_string(&map, "Country")?.map(|country| country.to_ascii_uppercase());
+    let organisation = new_organisation(&directory, &parse_json(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(organisation)))
+}
+
+/// Creates an organisation from the API's fields (`OrganisationName`, `RegistrationNumber?`,
+/// `Country?`): the one rule for the admin API and the console.
+pub(crate) async fn new_organisation(
+    directory: &Directory,
+    map: &serde_json::Map<String, Value>,
+) -> Result<Organisation, DirectoryError> {
+    let name = required_string(map, "OrganisationName")?;
+    let country = optional_string(map, "Country")?.map(|country| country.to_ascii_uppercase());
     if let Some(country) = &country
         && !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic()))
     {
-        return Err(DirectoryError::InvalidRequest(format!(
-            "Country must be an ISO 3166-1 alpha-2 code such as GB, got `{country}`"
-        )));
+        return Err(DirectoryError::field(
+            "Country",
+            format!("Country must be an ISO 3166-1 alpha-2 code such as GB, got `{country}`"),
+        ));
     }
     let now = certbound_store::clock::now();
     let organisation = Organisation {
         organisation_id: uuid::Uuid::new_v4().to_string(),
         organisation_name: name,
-        registration_number: optional_string(&map, "RegistrationNumber")?,
+        registration_number: optional_string(map, "RegistrationNumber")?,
         country,
         status: "Active".into(),
         created_on: crate::rfc3339(now),
@@ -292,20 +309,26 @@ pub(crate) async fn create_organisation(
         })
         .await?;
     tracing::info!(organisation_id = %organisation.organisation_id, "organisation created");
-    Ok((StatusCode::CREATED, Json(organisation)))
+    Ok(organisation)
+}
+
+/// Every organisation, oldest first.
+pub(crate) async fn organisations(
+    directory: &Directory,
+) -> Result<Vec<Organisation>, DirectoryError> {
+    let records = directory.store.organisations().await?;
+    records
+        .iter()
+        .map(|record| serde_json::from_str(&record.body))
+        .collect::<Result<_, _>>()
+        .map_err(|error| DirectoryError::Internal(error.to_string()))
 }
 
 /// `GET /organisations`.
 pub(crate) async fn list_organisations(
     State(directory): State<Arc<Directory>>,
 ) -> Result<Json<Vec<Organisation>>, DirectoryError> {
-    let records = directory.store.organisations().await?;
-    let organisations = records
-        .iter()
-        .map(|record| serde_json::from_str(&record.body))
-        .collect::<Result<_, _>>()
-        .map_err(|error| DirectoryError::Internal(error.to_string()))?;
-    Ok(Json(organisations))
+    Ok(Json(organisations(&directory).await?))
 }
 
 /// `GET /organisations/{OrganisationId}`.
@@ -322,30 +345,44 @@ pub(crate) async fn create_software_statement(
     Path(organisation_id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<SoftwareStatement>), DirectoryError> {
-    load_organisation(&directory, &organisation_id).await?;
-    let map = parse_json(&body)?;
-    let client_name = required_string(&map, "ClientName")?;
-    let version = required_string(&map, "Version")?;
-    let homepage_uri = required_string(&map, "HomepageUri")?;
+    let statement =
+        new_software_statement(&directory, &organisation_id, &parse_json(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(statement)))
+}
+
+/// Creates a software statement (the seed's "Create an Application") in an existing
+/// organisation from the API's fields: the one rule for the admin API and the console.
+pub(crate) async fn new_software_statement(
+    directory: &Directory,
+    organisation_id: &str,
+    map: &serde_json::Map<String, Value>,
+) -> Result<SoftwareStatement, DirectoryError> {
+    load_organisation(directory, organisation_id).await?;
+    let client_name = required_string(map, "ClientName")?;
+    let version = required_string(map, "Version")?;
+    let homepage_uri = required_string(map, "HomepageUri")?;
     https_uri("HomepageUri", &homepage_uri)?;
-    let logo = required_string(&map, "LogoUri")?;
+    let logo = required_string(map, "LogoUri")?;
     logo_uri(&logo)?;
-    let redirect_uri = string_list(&map, "RedirectUri")?;
+    let redirect_uri = string_list(map, "RedirectUri")?;
     for uri in &redirect_uri {
         https_uri("RedirectUri", uri)?;
     }
-    let roles = string_list(&map, "Roles")?;
+    let roles = string_list(map, "Roles")?;
     for role in &roles {
         if !ROLES.iter().any(|known| known.name == role) {
             let known: Vec<_> = ROLES.iter().map(|role| role.name).collect();
-            return Err(DirectoryError::InvalidRequest(format!(
-                "Roles: unknown role `{role}`; the roles are {}",
-                known.join(", ")
-            )));
+            return Err(DirectoryError::field(
+                "Roles",
+                format!(
+                    "Roles: unknown role `{role}`; the roles are {}",
+                    known.join(", ")
+                ),
+            ));
         }
     }
-    let optional_uri = |field: &str| -> Result<Option<String>, DirectoryError> {
-        let value = optional_string(&map, field)?;
+    let optional_uri = |field: &'static str| -> Result<Option<String>, DirectoryError> {
+        let value = optional_string(map, field)?;
         if let Some(value) = &value {
             https_uri(field, value)?;
         }
@@ -358,18 +395,18 @@ pub(crate) async fn create_software_statement(
     let statement = SoftwareStatement {
         client_id: directory.client_id(&id),
         software_statement_id: id,
-        organisation_id: organisation_id.clone(),
+        organisation_id: organisation_id.to_owned(),
         client_name,
         version,
         homepage_uri,
         logo_uri: logo,
         redirect_uri,
         roles,
-        description: optional_string(&map, "Description")?,
-        environment: optional_string(&map, "Environment")?.unwrap_or_else(|| "Sandbox".into()),
-        mode: optional_string(&map, "Mode")?.unwrap_or_else(|| "Live".into()),
+        description: optional_string(map, "Description")?,
+        environment: optional_string(map, "Environment")?.unwrap_or_else(|| "Sandbox".into()),
+        mode: optional_string(map, "Mode")?.unwrap_or_else(|| "Live".into()),
         api_webhook_uri,
-        on_behalf_of: optional_string(&map, "OnBehalfOf")?,
+        on_behalf_of: optional_string(map, "OnBehalfOf")?,
         origin_uri,
         status: "Active".into(),
         created_on: crate::rfc3339(now),
@@ -386,13 +423,13 @@ pub(crate) async fn create_software_statement(
         .store
         .insert_software_statement(&SoftwareStatementRecord {
             id: statement.software_statement_id.clone(),
-            organisation_id,
+            organisation_id: organisation_id.to_owned(),
             body,
             created_at: now,
         })
         .await?;
     tracing::info!(software_statement_id = %statement.software_statement_id, "software statement created");
-    Ok((StatusCode::CREATED, Json(statement)))
+    Ok(statement)
 }
 
 /// `GET /organisations/{OrganisationId}/softwarestatements`.
@@ -401,16 +438,22 @@ pub(crate) async fn list_software_statements(
     Path(organisation_id): Path<String>,
 ) -> Result<Json<Vec<SoftwareStatement>>, DirectoryError> {
     load_organisation(&directory, &organisation_id).await?;
-    let records = directory
-        .store
-        .software_statements(&organisation_id)
-        .await?;
-    let statements = records
+    Ok(Json(
+        software_statements(&directory, &organisation_id).await?,
+    ))
+}
+
+/// An organisation's software statements, oldest first.
+pub(crate) async fn software_statements(
+    directory: &Directory,
+    organisation_id: &str,
+) -> Result<Vec<SoftwareStatement>, DirectoryError> {
+    let records = directory.store.software_statements(organisation_id).await?;
+    records
         .iter()
         .map(|record| serde_json::from_str(&record.body))
         .collect::<Result<_, _>>()
-        .map_err(|error| DirectoryError::Internal(error.to_string()))?;
-    Ok(Json(statements))
+        .map_err(|error| DirectoryError::Internal(error.to_string()))
 }
 
 /// `GET /organisations/{OrganisationId}/softwarestatements/{SoftwareStatementId}`.

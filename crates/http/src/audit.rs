@@ -167,6 +167,26 @@ struct Lost {
 /// The least time between two log lines about lost records, seconds.
 const LOST_REPORTED_EVERY: i64 = 10;
 
+/// How much of each file [`AuditLog::recent`] reads, bytes.
+pub(crate) const RECENT_WINDOW: u64 = 1024 * 1024;
+
+/// The last `window` bytes of the file at `path`, starting after the first line break in them
+/// (so the first line is whole) unless they are the whole file.
+fn read_tail(path: &Path, window: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let start = size.saturating_sub(window);
+    file.seek(std::io::SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.take(window).read_to_end(&mut tail)?;
+    if start > 0
+        && let Some(at) = tail.iter().position(|byte| *byte == b'\n')
+    {
+        tail.drain(..=at);
+    }
+    Ok(tail)
+}
+
 /// Cuts a torn last line (a crash in the middle of a write) off the file at `path`; whether one
 /// was cut. Anything but a regular file is left alone.
 fn repair(path: &Path) -> std::io::Result<bool> {
@@ -257,6 +277,41 @@ impl AuditLog {
     /// The metrics this trail counts in.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The newest records (at most `limit`, newest first) that `matches` accepts, from the last
+    /// [`RECENT_WINDOW`] bytes of the current file and, if that is not enough, of the newest old
+    /// one. Lines that do not parse (one being written) are skipped. What another instance wrote
+    /// to its own trail is not here.
+    pub fn recent(
+        &self,
+        limit: usize,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let Some(path) = self
+            .sink
+            .as_ref()
+            .and_then(|sink| sink.lock().ok().map(|sink| sink.path.clone()))
+        else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for file in [path.clone(), PathBuf::from(format!("{}.1", path.display()))] {
+            let Ok(tail) = read_tail(&file, RECENT_WINDOW) else {
+                continue;
+            };
+            for line in tail.split(|byte| *byte == b'\n').rev() {
+                if found.len() >= limit {
+                    return found;
+                }
+                if let Ok(record) = serde_json::from_slice::<serde_json::Value>(line)
+                    && matches(&record)
+                {
+                    found.push(record);
+                }
+            }
+        }
+        found
     }
 
     /// Records that could not be written since the start (a torn tail repaired at start counts).
@@ -441,6 +496,41 @@ mod tests {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap_or_default())
             .collect()
+    }
+
+    /// The newest matching records, newest first, across a rotation, and no more than asked.
+    #[test]
+    fn recent_records_are_read_newest_first_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotation = Rotation {
+            max_bytes: 300,
+            max_age_seconds: 1_000_000,
+            keep: 2,
+        };
+        let audit = AuditLog::open_rotating(&path, rotation, OnFailure::Refuse).unwrap();
+        for n in 0..8 {
+            let organisation = if n % 2 == 0 { "a" } else { "b" };
+            audit
+                .record(
+                    "directory",
+                    "made",
+                    n,
+                    serde_json::json!({"organisation_id": organisation, "n": n}),
+                )
+                .unwrap();
+        }
+        assert!(PathBuf::from(format!("{}.1", path.display())).exists());
+        let of_a = |record: &serde_json::Value| record["organisation_id"] == "a";
+        let found: Vec<_> = audit
+            .recent(10, of_a)
+            .iter()
+            .map(|r| r["n"].as_i64().unwrap())
+            .collect();
+        assert!(found.starts_with(&[6, 4]), "{found:?}");
+        assert!(found.windows(2).all(|pair| pair[0] > pair[1]), "{found:?}");
+        assert_eq!(audit.recent(1, of_a).len(), 1);
+        assert!(AuditLog::disabled().recent(10, of_a).is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod abuse;
 mod authz;
 mod cards;
+mod console;
 mod directory;
 mod instances;
 mod lifecycle;
