@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::CardsError;
 use crate::model::{
     Address, BulkRequest, CardHolder, ChangeStatus, CreateCard, CvvStatus, EncryptedRequest,
-    Fulfilment, SetPin, UpdateCard,
+    Fulfilment, PostTransaction, SetPin, UpdateCard,
 };
 
 /// Parses a JSON body into `T`: property names in any case, the field of any error named
@@ -51,6 +51,7 @@ static CANONICAL: LazyLock<HashMap<String, &'static str>> = LazyLock::new(|| {
         field_names::<CvvStatus>(),
         field_names::<EncryptedRequest>(),
         field_names::<BulkRequest>(),
+        field_names::<PostTransaction>(),
     ]
     .into_iter()
     .flatten()

@@ -35,7 +35,7 @@ fn iso(date: time::Date) -> String {
         .unwrap_or_default()
 }
 
-fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|at| {
@@ -86,13 +86,13 @@ pub(crate) fn product<'a>(cards: &'a Cards, code: &str) -> Option<&'a Product> {
 }
 
 /// The card a path names, or 404. A malformed token names no card (and is not echoed back).
-fn card_token(text: &str) -> Result<PublicToken, CardsError> {
+pub(crate) fn card_token(text: &str) -> Result<PublicToken, CardsError> {
     PublicToken::parse(text)
         .ok_or_else(|| CardsError::NotFound("no card has this publicToken: it is 9 digits".into()))
 }
 
 /// The caller's card, or 404 (another tenant's card does not exist for it).
-async fn owned(
+pub(crate) async fn owned(
     cards: &Cards,
     caller: &Caller,
     public_token: &PublicToken,
@@ -106,13 +106,13 @@ async fn owned(
 }
 
 /// The stored status of a card.
-fn stored_status(card: &CardRecord) -> Result<CardStatus, CardsError> {
+pub(crate) fn stored_status(card: &CardRecord) -> Result<CardStatus, CardsError> {
     CardStatus::parse(&card.status_code)
         .ok_or_else(|| CardsError::Internal("unknown stored status".into()))
 }
 
 /// How often a write re-reads a card that another write changed under it before giving up.
-const ATTEMPTS: usize = 8;
+pub(crate) const ATTEMPTS: usize = 8;
 
 /// Reads the caller's card, lets `change` decide on it (from its current status, at `now`) and
 /// writes it back only if no other write came in between: a write that lost the race reads the
@@ -140,7 +140,7 @@ async fn change_card<T>(
     ))
 }
 
-fn details(card: &CardRecord) -> Result<Value, CardsError> {
+pub(crate) fn details(card: &CardRecord) -> Result<Value, CardsError> {
     serde_json::from_str(&card.details).map_err(|error| CardsError::Internal(error.to_string()))
 }
 
@@ -206,6 +206,8 @@ pub(crate) fn new_card(
         updated_at: now,
         version: 0,
         idempotency_id: issue.idempotency_id.map(str::to_owned),
+        balance_minor: 0,
+        pending_minor: 0,
     };
     Ok((record, public_token, details))
 }
@@ -354,12 +356,7 @@ pub(crate) async fn show_card(
         "status": status.name(),
         "cardStatusCode": status.code(),
         "cardStatusDescription": status.description(),
-        "balance": {
-            "currencyCode": details["currencyCode"],
-            "cardBalance": 0.0,
-            "pendingAmount": 0.0,
-            "availableBalance": 0.0,
-        },
+        "balance": crate::transactions::balance_json(&card, &details),
         "cardDetails": {
             "cardProduct": details["cardProduct"],
             "customerReference": details["customerReference"],

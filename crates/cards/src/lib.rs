@@ -14,8 +14,12 @@ pub mod crypto;
 mod error;
 mod handlers;
 mod idempotency;
+pub mod ledger;
+#[cfg(test)]
+mod ledger_properties;
 pub mod model;
 pub mod openapi;
+mod transactions;
 
 use std::sync::Arc;
 
@@ -136,6 +140,14 @@ impl Cards {
                 get(handlers::show_cvv_status).post(handlers::change_cvv_status),
             )
             .route("/cards/{public_token}/encrypted", post(handlers::encrypted))
+            .route(
+                "/cards/{public_token}/transactions",
+                post(transactions::post_transaction).get(transactions::list_transactions),
+            )
+            .route(
+                "/cards/{public_token}/balance",
+                get(transactions::show_balance),
+            )
             .route("/keys", get(handlers::keys))
             .route("/openapi.json", get(openapi::document))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -189,5 +201,10 @@ pub mod fuzzing {
         }
         let _ = crate::body::parse::<crate::model::EncryptedRequest>(body);
         let _ = crate::body::parse::<crate::model::BulkRequest>(body);
+        if let Ok(posting) = crate::body::parse::<crate::model::PostTransaction>(body) {
+            let currency = posting.currency_code.clone();
+            let _ = crate::ledger::parse_amount(&posting.amount, &currency);
+            let _ = crate::ledger::parse_signed_amount(&posting.amount, &currency);
+        }
     }
 }

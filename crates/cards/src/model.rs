@@ -174,6 +174,34 @@ pub struct BulkRequest {
     pub quantity: i64,
 }
 
+/// `POST /cards/{publicToken}/transactions`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostTransaction {
+    /// Load, Unload, TransferFunds, BalanceAdjustment or Fee.
+    pub transaction_type: crate::ledger::TransactionType,
+    /// A decimal number (or string) in the currency's units; negative only for a
+    /// BalanceAdjustment that debits.
+    pub amount: serde_json::Value,
+    /// ISO 4217: the card's currency.
+    pub currency_code: String,
+    /// TransferFunds: the card that receives.
+    #[serde(default)]
+    pub to_public_token: Option<String>,
+    /// A fee charged to the card with a Load, Unload or TransferFunds, in the same act.
+    #[serde(default)]
+    pub fee_amount: Option<serde_json::Value>,
+    /// What the fee is for.
+    #[serde(default)]
+    pub fee_type: Option<String>,
+    /// Who asked for it (kept as the line's note).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The line's description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
 /// A card's status: Thredd's two-character codes. A card starts `00` (or `02` with
 /// `activateNow: false`); a terminal status never changes again and the card accepts no
 /// changes (409).
@@ -326,6 +354,8 @@ pub struct Product {
     pub bin: String,
     /// ISO 4217 currency.
     pub currency: String,
+    /// The most a card's balance may be, minor units.
+    pub max_balance: i64,
 }
 
 /// The default products `10001`, `10002`, `10003`.
@@ -340,6 +370,7 @@ pub fn default_products() -> Vec<Product> {
         code: code.into(),
         bin: bin.into(),
         currency: currency.into(),
+        max_balance: crate::ledger::DEFAULT_MAX_BALANCE * crate::ledger::scale(currency),
     })
     .collect()
 }

@@ -21,6 +21,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/keys"),
     ("post", "/cards/bulk"),
     ("get", "/cards/bulk"),
+    ("post", "/cards/{publicToken}/transactions"),
+    ("get", "/cards/{publicToken}/transactions"),
+    ("get", "/cards/{publicToken}/balance"),
 ];
 
 fn error_responses(extra: &[(&str, &str)]) -> Value {
@@ -90,8 +93,85 @@ fn idempotent(mut op: Value) -> Value {
     op
 }
 
+/// The ledger's calls and schemas (DESIGN.md section 11), added to the document.
+fn add_ledger(spec: &mut Value) {
+    let money = json!({"oneOf": [{"type": "number", "minimum": 0, "exclusiveMinimum": true}, {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}],
+        "description": "a decimal number of the currency's units, or the same as a string: read exactly, never as a float"});
+    let balance = json!({"type": "object", "properties": {
+        "currencyCode": {"type": "string"}, "cardBalance": {"type": "number"},
+        "pendingAmount": {"type": "number"}, "availableBalance": {"type": "number"}}});
+    let mut list = with_token(operation(
+        "The card's transactions, in order, each with the balances it left",
+        Some("cards.read"),
+        None,
+        ("200", Some("TransactionList")),
+        &[],
+    ));
+    if let Some(Value::Array(parameters)) = list.get_mut("parameters") {
+        for name in ["fromDate", "toDate"] {
+            parameters.push(json!({"name": name, "in": "query", "required": false,
+                "schema": {"type": "string", "pattern": "^[0-9]{8}$"}, "description": "YYYYMMDD (UTC)"}));
+        }
+    }
+    if let Some(Value::Object(paths)) = spec.get_mut("paths") {
+        paths.insert("/cards/{publicToken}/transactions".into(), json!({
+            "post": idempotent(with_token(operation(
+                "Post a transaction: Load, Unload, TransferFunds (both legs, atomically), BalanceAdjustment or Fee",
+                Some("cards.write"),
+                Some("PostTransaction"),
+                ("200", Some("Posted")),
+                &[("409", "the card kept changing under the request: retry it"),
+                  ("422", "more than the available balance, another currency than the card's, a status that forbids it, over the product's maximum balance")],
+            ))),
+            "get": list,
+        }));
+        paths.insert("/cards/{publicToken}/balance".into(), json!({
+            "get": with_token(operation("The card's balance", Some("cards.read"), None, ("200", Some("Balance")), &[])),
+        }));
+    }
+    if let Some(Value::Object(schemas)) = spec.pointer_mut("/components/schemas") {
+        schemas.insert("PostTransaction".into(), json!({
+            "type": "object", "additionalProperties": false, "required": ["transactionType", "amount", "currencyCode"],
+            "properties": {
+                "transactionType": {"type": "string", "enum": ["Load", "Unload", "TransferFunds", "BalanceAdjustment", "Fee"]},
+                "amount": {"oneOf": [{"type": "number"}, {"type": "string"}], "description": "positive; negative only for a BalanceAdjustment that debits"},
+                "currencyCode": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+                "toPublicToken": {"type": "string", "pattern": "^[0-9]{9}$", "description": "TransferFunds only"},
+                "feeAmount": money,
+                "feeType": {"type": "string"},
+                "user": {"type": "string"},
+                "description": {"type": "string"}
+            }
+        }));
+        schemas.insert("Balance".into(), balance.clone());
+        schemas.insert("Posted".into(), json!({"type": "object", "properties": {
+            "transaction": {"type": "array", "items": {"type": "object", "properties": {
+                "transactionType": {"type": "string"}, "transactionId": {"type": "string"}, "amount": {"type": "number"},
+                "currencyCode": {"type": "string"}, "publicToken": {"type": "string"}}}},
+            "balance": balance,
+        }}));
+        schemas.insert("TransactionList".into(), json!({"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "description": {"type": "string"}, "dateTime": {"type": "string"},
+            "type": {"type": "object", "properties": {"code": {"type": "string", "enum": ["L", "U", "B", "F", "A", "D", "P"]}, "description": {"type": "string"}}},
+            "status": {"type": "object", "properties": {"code": {"type": "string", "enum": ["A", "S", "V", "I"]}, "description": {"type": "string"}}},
+            "amount": {"type": "object", "properties": {
+                "billingValue": {"type": "number"}, "billingCurrency": {"type": "string"},
+                "transactionValue": {"type": "number"}, "transactionCurrency": {"type": "string"},
+                "actualBalance": {"type": "number"}, "availableBalance": {"type": "number"}}},
+            "processingCode": {"type": "string"}, "transactionLink": {"type": "string", "nullable": true}, "note": {"type": "string", "nullable": true}
+        }}}));
+    }
+}
+
 /// The document.
 pub fn spec() -> Value {
+    let mut spec = spec_of_cards();
+    add_ledger(&mut spec);
+    spec
+}
+
+/// The card calls.
+fn spec_of_cards() -> Value {
     let address = json!({
         "type": "object", "additionalProperties": false,
         "required": ["addressLine1", "city", "postCode", "country"],

@@ -11,8 +11,9 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::records::{
     AccessTokenRecord, AuthzStore, BulkCard, BulkJobRecord, CardRecord, CardsStore,
     CertificateRecord, ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord,
-    KeyMaterialStore, OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord,
-    SoftwareStatementRecord, TokenReference, TokenStanding, TokenStandingStore,
+    KeyMaterialStore, OrganisationRecord, Posted, Posting, RateLimitStore, ReplayStore,
+    SigningKeyRecord, SoftwareStatementRecord, TokenReference, TokenStanding, TokenStandingStore,
+    TransactionLine,
 };
 
 /// Embedded migrations, applied in order at start.
@@ -59,6 +60,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "certificates by key id",
         include_str!("../migrations/0010_certificates_by_key_id.sql"),
     ),
+    (11, "ledger", include_str!("../migrations/0011_ledger.sql")),
 ];
 
 /// Infrastructure errors of the store.
@@ -992,6 +994,44 @@ fn card(row: &AnyRow) -> Result<CardRecord, sqlx::Error> {
         updated_at: row.try_get("updated_at")?,
         version: row.try_get("version")?,
         idempotency_id: row.try_get("idempotency_id")?,
+        balance_minor: row.try_get("balance_minor")?,
+        pending_minor: row.try_get("pending_minor")?,
+    })
+}
+
+/// A floor no available balance goes below (every amount is at most 10^12 minor units).
+const NO_FLOOR: i64 = -(1 << 62);
+/// A ceiling no balance reaches.
+const NO_CEILING: i64 = 1 << 62;
+
+macro_rules! line_columns {
+    () => {
+        "id, public_token, organisation_id, line, type_code, status_code, transaction_type, \
+         amount_minor, currency, actual_balance, available_balance, description, note, link, \
+         processing_code, request_id, leg, created_at"
+    };
+}
+
+fn transaction_line(row: &AnyRow) -> Result<TransactionLine, sqlx::Error> {
+    Ok(TransactionLine {
+        id: row.try_get("id")?,
+        public_token: row.try_get("public_token")?,
+        organisation_id: row.try_get("organisation_id")?,
+        line: row.try_get("line")?,
+        type_code: row.try_get("type_code")?,
+        status_code: row.try_get("status_code")?,
+        transaction_type: row.try_get("transaction_type")?,
+        amount_minor: row.try_get("amount_minor")?,
+        currency: row.try_get("currency")?,
+        actual_balance: row.try_get("actual_balance")?,
+        available_balance: row.try_get("available_balance")?,
+        description: row.try_get("description")?,
+        note: row.try_get("note")?,
+        link: row.try_get("link")?,
+        processing_code: row.try_get("processing_code")?,
+        request_id: row.try_get("request_id")?,
+        leg: row.try_get("leg")?,
+        created_at: row.try_get("created_at")?,
     })
 }
 
@@ -1045,7 +1085,7 @@ impl CardsStore for Database {
         let row = sqlx::query(concat!(
             "SELECT ",
             card_columns!(),
-            " FROM cards WHERE public_token = $1"
+            ", balance_minor, pending_minor FROM cards WHERE public_token = $1"
         ))
         .bind(public_token)
         .fetch_optional(self.counted())
@@ -1070,6 +1110,116 @@ impl CardsStore for Database {
         .execute(self.counted())
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn post(&self, postings: &[Posting]) -> Result<Posted, StoreError> {
+        let mut transaction = self.counted().begin().await?;
+        // Cards are changed in one order (by public token) whatever the act's order, so two
+        // transfers in opposite directions cannot deadlock on PostgreSQL's row locks.
+        let mut order: Vec<usize> = (0..postings.len()).collect();
+        order.sort_by(|a, b| {
+            let token = |index: &usize| postings.get(*index).map(|p| p.line.public_token.as_str());
+            token(a).cmp(&token(b))
+        });
+        let mut lines: Vec<Option<TransactionLine>> = vec![None; postings.len()];
+        for index in order {
+            let Some(posting) = postings.get(index) else {
+                continue;
+            };
+            // A posting without a floor or a ceiling gets one no balance reaches.
+            let query = sqlx::query(
+                "UPDATE cards SET balance_minor = balance_minor + $1, pending_minor = pending_minor + $2, \
+                 ledger_line = ledger_line + 1 WHERE public_token = $3 AND status_code = $4 \
+                 AND balance_minor + $1 + pending_minor + $2 >= $5 AND balance_minor + $1 <= $6 \
+                 RETURNING balance_minor, pending_minor, ledger_line",
+            )
+            .bind(posting.balance_delta)
+            .bind(posting.pending_delta)
+            .bind(&posting.line.public_token)
+            .bind(&posting.expected_status)
+            .bind(posting.available_floor.unwrap_or(NO_FLOOR))
+            .bind(posting.balance_ceiling.unwrap_or(NO_CEILING));
+            let Some(row) = query.fetch_optional(&mut *transaction).await? else {
+                transaction.rollback().await?;
+                return Ok(Posted::Refused(index));
+            };
+            let balance: i64 = row.try_get(0)?;
+            let pending: i64 = row.try_get(1)?;
+            let mut line = posting.line.clone();
+            line.line = row.try_get(2)?;
+            line.actual_balance = balance;
+            line.available_balance = balance + pending;
+            sqlx::query(concat!(
+                "INSERT INTO card_transactions (",
+                line_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ))
+            .bind(&line.id)
+            .bind(&line.public_token)
+            .bind(&line.organisation_id)
+            .bind(line.line)
+            .bind(&line.type_code)
+            .bind(&line.status_code)
+            .bind(&line.transaction_type)
+            .bind(line.amount_minor)
+            .bind(&line.currency)
+            .bind(line.actual_balance)
+            .bind(line.available_balance)
+            .bind(&line.description)
+            .bind(&line.note)
+            .bind(&line.link)
+            .bind(&line.processing_code)
+            .bind(&line.request_id)
+            .bind(line.leg)
+            .bind(line.created_at)
+            .execute(&mut *transaction)
+            .await?;
+            if let Some(slot) = lines.get_mut(index) {
+                *slot = Some(line);
+            }
+        }
+        transaction.commit().await?;
+        Ok(Posted::Done(lines.into_iter().flatten().collect()))
+    }
+
+    async fn transaction_lines(
+        &self,
+        public_token: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<TransactionLine>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            line_columns!(),
+            " FROM card_transactions WHERE public_token = $1 AND created_at >= $2 AND created_at <= $3 ORDER BY line"
+        ))
+        .bind(public_token)
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.counted())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(transaction_line)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn transaction_lines_of_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<TransactionLine>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            line_columns!(),
+            " FROM card_transactions WHERE request_id = $1 ORDER BY leg"
+        ))
+        .bind(request_id)
+        .fetch_all(self.counted())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(transaction_line)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn idempotency(
@@ -1182,7 +1332,7 @@ impl CardsStore for Database {
         let row = sqlx::query(concat!(
             "SELECT ",
             card_columns!(),
-            " FROM cards WHERE idempotency_id = $1"
+            ", balance_minor, pending_minor FROM cards WHERE idempotency_id = $1"
         ))
         .bind(id)
         .fetch_optional(self.counted())
@@ -1689,6 +1839,8 @@ mod tests {
             updated_at: now,
             version: 0,
             idempotency_id: None,
+            balance_minor: 0,
+            pending_minor: 0,
         };
         let list = |cards: &[u64]| {
             let tokens: Vec<String> = cards.iter().map(|n| card(*n).public_token).collect();

@@ -18,7 +18,8 @@ pub use memory::MemoryStore;
 pub use records::{
     AccessTokenRecord, AuthzStore, BulkCard, BulkJobRecord, CardRecord, CardsStore,
     CertificateRecord, ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord,
-    KeyMaterialStore, OrganisationRecord, RateLimitStore, ReplayStore, SigningKeyRecord,
-    SoftwareStatementRecord, TokenReference, TokenStanding, TokenStandingStore,
+    KeyMaterialStore, OrganisationRecord, Posted, Posting, RateLimitStore, ReplayStore,
+    SigningKeyRecord, SoftwareStatementRecord, TokenReference, TokenStanding, TokenStandingStore,
+    TransactionLine,
 };
 pub use sealed::{MasterKey, SealError};

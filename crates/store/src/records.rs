@@ -324,6 +324,80 @@ pub struct CardRecord {
     pub version: i64,
     /// The `IdempotencyKey` claim of the request that created it, if it had one.
     pub idempotency_id: Option<String>,
+    /// The settled balance, minor units (written by [`CardsStore::post`] only).
+    pub balance_minor: i64,
+    /// Pending holds, minor units, zero or negative (written by [`CardsStore::post`] only).
+    pub pending_minor: i64,
+}
+
+/// One line of a card's transaction list: a posting or an authorisation step, with the balances
+/// it left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionLine {
+    /// `transactionId` (UUID).
+    pub id: String,
+    /// The card.
+    pub public_token: String,
+    /// The card's organisation.
+    pub organisation_id: String,
+    /// Its place in the card's list (set by the store: the card's lines are numbered 1, 2, ...).
+    pub line: i64,
+    /// Thredd's type code (`L`, `U`, `B`, `F`, `A`, `D`, `P`).
+    pub type_code: String,
+    /// Thredd's status code (`A`, `S`, `V`, `I`).
+    pub status_code: String,
+    /// The request's `transactionType` (or the network's step).
+    pub transaction_type: String,
+    /// Its effect on the card, minor units (negative for a debit or a hold).
+    pub amount_minor: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// The settled balance after it (set by the store).
+    pub actual_balance: i64,
+    /// The available balance after it (set by the store).
+    pub available_balance: i64,
+    /// What it was.
+    pub description: String,
+    /// The caller's note (`user`).
+    pub note: Option<String>,
+    /// The other line of the same act (a transfer's other leg, an authorisation's clearing).
+    pub link: Option<String>,
+    /// The ISO 8583 processing code.
+    pub processing_code: String,
+    /// The `IdempotencyKey` claim of the request that made it, if any.
+    pub request_id: Option<String>,
+    /// Its place in its act (0, 1, ...): with `request_id`, unique.
+    pub leg: i64,
+    /// When.
+    pub created_at: i64,
+}
+
+/// One card's share of an act on the ledger, as the Cards API decided it: the store applies it
+/// only if the card still has the status it was decided on and the limits still hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Posting {
+    /// The status code the decision was made on.
+    pub expected_status: String,
+    /// Added to the settled balance.
+    pub balance_delta: i64,
+    /// Added to the pending holds.
+    pub pending_delta: i64,
+    /// The least available balance (balance + pending) allowed after; none for no floor.
+    pub available_floor: Option<i64>,
+    /// The most settled balance allowed after; none for no ceiling.
+    pub balance_ceiling: Option<i64>,
+    /// The line it writes (`line` and the balances are filled in).
+    pub line: TransactionLine,
+}
+
+/// What [`CardsStore::post`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Posted {
+    /// Every posting applied, in one transaction: the lines written.
+    Done(Vec<TransactionLine>),
+    /// Nothing applied: the posting at this index no longer held (the card's status changed, or
+    /// another act took the money first). Read the card and decide again.
+    Refused(usize),
 }
 
 /// The first response to a write with an `IdempotencyKey`.
@@ -376,8 +450,24 @@ pub trait CardsStore: Send + Sync {
     /// One card.
     async fn card(&self, public_token: &str) -> Result<Option<CardRecord>, StoreError>;
     /// Writes a card's mutable fields if its version is still `record.version` (and bumps it);
-    /// `false` if another write came first: re-read and decide again.
+    /// `false` if another write came first: re-read and decide again. Never the balances.
     async fn update_card(&self, record: &CardRecord) -> Result<bool, StoreError>;
+    /// Applies every posting, with its transaction line, in one transaction: all or none, at
+    /// every instance sharing the database. Each posting's conditions are checked by the same
+    /// statement that applies it, so concurrent acts can never take a card below its floor.
+    async fn post(&self, postings: &[Posting]) -> Result<Posted, StoreError>;
+    /// A card's transaction lines made from `from` to `to` (seconds, inclusive), in order.
+    async fn transaction_lines(
+        &self,
+        public_token: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<TransactionLine>, StoreError>;
+    /// The lines a request with this `IdempotencyKey` claim posted, by leg.
+    async fn transaction_lines_of_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<TransactionLine>, StoreError>;
     /// An idempotency record younger than `newer_than` (older ones are deleted).
     async fn idempotency(
         &self,

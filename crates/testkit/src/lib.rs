@@ -552,6 +552,92 @@ impl TestStack {
     }
 }
 
+/// A Cards API client of one software: its transport certificate and access token.
+pub struct CardsClient<'a> {
+    /// The stack it calls.
+    pub stack: &'a TestStack,
+    /// The certificate it presents.
+    pub credential: Credential,
+    /// Its access token.
+    pub token: String,
+}
+
+impl CardsClient<'_> {
+    /// A call with an optional JSON body: (status, JSON body or null, headers).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.raw(method, path, body.map(|body| body.to_string()), &[])
+            .await
+    }
+
+    /// A call with a raw body and extra headers.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut request = self
+            .stack
+            .mtls_client(&self.credential)
+            .request(method, self.stack.cards(path))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+}
+
+impl TestStack {
+    /// Another instance on this one's database (its own data dir with the same master key), as
+    /// behind one load balancer: it shares this one's public authorization server issuer.
+    pub async fn another_instance(&self) -> TestStack {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            self.data_dir().join("master.key"),
+            dir.path().join("master.key"),
+        )
+        .unwrap();
+        let issuer = self.stack.authz_url.clone();
+        TestStack::start_with(dir, Some(self.database_url.clone()), |config| {
+            config.authz_issuer = issuer;
+        })
+        .await
+    }
+
+    /// A registered client with `roles` and its Cards API client.
+    pub async fn cards_client(&self, roles: &[&str]) -> (CardsClient<'_>, Software) {
+        let (software, token) = self.client_with_token(roles).await;
+        (
+            CardsClient {
+                stack: self,
+                credential: software.transport.clone(),
+                token,
+            },
+            software,
+        )
+    }
+}
+
 /// Makes `config` listen on `ports` (from [`TestStack::ports`]).
 pub fn on_ports(config: &mut StackConfig, ports: [u16; 4]) {
     config.listen.directory.set_port(ports[0]);

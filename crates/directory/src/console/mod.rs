@@ -141,28 +141,19 @@ fn to_sign_in() -> Response {
     see_other("/console/sign-in".to_owned())
 }
 
-/// Why a request gets no page: it is not signed in (sent to sign in), or its form came without
-/// the session's CSRF token (403).
-enum Denied {
-    NotSignedIn,
-    Csrf { csrf: String },
-}
+/// A signed-in request: its session, or the request is sent to the sign-in page.
+impl axum::extract::FromRequestParts<Arc<Directory>> for SignedIn {
+    type Rejection = Response;
 
-impl IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        match self {
-            Self::NotSignedIn => to_sign_in(),
-            Self::Csrf { csrf } => csrf_refused(Some(&csrf)),
-        }
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        directory: &Arc<Directory>,
+    ) -> Result<Self, Self::Rejection> {
+        directory
+            .console
+            .find(&parts.headers, now())
+            .ok_or_else(to_sign_in)
     }
-}
-
-/// The request's session.
-fn signed_in(directory: &Directory, headers: &HeaderMap) -> Result<SignedIn, Denied> {
-    directory
-        .console
-        .find(headers, now())
-        .ok_or(Denied::NotSignedIn)
 }
 
 fn csrf_refused(csrf: Option<&str>) -> Response {
@@ -174,19 +165,6 @@ fn csrf_refused(csrf: Option<&str>) -> Response {
             "The form came without its CSRF token, or with a wrong one: nothing was done. Go back, reload the page and send the form again.",
         ),
     )
-}
-
-/// The request's session, if the form carries its CSRF token.
-fn checked(
-    directory: &Directory,
-    headers: &HeaderMap,
-    presented: &str,
-) -> Result<SignedIn, Denied> {
-    let session = signed_in(directory, headers)?;
-    if !session.csrf_matches(presented) {
-        return Err(Denied::Csrf { csrf: session.csrf });
-    }
-    Ok(session)
 }
 
 fn form(body: &[u8]) -> Values {
@@ -257,9 +235,10 @@ fn failure(csrf: Option<&str>, error: DirectoryError) -> Response {
 }
 
 async fn home(State(directory): State<Arc<Directory>>, headers: HeaderMap) -> Response {
-    match signed_in(&directory, &headers) {
-        Ok(_) => see_other("/console/organisations".to_owned()),
-        Err(denied) => denied.into_response(),
+    if directory.console.find(&headers, now()).is_some() {
+        see_other("/console/organisations".to_owned())
+    } else {
+        to_sign_in()
     }
 }
 
@@ -296,7 +275,7 @@ fn sign_in_form(directory: &Directory, status: StatusCode, refusal: &Refusal) ->
 }
 
 async fn sign_in_page(State(directory): State<Arc<Directory>>, headers: HeaderMap) -> Response {
-    if signed_in(&directory, &headers).is_ok() {
+    if directory.console.find(&headers, now()).is_some() {
         return see_other("/console/organisations".to_owned());
     }
     sign_in_form(&directory, StatusCode::OK, &Refusal::default())
@@ -356,12 +335,13 @@ async fn sign_in(
 
 async fn sign_out(
     State(directory): State<Arc<Directory>>,
+    session: SignedIn,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let values = form(&body);
-    if let Err(denied) = checked(&directory, &headers, pages::value(&values, "csrf")) {
-        return denied.into_response();
+    if !session.csrf_matches(pages::value(&values, "csrf")) {
+        return csrf_refused(Some(&session.csrf));
     }
     directory.console.end(&headers);
     let _ = directory.audit.record(
@@ -396,33 +376,27 @@ async fn organisations_view(
 
 async fn organisations_page(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
 ) -> Response {
-    match signed_in(&directory, &headers) {
-        Ok(session) => {
-            organisations_view(
-                &directory,
-                &session,
-                StatusCode::OK,
-                &Values::new(),
-                &Refusal::default(),
-            )
-            .await
-        }
-        Err(denied) => denied.into_response(),
-    }
+    organisations_view(
+        &directory,
+        &session,
+        StatusCode::OK,
+        &Values::new(),
+        &Refusal::default(),
+    )
+    .await
 }
 
 async fn create_organisation(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     body: Bytes,
 ) -> Response {
     let values = form(&body);
-    let session = match checked(&directory, &headers, pages::value(&values, "csrf")) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
+    if !session.csrf_matches(pages::value(&values, "csrf")) {
+        return csrf_refused(Some(&session.csrf));
+    }
     let map = api_fields(
         &values,
         &["OrganisationName", "RegistrationNumber", "Country"],
@@ -488,13 +462,9 @@ fn recent_events(directory: &Directory, organisation_id: &str) -> Vec<pages::Aud
 
 async fn organisation_page(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path(organisation_id): Path<String>,
 ) -> Response {
-    let session = match signed_in(&directory, &headers) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
     let loaded = async {
         let organisation = load_organisation(&directory, &organisation_id).await?;
         let statements = software_statements(&directory, &organisation_id).await?;
@@ -523,13 +493,9 @@ async fn organisation_page(
 
 async fn new_application_page(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path(organisation_id): Path<String>,
 ) -> Response {
-    let session = match signed_in(&directory, &headers) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
     match load_organisation(&directory, &organisation_id).await {
         Ok(organisation) => page(
             StatusCode::OK,
@@ -546,15 +512,14 @@ async fn new_application_page(
 
 async fn create_application(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path(organisation_id): Path<String>,
     body: Bytes,
 ) -> Response {
     let values = form(&body);
-    let session = match checked(&directory, &headers, pages::value(&values, "csrf")) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
+    if !session.csrf_matches(pages::value(&values, "csrf")) {
+        return csrf_refused(Some(&session.csrf));
+    }
     let organisation = match load_organisation(&directory, &organisation_id).await {
         Ok(organisation) => organisation,
         Err(error) => return failure(Some(&session.csrf), error),
@@ -587,13 +552,9 @@ async fn create_application(
 
 async fn software_statement_page(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path((organisation_id, statement_id)): Path<(String, String)>,
 ) -> Response {
-    let session = match signed_in(&directory, &headers) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
     let loaded = async {
         let organisation = load_organisation(&directory, &organisation_id).await?;
         let statement =
@@ -723,23 +684,18 @@ async fn new_certificate_view(
 
 async fn new_certificate_page(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path(params): Path<HashMap<String, String>>,
 ) -> Response {
-    match signed_in(&directory, &headers) {
-        Ok(session) => {
-            new_certificate_view(
-                &directory,
-                &session,
-                &params,
-                "",
-                StatusCode::OK,
-                &Refusal::default(),
-            )
-            .await
-        }
-        Err(denied) => denied.into_response(),
-    }
+    new_certificate_view(
+        &directory,
+        &session,
+        &params,
+        "",
+        StatusCode::OK,
+        &Refusal::default(),
+    )
+    .await
 }
 
 /// The fields of the certificate form: its CSRF token, the uploaded file and the pasted text.
@@ -784,14 +740,10 @@ fn csr_pem(bytes: &[u8]) -> Vec<u8> {
 
 async fn issue_certificate(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path(params): Path<HashMap<String, String>>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    let session = match signed_in(&directory, &headers) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
     let parsed = match multipart {
         Ok(multipart) => csr_form(multipart).await,
         Err(rejection) => Err(rejection.body_text()),
@@ -860,13 +812,9 @@ async fn certificate_at(
 
 async fn certificate_page(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path(params): Path<HashMap<String, String>>,
 ) -> Response {
-    let session = match signed_in(&directory, &headers) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
     match certificate_at(&directory, &params).await {
         Ok((place, record)) => page(
             StatusCode::OK,
@@ -878,13 +826,9 @@ async fn certificate_page(
 
 async fn certificate_pem(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path(params): Path<HashMap<String, String>>,
 ) -> Response {
-    let session = match signed_in(&directory, &headers) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
     match certificate_at(&directory, &params).await {
         Ok((place, record)) => {
             // Named like the key and CSR the command wrote: <CN>_<type>.pem.
@@ -912,13 +856,9 @@ async fn certificate_pem(
 
 async fn revoke_page(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path(params): Path<HashMap<String, String>>,
 ) -> Response {
-    let session = match signed_in(&directory, &headers) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
     match certificate_at(&directory, &params).await {
         Ok((place, record)) => page(
             StatusCode::OK,
@@ -930,15 +870,14 @@ async fn revoke_page(
 
 async fn revoke(
     State(directory): State<Arc<Directory>>,
-    headers: HeaderMap,
+    session: SignedIn,
     Path(params): Path<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
     let values = form(&body);
-    let session = match checked(&directory, &headers, pages::value(&values, "csrf")) {
-        Ok(session) => session,
-        Err(denied) => return denied.into_response(),
-    };
+    if !session.csrf_matches(pages::value(&values, "csrf")) {
+        return csrf_refused(Some(&session.csrf));
+    }
     let (place, record) = match certificate_at(&directory, &params).await {
         Ok(found) => found,
         Err(error) => return failure(Some(&session.csrf), error),

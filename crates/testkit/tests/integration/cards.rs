@@ -9,69 +9,14 @@
     clippy::indexing_slicing
 )] // test code
 
-use certbound_testkit::{Credential, Software, TestStack, now};
+use certbound_testkit::{Software, TestStack, now};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-struct Client<'a> {
-    stack: &'a TestStack,
-    credential: Credential,
-    token: String,
-}
-
-impl Client<'_> {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
-        self.raw(method, path, body.map(|body| body.to_string()), &[])
-            .await
-    }
-
-    async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<String>,
-        headers: &[(&str, &str)],
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut request = self
-            .stack
-            .mtls_client(&self.credential)
-            .request(method, self.stack.cards(path))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-            headers,
-        )
-    }
-}
+use certbound_testkit::CardsClient as Client;
 
 async fn client<'a>(stack: &'a TestStack, roles: &[&str]) -> (Client<'a>, Software) {
-    let (software, token) = stack.client_with_token(roles).await;
-    (
-        Client {
-            stack,
-            credential: software.transport.clone(),
-            token,
-        },
-        software,
-    )
+    stack.cards_client(roles).await
 }
 
 fn new_card(card_type: &str) -> Value {

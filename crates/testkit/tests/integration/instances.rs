@@ -15,13 +15,7 @@ use reqwest::Method;
 #[tokio::test]
 async fn two_instances_share_tokens_replay_and_revocation() {
     let first = TestStack::start().await;
-    let second_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        first.data_dir().join("master.key"),
-        second_dir.path().join("master.key"),
-    )
-    .unwrap();
-    let second = TestStack::start_in(second_dir, Some(first.database_url.clone())).await;
+    let second = first.another_instance().await;
 
     assert_eq!(
         first.stack.ca_pem, second.stack.ca_pem,

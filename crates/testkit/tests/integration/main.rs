@@ -8,6 +8,7 @@ mod cards;
 mod console;
 mod directory;
 mod instances;
+mod ledger;
 mod lifecycle;
 mod limits;
 mod ops;

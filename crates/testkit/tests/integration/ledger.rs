@@ -1,0 +1,508 @@
+//! The Cards API's ledger from outside (DESIGN.md section 11, issue 18): loads, unloads, fees,
+//! adjustments and transfers with exact money; the balance everywhere it is shown; the
+//! transaction list with Thredd's codes and running balances; every refusal with its status and
+//! field; `IdempotencyKey` replays; and concurrent debits at two instances that can never
+//! overdraw. Runs on SQLite and, in CI, on PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
+use certbound_testkit::{CardsClient, TestStack, card_body};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const ROLES: &[&str] = &["programme-manager"];
+
+async fn new_card(client: &CardsClient<'_>) -> String {
+    let (status, body, _) = client
+        .call(Method::POST, "/cards", Some(card_body("ledger")))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["publicToken"].as_str().unwrap().to_owned()
+}
+
+async fn post(client: &CardsClient<'_>, card: &str, body: Value) -> (u16, Value) {
+    let (status, body, _) = client
+        .call(
+            Method::POST,
+            &format!("/cards/{card}/transactions"),
+            Some(body),
+        )
+        .await;
+    (status, body)
+}
+
+async fn balance(client: &CardsClient<'_>, card: &str) -> Value {
+    let (status, body, _) = client
+        .call(Method::GET, &format!("/cards/{card}/balance"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn refused(status: u16, body: &Value, expected: u16, field: &str, words: &str) {
+    assert_eq!(status, expected, "{body}");
+    let messages = body["errors"][field].to_string();
+    assert!(
+        messages.contains(words),
+        "`{field}` should say `{words}`: {body}"
+    );
+}
+
+#[tokio::test]
+async fn money_moves_exactly_and_every_line_shows_its_running_balance() {
+    let stack = TestStack::start().await;
+    let (client, _) = stack.cards_client(ROLES).await;
+    let card = new_card(&client).await;
+    let other = new_card(&client).await;
+    assert_eq!(
+        balance(&client, &card).await,
+        json!({"currencyCode": "GBP", "cardBalance": 0.0, "pendingAmount": 0.0, "availableBalance": 0.0})
+    );
+
+    let (status, body) = post(
+        &client,
+        &card,
+        json!({"transactionType": "Load", "amount": 100.10, "currencyCode": "GBP", "user": "ops", "description": "Top up"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["transaction"][0]["transactionType"], "Load");
+    assert_eq!(body["transaction"][0]["amount"], 100.1);
+    assert_eq!(body["transaction"][0]["publicToken"], card.as_str());
+    assert_eq!(body["balance"]["cardBalance"], 100.1);
+
+    // Decimal text in, exactly: 0.1 + 0.2 is 0.30, not a float's 0.30000000000000004.
+    for amount in ["0.1", "0.2"] {
+        let (status, body) = post(
+            &client,
+            &card,
+            json!({"transactionType": "Unload", "amount": amount, "currencyCode": "gbp"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(balance(&client, &card).await["cardBalance"], 99.8);
+
+    // A fee, an adjustment each way, and a transfer with a fee in the same act.
+    for body in [
+        json!({"transactionType": "Fee", "amount": 1.5, "currencyCode": "GBP", "feeType": "Monthly"}),
+        json!({"transactionType": "BalanceAdjustment", "amount": -0.3, "currencyCode": "GBP"}),
+        json!({"transactionType": "BalanceAdjustment", "amount": "2.00", "currencyCode": "GBP"}),
+    ] {
+        let (status, answer) = post(&client, &card, body.clone()).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+    }
+    assert_eq!(balance(&client, &card).await["cardBalance"], 100.0);
+    let (status, body) = post(
+        &client,
+        &card,
+        json!({"transactionType": "TransferFunds", "amount": 40, "currencyCode": "GBP", "toPublicToken": other, "feeAmount": 0.5}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let legs = body["transaction"].as_array().unwrap();
+    assert_eq!(legs.len(), 3, "both legs and the fee: {body}");
+    assert_eq!(legs[0]["publicToken"], card.as_str());
+    assert_eq!(legs[0]["amount"], -40.0);
+    assert_eq!(legs[1]["publicToken"], other.as_str());
+    assert_eq!(legs[1]["amount"], 40.0);
+    assert_eq!(legs[2]["amount"], -0.5);
+    assert_eq!(body["balance"]["cardBalance"], 59.5);
+    assert_eq!(balance(&client, &other).await["availableBalance"], 40.0);
+    let (_, shown, _) = client
+        .call(Method::GET, &format!("/cards/{card}"), None)
+        .await;
+    assert_eq!(shown["balance"]["cardBalance"], 59.5);
+
+    // The list: in order, Thredd's codes, each line's balances after it, the transfer linked.
+    let (status, lines, _) = client
+        .call(Method::GET, &format!("/cards/{card}/transactions"), None)
+        .await;
+    assert_eq!(status, 200, "{lines}");
+    let lines = lines.as_array().unwrap();
+    let codes: Vec<&str> = lines
+        .iter()
+        .map(|line| line["type"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["L", "U", "U", "F", "B", "B", "U", "F"]);
+    assert!(lines.iter().all(|line| line["status"]["code"] == "S"));
+    let running: Vec<f64> = lines
+        .iter()
+        .map(|line| line["amount"]["actualBalance"].as_f64().unwrap())
+        .collect();
+    assert_eq!(running, [100.1, 100.0, 99.8, 98.3, 98.0, 100.0, 60.0, 59.5]);
+    assert_eq!(lines[0]["note"], "ops");
+    assert_eq!(lines[0]["description"], "Top up");
+    let (_, received, _) = client
+        .call(Method::GET, &format!("/cards/{other}/transactions"), None)
+        .await;
+    assert_eq!(received[0]["type"]["code"], "L");
+    assert_eq!(received[0]["transactionLink"], lines[6]["id"]);
+    assert_eq!(lines[6]["transactionLink"], received[0]["id"]);
+
+    // The sum of the lines is the balance.
+    let sum: f64 = lines
+        .iter()
+        .map(|line| line["amount"]["billingValue"].as_f64().unwrap())
+        .sum();
+    assert!((sum - 59.5).abs() < 1e-9, "{sum}");
+
+    // Dates filter by day; a bad date is refused by name.
+    let today = time::OffsetDateTime::from_unix_timestamp(certbound_testkit::now())
+        .unwrap()
+        .date();
+    let day = |date: time::Date| {
+        format!(
+            "{:04}{:02}{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        )
+    };
+    let (_, same_day, _) = client
+        .call(
+            Method::GET,
+            &format!(
+                "/cards/{card}/transactions?fromDate={}&toDate={}",
+                day(today),
+                day(today)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(same_day.as_array().unwrap().len(), 8);
+    let (_, tomorrow, _) = client
+        .call(
+            Method::GET,
+            &format!(
+                "/cards/{card}/transactions?fromDate={}",
+                day(today.next_day().unwrap())
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(tomorrow, json!([]));
+    let (status, body, _) = client
+        .call(
+            Method::GET,
+            &format!("/cards/{card}/transactions?fromDate=2026-11-30"),
+            None,
+        )
+        .await;
+    refused(status, &body, 400, "fromDate", "YYYYMMDD");
+}
+
+#[tokio::test]
+async fn what_the_ledger_refuses() {
+    let stack = TestStack::start().await;
+    let (client, _) = stack.cards_client(ROLES).await;
+    let card = new_card(&client).await;
+    let load =
+        |amount: Value| json!({"transactionType": "Load", "amount": amount, "currencyCode": "GBP"});
+    assert_eq!(post(&client, &card, load(json!(50))).await.0, 200);
+
+    let (status, body) = post(
+        &client,
+        &card,
+        json!({"transactionType": "Unload", "amount": 50.01, "currencyCode": "GBP"}),
+    )
+    .await;
+    refused(
+        status,
+        &body,
+        422,
+        "amount",
+        "more than the available balance, 50.00 GBP",
+    );
+    let (status, body) = post(
+        &client,
+        &card,
+        json!({"transactionType": "Fee", "amount": 60, "currencyCode": "GBP"}),
+    )
+    .await;
+    refused(status, &body, 422, "amount", "available balance");
+    let (status, body) = post(
+        &client,
+        &card,
+        json!({"transactionType": "Load", "amount": 5, "currencyCode": "EUR"}),
+    )
+    .await;
+    refused(
+        status,
+        &body,
+        422,
+        "currencyCode",
+        "the card's currency is GBP, not EUR",
+    );
+    let (status, body) = post(&client, &card, load(json!(4950.01))).await;
+    refused(
+        status,
+        &body,
+        422,
+        "amount",
+        "maximum balance of 5000.00 GBP",
+    );
+    assert_eq!(post(&client, &card, load(json!(4950))).await.0, 200);
+
+    // Malformed: refused by name, before anything is decided.
+    for (body, field, words) in [
+        (load(json!(1.001)), "amount", "2 decimal places"),
+        (load(json!(-1)), "amount", "positive"),
+        (load(json!(0)), "amount", "more than zero"),
+        (load(json!("ten")), "amount", "decimal number"),
+        (
+            json!({"transactionType": "TransferFunds", "amount": 1, "currencyCode": "GBP"}),
+            "toPublicToken",
+            "needs toPublicToken",
+        ),
+        (
+            json!({"transactionType": "TransferFunds", "amount": 1, "currencyCode": "GBP", "toPublicToken": card}),
+            "toPublicToken",
+            "another card",
+        ),
+        (
+            json!({"transactionType": "Load", "amount": 1, "currencyCode": "GBP", "toPublicToken": "123456789"}),
+            "toPublicToken",
+            "only TransferFunds",
+        ),
+        (
+            json!({"transactionType": "Fee", "amount": 1, "currencyCode": "GBP", "feeAmount": 1}),
+            "feeAmount",
+            "a Fee's amount is the fee",
+        ),
+        (
+            json!({"transactionType": "Refund", "amount": 1, "currencyCode": "GBP"}),
+            "transactionType",
+            "unknown variant",
+        ),
+        (
+            json!({"transactionType": "Load", "amount": 1, "currencyCode": "GBP", "colour": "red"}),
+            "colour",
+            "unknown field",
+        ),
+    ] {
+        let (status, answer) = post(&client, &card, body.clone()).await;
+        refused(status, &answer, 400, field, words);
+    }
+
+    // A transfer to a card of another organisation: that card does not exist for this one.
+    let (stranger, _) = stack.cards_client(ROLES).await;
+    let foreign = new_card(&stranger).await;
+    let (status, body) = post(
+        &client,
+        &card,
+        json!({"transactionType": "TransferFunds", "amount": 1, "currencyCode": "GBP", "toPublicToken": foreign}),
+    )
+    .await;
+    refused(status, &body, 422, "toPublicToken", "does not exist");
+    assert_eq!(balance(&stranger, &foreign).await["cardBalance"], 0.0);
+
+    // A stolen card takes no load but may be emptied; a closed one takes nothing.
+    let set_status = |code: &'static str| {
+        let client = &client;
+        let card = card.clone();
+        async move {
+            let (status, body, _) = client
+                .call(
+                    Method::PUT,
+                    &format!("/cards/{card}/status"),
+                    Some(json!({"cardStatusCode": code})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    set_status("43").await;
+    let (status, body) = post(&client, &card, load(json!(1))).await;
+    refused(status, &body, 422, "publicToken", "Stolen (43)");
+    let (status, body) = post(
+        &client,
+        &card,
+        json!({"transactionType": "Unload", "amount": 5000, "currencyCode": "GBP"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["balance"]["availableBalance"], 0.0);
+
+    let closed = new_card(&client).await;
+    let (status, body, _) = client
+        .call(
+            Method::PUT,
+            &format!("/cards/{closed}/status"),
+            Some(json!({"cardStatusCode": "46"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&client, &closed, load(json!(1))).await;
+    refused(status, &body, 422, "publicToken", "takes no transactions");
+
+    // Reading needs cards.read, posting cards.write.
+    let (reader, _) = stack.cards_client(&["card-reader"]).await;
+    let (status, _, _) = reader
+        .call(
+            Method::POST,
+            &format!("/cards/{card}/transactions"),
+            Some(load(json!(1))),
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_posts_once_and_replays_the_answer() {
+    let stack = TestStack::start().await;
+    let (client, _) = stack.cards_client(ROLES).await;
+    let card = new_card(&client).await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let body = json!({"transactionType": "Load", "amount": 25, "currencyCode": "GBP"}).to_string();
+    let path = format!("/cards/{card}/transactions");
+    let (first_status, first, _) = client
+        .raw(
+            Method::POST,
+            &path,
+            Some(body.clone()),
+            &[("IdempotencyKey", &key)],
+        )
+        .await;
+    assert_eq!(first_status, 200, "{first}");
+    // Copies at once and later: one posting, the same answer.
+    let copies = copies_at_once(&client, &path, &body, &key, 5).await;
+    for (status, answer) in copies {
+        assert_eq!(status, 200);
+        assert_eq!(answer, first);
+    }
+    assert_eq!(balance(&client, &card).await["cardBalance"], 25.0);
+    let (_, lines, _) = client
+        .call(Method::GET, &format!("/cards/{card}/transactions"), None)
+        .await;
+    assert_eq!(lines.as_array().unwrap().len(), 1);
+    // The same key with another body is refused.
+    let (status, _, _) = client
+        .raw(
+            Method::POST,
+            &path,
+            Some(
+                json!({"transactionType": "Load", "amount": 26, "currencyCode": "GBP"}).to_string(),
+            ),
+            &[("IdempotencyKey", &key)],
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+async fn copies_at_once(
+    client: &CardsClient<'_>,
+    path: &str,
+    body: &str,
+    key: &str,
+    copies: usize,
+) -> Vec<(u16, Value)> {
+    let headers = [("IdempotencyKey", key)];
+    let mut set = Vec::new();
+    for _ in 0..copies {
+        set.push(client.raw(Method::POST, path, Some(body.to_owned()), &headers));
+    }
+    let mut answers = Vec::new();
+    for answer in all_at_once(set).await {
+        answers.push((answer.0, answer.1));
+    }
+    answers
+}
+
+/// Runs the futures concurrently, polled together in this task (they borrow the clients, so
+/// they cannot be spawned).
+async fn all_at_once<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|context| {
+        let mut pending = false;
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(context) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// Many concurrent unloads and transfers at two instances sharing one database can never take a
+/// card below zero: of 30 unloads of 10 from a card holding 100 (half sent to each instance),
+/// exactly 10 succeed and 20 are refused for the balance; the lines sum to the balance.
+#[tokio::test]
+async fn concurrent_debits_at_two_instances_never_overdraw() {
+    let first = TestStack::start().await;
+    let second = first.another_instance().await;
+    let (here, _) = first.cards_client(ROLES).await;
+    let there = CardsClient {
+        stack: &second,
+        credential: here.credential.clone(),
+        token: here.token.clone(),
+    };
+    let card = new_card(&here).await;
+    let sink = new_card(&here).await;
+    assert_eq!(
+        post(
+            &here,
+            &card,
+            json!({"transactionType": "Load", "amount": 100, "currencyCode": "GBP"})
+        )
+        .await
+        .0,
+        200
+    );
+    let mut attempts = Vec::new();
+    for n in 0..30 {
+        let client = if n % 2 == 0 { &here } else { &there };
+        let body = if n % 3 == 0 {
+            json!({"transactionType": "TransferFunds", "amount": 10, "currencyCode": "GBP", "toPublicToken": sink})
+        } else {
+            json!({"transactionType": "Unload", "amount": 10, "currencyCode": "GBP"})
+        };
+        attempts.push(post(client, &card, body));
+    }
+    let answers = all_at_once(attempts).await;
+    let accepted = answers.iter().filter(|(status, _)| *status == 200).count();
+    let declined = answers
+        .iter()
+        .filter(|(status, body)| {
+            *status == 422
+                && body["errors"]["amount"]
+                    .to_string()
+                    .contains("available balance")
+        })
+        .count();
+    assert_eq!(accepted, 10, "{answers:?}");
+    assert_eq!(declined, 20, "{answers:?}");
+    let left = balance(&there, &card).await;
+    assert_eq!(left["cardBalance"], 0.0);
+    let (_, lines, _) = here
+        .call(Method::GET, &format!("/cards/{card}/transactions"), None)
+        .await;
+    let lines = lines.as_array().unwrap();
+    assert_eq!(lines.len(), 11, "the load and ten debits");
+    let running: Vec<f64> = lines
+        .iter()
+        .map(|line| line["amount"]["actualBalance"].as_f64().unwrap())
+        .collect();
+    assert!(running.iter().all(|balance| *balance >= 0.0), "{running:?}");
+    let received = balance(&here, &sink).await["cardBalance"].as_f64().unwrap();
+    let transfers = lines
+        .iter()
+        .filter(|line| line["processingCode"] == "40")
+        .count();
+    assert!((received - 10.0 * transfers as f64).abs() < 1e-9);
+}
