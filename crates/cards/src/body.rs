@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::CardsError;
 use crate::model::{
-    Address, BulkRequest, CardHolder, ChangeStatus, CreateCard, CvvStatus, EncryptedRequest,
-    Fulfilment, PostTransaction, SetPin, UpdateCard,
+    Address, Authorise, BulkRequest, CardHolder, ChangeStatus, Clear, CreateCard, CvvStatus,
+    EncryptedRequest, Fulfilment, Merchant, PostTransaction, SetPin, UpdateCard,
 };
 
 /// Parses a JSON body into `T`: property names in any case, the field of any error named
@@ -52,6 +52,9 @@ static CANONICAL: LazyLock<HashMap<String, &'static str>> = LazyLock::new(|| {
         field_names::<EncryptedRequest>(),
         field_names::<BulkRequest>(),
         field_names::<PostTransaction>(),
+        field_names::<Authorise>(),
+        field_names::<Merchant>(),
+        field_names::<Clear>(),
     ]
     .into_iter()
     .flatten()

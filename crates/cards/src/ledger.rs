@@ -424,6 +424,116 @@ pub fn apply(purse: &Purse, decided: &Decided) -> Option<Purse> {
     })
 }
 
+/// The ISO 8583 (DE39) response codes the sandbox's card network answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseCode {
+    /// `00`.
+    Approved,
+    /// `05`: the card is blocked.
+    DoNotHonour,
+    /// `54`.
+    ExpiredCard,
+    /// `51`.
+    InsufficientFunds,
+    /// `41`: pick up, lost card.
+    LostCard,
+    /// `62`: the card may not be used (inactive, closed, destroyed).
+    RestrictedCard,
+    /// `43`: pick up, stolen card.
+    StolenCard,
+}
+
+impl ResponseCode {
+    /// The two digits.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Approved => "00",
+            Self::DoNotHonour => "05",
+            Self::ExpiredCard => "54",
+            Self::InsufficientFunds => "51",
+            Self::LostCard => "41",
+            Self::RestrictedCard => "62",
+            Self::StolenCard => "43",
+        }
+    }
+
+    /// What it means.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Approved => "Approved",
+            Self::DoNotHonour => "Do not honour",
+            Self::ExpiredCard => "Expired card",
+            Self::InsufficientFunds => "Insufficient funds",
+            Self::LostCard => "Lost card, pick up",
+            Self::RestrictedCard => "Restricted card",
+            Self::StolenCard => "Stolen card, pick up",
+        }
+    }
+}
+
+/// The network's answer to an authorisation of `amount` on `purse` (which is `expired` or not):
+/// the card's status first, then its expiry, then the available balance.
+pub fn authorise(purse: &Purse, amount: i64, expired: bool) -> ResponseCode {
+    match purse.status {
+        CardStatus::Active => {}
+        CardStatus::Blocked => return ResponseCode::DoNotHonour,
+        CardStatus::Lost => return ResponseCode::LostCard,
+        CardStatus::Stolen => return ResponseCode::StolenCard,
+        CardStatus::Closed | CardStatus::Destroyed | CardStatus::Inactive => {
+            return ResponseCode::RestrictedCard;
+        }
+    }
+    if expired {
+        return ResponseCode::ExpiredCard;
+    }
+    if amount > purse.available() {
+        return ResponseCode::InsufficientFunds;
+    }
+    ResponseCode::Approved
+}
+
+/// An approved authorisation's hold: the available balance falls, the balance does not.
+pub fn hold(amount: i64) -> Decided {
+    Decided {
+        balance_delta: 0,
+        pending_delta: -amount,
+        available_floor: Some(0),
+        balance_ceiling: None,
+    }
+}
+
+/// A presentment (clearing) of a hold of `held` for `presented`: the hold is released and the
+/// presented amount debited. It posts whatever the balance then is, as a real network's clearing
+/// does (a presentment over the hold can take the balance below zero).
+pub fn clear(held: i64, presented: i64) -> Decided {
+    Decided {
+        balance_delta: -presented,
+        pending_delta: held,
+        available_floor: None,
+        balance_ceiling: None,
+    }
+}
+
+/// A reversal: the hold is released.
+pub fn release(amount: i64) -> Decided {
+    Decided {
+        balance_delta: 0,
+        pending_delta: amount,
+        available_floor: None,
+        balance_ceiling: None,
+    }
+}
+
+/// A line that changes no money (a declined authorisation).
+pub fn nothing() -> Decided {
+    Decided {
+        balance_delta: 0,
+        pending_delta: 0,
+        available_floor: None,
+        balance_ceiling: None,
+    }
+}
+
 #[cfg(test)]
 // Amounts in minor units read best as major_minor (100_25 is 100.25).
 #[allow(clippy::inconsistent_digit_grouping)]
@@ -508,6 +618,55 @@ mod tests {
         );
         let refused = decide(&card, Direction::Credit, 1_00, "EUR").unwrap_err();
         assert!(refused.to_string().contains("currency is GBP, not EUR"));
+    }
+
+    #[test]
+    fn the_network_answers_by_status_then_expiry_then_funds() {
+        let card = purse(50_00);
+        assert_eq!(authorise(&card, 50_00, false), ResponseCode::Approved);
+        assert_eq!(
+            authorise(&card, 50_01, false),
+            ResponseCode::InsufficientFunds
+        );
+        assert_eq!(authorise(&card, 1, true), ResponseCode::ExpiredCard);
+        let held = apply(&card, &hold(30_00)).unwrap();
+        assert_eq!((held.balance, held.available()), (50_00, 20_00));
+        assert_eq!(
+            authorise(&held, 20_01, false),
+            ResponseCode::InsufficientFunds
+        );
+        assert!(
+            apply(&held, &hold(20_01)).is_none(),
+            "the store's floor holds too"
+        );
+        let cleared = apply(&held, &clear(30_00, 30_00)).unwrap();
+        assert_eq!((cleared.balance, cleared.pending), (20_00, 0));
+        let over = apply(&held, &clear(30_00, 60_00)).unwrap();
+        assert_eq!(
+            (over.balance, over.pending),
+            (-10_00, 0),
+            "a presentment posts below zero"
+        );
+        let released = apply(&held, &release(30_00)).unwrap();
+        assert_eq!((released.balance, released.pending), (50_00, 0));
+        for (status, code) in [
+            (CardStatus::Blocked, "05"),
+            (CardStatus::Lost, "41"),
+            (CardStatus::Stolen, "43"),
+            (CardStatus::Inactive, "62"),
+            (CardStatus::Closed, "62"),
+            (CardStatus::Destroyed, "62"),
+        ] {
+            let card = Purse {
+                status,
+                ..purse(50_00)
+            };
+            assert_eq!(
+                authorise(&card, 1, true).code(),
+                code,
+                "{status:?} comes before expiry"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod ledger;
 #[cfg(test)]
 mod ledger_properties;
 pub mod model;
+mod network;
 pub mod openapi;
 mod transactions;
 
@@ -50,6 +51,8 @@ pub struct CardsConfig {
     pub products: Vec<model::Product>,
     /// Bulk card requests an organisation may have unfinished at once.
     pub bulk_jobs_per_organisation: usize,
+    /// Whether the simulated card network (`/sandbox/...`) answers.
+    pub card_network: bool,
 }
 
 /// The Cards API.
@@ -148,6 +151,7 @@ impl Cards {
                 "/cards/{public_token}/balance",
                 get(transactions::show_balance),
             )
+            .merge(self.card_network())
             .route("/keys", get(handlers::keys))
             .route("/openapi.json", get(openapi::document))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -160,6 +164,28 @@ impl Cards {
         let router = certbound_http::shaped_refusals(router, error::framework_refusal);
         self.audit
             .audited(router, "cards", certbound_store::clock::now)
+    }
+}
+
+impl Cards {
+    /// The sandbox's simulated card network, when the configuration has it on.
+    fn card_network(self: &Arc<Self>) -> Router<Arc<Self>> {
+        if !self.config.card_network {
+            return Router::new();
+        }
+        Router::new()
+            .route(
+                "/sandbox/cards/{public_token}/authorisations",
+                post(network::authorise),
+            )
+            .route(
+                "/sandbox/cards/{public_token}/authorisations/{id}/clear",
+                post(network::clear),
+            )
+            .route(
+                "/sandbox/cards/{public_token}/authorisations/{id}/reverse",
+                post(network::reverse),
+            )
     }
 }
 

@@ -202,6 +202,75 @@ pub struct PostTransaction {
     pub description: Option<String>,
 }
 
+/// `POST /sandbox/cards/{publicToken}/authorisations`: a purchase through the simulated network.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Authorise {
+    /// A positive decimal number (or string) in the currency's units.
+    pub amount: serde_json::Value,
+    /// ISO 4217: the card's currency (the sandbox converts nothing).
+    pub currency_code: String,
+    /// Where the card is used.
+    #[serde(default)]
+    pub merchant: Option<Merchant>,
+}
+
+/// `POST .../authorisations/{id}/clear` (the body is optional): a presentment of another amount
+/// than the one authorised (a tip, a fuel pump's final amount).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Clear {
+    /// The amount presented, in the authorisation's currency; the authorised amount if absent.
+    #[serde(default)]
+    pub amount: Option<serde_json::Value>,
+}
+
+/// The merchant of an authorisation.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Merchant {
+    /// Its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Merchant category code: 4 digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcc: Option<String>,
+    /// ISO 3166-1 alpha-3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+impl Merchant {
+    /// Refuses what a network would not carry.
+    pub fn check(&self) -> Result<(), CardsError> {
+        if let Some(name) = &self.name
+            && (name.trim().is_empty() || name.chars().count() > 100)
+        {
+            return Err(CardsError::field(
+                "merchant.name",
+                "merchant.name must have 1 to 100 characters",
+            ));
+        }
+        if let Some(mcc) = &self.mcc
+            && !(mcc.len() == 4 && mcc.bytes().all(|byte| byte.is_ascii_digit()))
+        {
+            return Err(CardsError::field(
+                "merchant.mcc",
+                "merchant.mcc must be a merchant category code: 4 digits, such as 5411",
+            ));
+        }
+        if let Some(country) = &self.country
+            && !(country.len() == 3 && country.bytes().all(|byte| byte.is_ascii_uppercase()))
+        {
+            return Err(CardsError::field(
+                "merchant.country",
+                "merchant.country must be an ISO 3166-1 alpha-3 code such as GBR",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A card's status: Thredd's two-character codes. A card starts `00` (or `02` with
 /// `activateNow: false`); a terminal status never changes again and the card accepts no
 /// changes (409).

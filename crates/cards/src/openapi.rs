@@ -24,6 +24,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/cards/{publicToken}/transactions"),
     ("get", "/cards/{publicToken}/transactions"),
     ("get", "/cards/{publicToken}/balance"),
+    ("post", "/sandbox/cards/{publicToken}/authorisations"),
+    (
+        "post",
+        "/sandbox/cards/{publicToken}/authorisations/{authorisationId}/clear",
+    ),
+    (
+        "post",
+        "/sandbox/cards/{publicToken}/authorisations/{authorisationId}/reverse",
+    ),
 ];
 
 fn error_responses(extra: &[(&str, &str)]) -> Value {
@@ -125,6 +134,46 @@ fn add_ledger(spec: &mut Value) {
             ))),
             "get": list,
         }));
+        paths.insert("/sandbox/cards/{publicToken}/authorisations".into(), json!({
+            "post": idempotent(with_token(operation(
+                "Sandbox card network (certbound's own; off with [sandbox] card_network = false): authorise a purchase. Approved (00) holds the amount; declined answers the ISO 8583 code (05 blocked, 41 lost, 43 stolen, 51 insufficient funds, 54 expired, 62 restricted)",
+                Some("cards.write"),
+                Some("Authorise"),
+                ("201", Some("Authorisation")),
+                &[("422", "another currency than the card's (the sandbox converts nothing)")],
+            ))),
+        }));
+        for (verb, summary) in [
+            (
+                "clear",
+                "Sandbox card network: clear (present) a pending authorisation: the hold becomes a debit, whatever the balance",
+            ),
+            (
+                "reverse",
+                "Sandbox card network: reverse a pending authorisation: the hold is released",
+            ),
+        ] {
+            let mut op = with_token(operation(
+                summary,
+                Some("cards.write"),
+                None,
+                ("200", Some("Settled")),
+                &[("409", "the authorisation is not pending")],
+            ));
+            if let Some(Value::Array(parameters)) = op.get_mut("parameters") {
+                parameters.push(json!({"name": "authorisationId", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));
+            }
+            if let (true, Value::Object(map)) = (verb == "clear", &mut op) {
+                map.insert("requestBody".into(), json!({"required": false, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {"amount": money.clone()},
+                    "description": "the amount presented, if not the one authorised (a tip): it posts even below zero"}}}}));
+            }
+            paths.insert(
+                format!("/sandbox/cards/{{publicToken}}/authorisations/{{authorisationId}}/{verb}"),
+                json!({"post": idempotent(op)}),
+            );
+        }
         paths.insert("/cards/{publicToken}/balance".into(), json!({
             "get": with_token(operation("The card's balance", Some("cards.read"), None, ("200", Some("Balance")), &[])),
         }));
@@ -137,13 +186,35 @@ fn add_ledger(spec: &mut Value) {
                 "amount": {"oneOf": [{"type": "number"}, {"type": "string"}], "description": "positive; negative only for a BalanceAdjustment that debits"},
                 "currencyCode": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
                 "toPublicToken": {"type": "string", "pattern": "^[0-9]{9}$", "description": "TransferFunds only"},
-                "feeAmount": money,
+                "feeAmount": money.clone(),
                 "feeType": {"type": "string"},
                 "user": {"type": "string"},
                 "description": {"type": "string"}
             }
         }));
         schemas.insert("Balance".into(), balance.clone());
+        schemas.insert("Authorise".into(), json!({
+            "type": "object", "additionalProperties": false, "required": ["amount", "currencyCode"],
+            "properties": {
+                "amount": money.clone(),
+                "currencyCode": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+                "merchant": {"type": "object", "additionalProperties": false, "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "mcc": {"type": "string", "pattern": "^[0-9]{4}$"},
+                    "country": {"type": "string", "pattern": "^[A-Z]{3}$"}
+                }}
+            }
+        }));
+        schemas.insert("Authorisation".into(), json!({"type": "object", "properties": {
+            "authorisationId": {"type": "string"}, "approved": {"type": "boolean"},
+            "responseCode": {"type": "string"}, "responseDescription": {"type": "string"},
+            "authCode": {"type": "string", "nullable": true}, "transactionId": {"type": "string"},
+            "balance": balance.clone(),
+        }}));
+        schemas.insert("Settled".into(), json!({"type": "object", "properties": {
+            "authorisationId": {"type": "string"}, "state": {"type": "string", "enum": ["Cleared", "Reversed"]},
+            "transactionId": {"type": "string"}, "balance": balance.clone(),
+        }}));
         schemas.insert("Posted".into(), json!({"type": "object", "properties": {
             "transaction": {"type": "array", "items": {"type": "object", "properties": {
                 "transactionType": {"type": "string"}, "transactionId": {"type": "string"}, "amount": {"type": "number"},

@@ -76,6 +76,21 @@ impl Default for Ops {
     }
 }
 
+/// The Cards API's sandbox (`[sandbox]`): what certbound adds to Thredd's API for testing.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sandbox {
+    /// The simulated card network (`/api/v1/sandbox/cards/{publicToken}/authorisations`): on
+    /// for local use; `false` for a deployment that must answer like the real API alone.
+    pub card_network: bool,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self { card_network: true }
+    }
+}
+
 /// Connection limits of every listener.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -220,6 +235,8 @@ pub struct StackConfig {
     /// Trusted-proxy mode: networks (CIDRs) of the proxies whose `X-SSL-Client-Cert` /
     /// `X-Forwarded-Client-Cert` headers carry the client certificate. Empty: off.
     pub trusted_proxies: Vec<String>,
+    /// The Cards API's sandbox.
+    pub sandbox: Sandbox,
 }
 
 impl Default for StackConfig {
@@ -244,6 +261,7 @@ impl Default for StackConfig {
             audit: AuditRotation::default(),
             bulk_jobs_per_organisation: 5,
             trusted_proxies: Vec::new(),
+            sandbox: Sandbox::default(),
         }
     }
 }

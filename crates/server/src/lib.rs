@@ -20,7 +20,8 @@ pub use bootstrap::{
 };
 pub use certbound_authz::keys::{DEFAULT_PUBLISH_DELAY, MIN_PUBLISH_DELAY};
 pub use config::{
-    AuditFailure, AuditRotation, ConfigError, Limits, Listen, Ops, Part, RateLimits, StackConfig,
+    AuditFailure, AuditRotation, ConfigError, Limits, Listen, Ops, Part, RateLimits, Sandbox,
+    StackConfig,
 };
 pub use listener::{Routers, RunningStack, StartError, start};
 pub use proxy::forwarded_certificates;

@@ -459,6 +459,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 issuer,
                 products: certbound_cards::model::default_products(),
                 bulk_jobs_per_organisation: config.bulk_jobs_per_organisation.max(1),
+                card_network: config.sandbox.card_network,
             },
             database.clone(),
             master_key.clone(),

@@ -9,11 +9,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::records::{
-    AccessTokenRecord, AuthzStore, BulkCard, BulkJobRecord, CardRecord, CardsStore,
-    CertificateRecord, ClientRecord, DirectoryStore, IdempotencyRecord, KeyMaterialRecord,
-    KeyMaterialStore, OrganisationRecord, Posted, Posting, RateLimitStore, ReplayStore,
-    SigningKeyRecord, SoftwareStatementRecord, TokenReference, TokenStanding, TokenStandingStore,
-    TransactionLine,
+    AccessTokenRecord, AuthorisationChange, AuthorisationRecord, AuthzStore, BulkCard,
+    BulkJobRecord, CardRecord, CardsStore, CertificateRecord, ClientRecord, DirectoryStore,
+    IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore, OrganisationRecord, Posted, Posting,
+    RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord, TokenReference,
+    TokenStanding, TokenStandingStore, TransactionLine,
 };
 
 /// Embedded migrations, applied in order at start.
@@ -61,6 +61,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0010_certificates_by_key_id.sql"),
     ),
     (11, "ledger", include_str!("../migrations/0011_ledger.sql")),
+    (
+        12,
+        "authorisations",
+        include_str!("../migrations/0012_authorisations.sql"),
+    ),
 ];
 
 /// Infrastructure errors of the store.
@@ -1112,8 +1117,51 @@ impl CardsStore for Database {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn post(&self, postings: &[Posting]) -> Result<Posted, StoreError> {
+    async fn post_with(
+        &self,
+        postings: &[Posting],
+        authorisation: Option<&AuthorisationChange>,
+    ) -> Result<Posted, StoreError> {
         let mut transaction = self.counted().begin().await?;
+        match authorisation {
+            Some(AuthorisationChange::Insert(record)) => {
+                sqlx::query(
+                    "INSERT INTO card_authorisations (id, public_token, organisation_id, amount_minor, currency, \
+                     merchant, state, response_code, auth_code, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&record.id)
+                .bind(&record.public_token)
+                .bind(&record.organisation_id)
+                .bind(record.amount_minor)
+                .bind(&record.currency)
+                .bind(&record.merchant)
+                .bind(&record.state)
+                .bind(&record.response_code)
+                .bind(&record.auth_code)
+                .bind(record.created_at)
+                .bind(record.updated_at)
+                .execute(&mut *transaction)
+                .await?;
+            }
+            Some(AuthorisationChange::Transition { id, from, to, now }) => {
+                let changed = sqlx::query(
+                    "UPDATE card_authorisations SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+                )
+                .bind(to)
+                .bind(*now)
+                .bind(id)
+                .bind(from)
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected();
+                if changed != 1 {
+                    transaction.rollback().await?;
+                    return Ok(Posted::Refused(postings.len()));
+                }
+            }
+            None => {}
+        }
         // Cards are changed in one order (by public token) whatever the act's order, so two
         // transfers in opposite directions cannot deadlock on PostgreSQL's row locks.
         let mut order: Vec<usize> = (0..postings.len()).collect();
@@ -1180,6 +1228,30 @@ impl CardsStore for Database {
         }
         transaction.commit().await?;
         Ok(Posted::Done(lines.into_iter().flatten().collect()))
+    }
+
+    async fn authorisation(&self, id: &str) -> Result<Option<AuthorisationRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, public_token, organisation_id, amount_minor, currency, merchant, state, response_code, \
+             auth_code, created_at, updated_at FROM card_authorisations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.counted())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(AuthorisationRecord {
+            id: row.try_get("id")?,
+            public_token: row.try_get("public_token")?,
+            organisation_id: row.try_get("organisation_id")?,
+            amount_minor: row.try_get("amount_minor")?,
+            currency: row.try_get("currency")?,
+            merchant: row.try_get("merchant")?,
+            state: row.try_get("state")?,
+            response_code: row.try_get("response_code")?,
+            auth_code: row.try_get("auth_code")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        }))
     }
 
     async fn transaction_lines(

@@ -390,6 +390,52 @@ pub struct Posting {
     pub line: TransactionLine,
 }
 
+/// An authorisation of the sandbox's card network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorisationRecord {
+    /// `authorisationId` (UUID).
+    pub id: String,
+    /// The card.
+    pub public_token: String,
+    /// The card's organisation.
+    pub organisation_id: String,
+    /// The amount asked for, minor units.
+    pub amount_minor: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// The merchant, JSON.
+    pub merchant: String,
+    /// `Pending`, `Cleared`, `Reversed` or `Declined`.
+    pub state: String,
+    /// The ISO 8583 response code it got.
+    pub response_code: String,
+    /// The approval code, if approved.
+    pub auth_code: Option<String>,
+    /// When it was made.
+    pub created_at: i64,
+    /// When its state last changed.
+    pub updated_at: i64,
+}
+
+/// What an act on the ledger does to an authorisation, in the same transaction as its postings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthorisationChange {
+    /// Records a new authorisation (approved or declined).
+    Insert(AuthorisationRecord),
+    /// Moves an authorisation from one state to another; the act is refused if it is no longer
+    /// in `from`.
+    Transition {
+        /// The authorisation.
+        id: String,
+        /// The state it was decided on.
+        from: String,
+        /// Its new state.
+        to: String,
+        /// When.
+        now: i64,
+    },
+}
+
 /// What [`CardsStore::post`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Posted {
@@ -455,7 +501,19 @@ pub trait CardsStore: Send + Sync {
     /// Applies every posting, with its transaction line, in one transaction: all or none, at
     /// every instance sharing the database. Each posting's conditions are checked by the same
     /// statement that applies it, so concurrent acts can never take a card below its floor.
-    async fn post(&self, postings: &[Posting]) -> Result<Posted, StoreError>;
+    async fn post(&self, postings: &[Posting]) -> Result<Posted, StoreError> {
+        self.post_with(postings, None).await
+    }
+    /// [`CardsStore::post`], with a change to an authorisation in the same transaction: a
+    /// transition from a state it no longer has refuses the whole act (as
+    /// [`Posted::Refused`] with the index `postings.len()`).
+    async fn post_with(
+        &self,
+        postings: &[Posting],
+        authorisation: Option<&AuthorisationChange>,
+    ) -> Result<Posted, StoreError>;
+    /// One authorisation.
+    async fn authorisation(&self, id: &str) -> Result<Option<AuthorisationRecord>, StoreError>;
     /// A card's transaction lines made from `from` to `to` (seconds, inclusive), in order.
     async fn transaction_lines(
         &self,

@@ -724,7 +724,9 @@ async fn every_endpoint_checks_its_scope_and_is_routed() {
     // A client of another role (ws) holds none of the card scopes.
     let (ws, _) = client(&stack, &["ws"]).await;
     for (method, path) in certbound_cards::openapi::ROUTES {
-        let path = path.replace("{publicToken}", &token);
+        let path = path
+            .replace("{publicToken}", &token)
+            .replace("{authorisationId}", "00000000-0000-4000-8000-000000000000");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let (status, body, headers) = ws.call(method.clone(), &path, Some(json!({}))).await;
         if path == "/keys" {

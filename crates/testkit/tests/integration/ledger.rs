@@ -506,3 +506,266 @@ async fn concurrent_debits_at_two_instances_never_overdraw() {
         .count();
     assert!((received - 10.0 * transfers as f64).abs() < 1e-9);
 }
+
+async fn authorise(client: &CardsClient<'_>, card: &str, amount: Value) -> (u16, Value) {
+    let (status, body, _) = client
+        .call(
+            Method::POST,
+            &format!("/sandbox/cards/{card}/authorisations"),
+            Some(json!({"amount": amount, "currencyCode": "GBP", "merchant": {"name": "Corner Shop", "mcc": "5411", "country": "GBR"}})),
+        )
+        .await;
+    (status, body)
+}
+
+async fn settle(
+    client: &CardsClient<'_>,
+    card: &str,
+    authorisation: &Value,
+    verb: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let id = authorisation["authorisationId"].as_str().unwrap();
+    let (status, body, _) = client
+        .call(
+            Method::POST,
+            &format!("/sandbox/cards/{card}/authorisations/{id}/{verb}"),
+            body,
+        )
+        .await;
+    (status, body)
+}
+
+fn money(balance: &Value) -> (f64, f64, f64) {
+    (
+        balance["cardBalance"].as_f64().unwrap(),
+        balance["pendingAmount"].as_f64().unwrap(),
+        balance["availableBalance"].as_f64().unwrap(),
+    )
+}
+
+/// The sandbox's card network: holds, declines with real response codes, presentments and
+/// reversals, each a line of the list; a settled authorisation cannot settle again.
+#[tokio::test]
+async fn purchases_through_the_simulated_network() {
+    let stack = TestStack::start().await;
+    let (client, _) = stack.cards_client(ROLES).await;
+    let card = new_card(&client).await;
+    post(
+        &client,
+        &card,
+        json!({"transactionType": "Load", "amount": 100, "currencyCode": "GBP"}),
+    )
+    .await;
+
+    let (status, coffee) = authorise(&client, &card, json!(20)).await;
+    assert_eq!(status, 201, "{coffee}");
+    assert_eq!(coffee["approved"], true);
+    assert_eq!(coffee["responseCode"], "00");
+    let auth_code = coffee["authCode"].as_str().unwrap();
+    assert!(auth_code.len() == 6 && auth_code.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(money(&coffee["balance"]), (100.0, -20.0, 80.0));
+    assert_eq!(money(&balance(&client, &card).await), (100.0, -20.0, 80.0));
+
+    // More than is available: declined 51, nothing held.
+    let (status, declined) = authorise(&client, &card, json!(80.01)).await;
+    assert_eq!(status, 201, "{declined}");
+    assert_eq!(declined["approved"], false);
+    assert_eq!(declined["responseCode"], "51");
+    assert!(declined["authCode"].is_null());
+    assert_eq!(money(&declined["balance"]), (100.0, -20.0, 80.0));
+
+    // The presentment settles the hold; it cannot happen twice, nor be reversed after.
+    let (status, cleared) = settle(&client, &card, &coffee, "clear", None).await;
+    assert_eq!(status, 200, "{cleared}");
+    assert_eq!(cleared["state"], "Cleared");
+    assert_eq!(money(&cleared["balance"]), (80.0, 0.0, 80.0));
+    for verb in ["clear", "reverse"] {
+        let (status, body) = settle(&client, &card, &coffee, verb, None).await;
+        assert_eq!(status, 409, "{verb}: {body}");
+        assert!(body["errors"].to_string().contains("is Cleared"), "{body}");
+    }
+    let (status, _) = settle(&client, &card, &declined, "clear", None).await;
+    assert_eq!(status, 409, "a declined authorisation cannot be cleared");
+
+    // A reversal releases the hold.
+    let (_, fuel) = authorise(&client, &card, json!(50)).await;
+    assert_eq!(money(&fuel["balance"]), (80.0, -50.0, 30.0));
+    let (status, reversed) = settle(&client, &card, &fuel, "reverse", None).await;
+    assert_eq!(status, 200, "{reversed}");
+    assert_eq!(money(&reversed["balance"]), (80.0, 0.0, 80.0));
+
+    // A presentment over its hold (a tip) posts even below zero, as a network's would.
+    let (_, dinner) = authorise(&client, &card, json!(80)).await;
+    assert_eq!(dinner["responseCode"], "00");
+    let (status, tipped) = settle(
+        &client,
+        &card,
+        &dinner,
+        "clear",
+        Some(json!({"amount": 92.5})),
+    )
+    .await;
+    assert_eq!(status, 200, "{tipped}");
+    assert_eq!(money(&tipped["balance"]), (-12.5, 0.0, -12.5));
+
+    // Every step is a line, in order, with the balances it left.
+    let (_, lines, _) = client
+        .call(Method::GET, &format!("/cards/{card}/transactions"), None)
+        .await;
+    let steps: Vec<(String, String, f64, f64)> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| {
+            (
+                line["type"]["code"].as_str().unwrap().to_owned(),
+                line["status"]["code"].as_str().unwrap().to_owned(),
+                line["amount"]["actualBalance"].as_f64().unwrap(),
+                line["amount"]["availableBalance"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("L", "S", 100.0, 100.0),
+        ("A", "A", 100.0, 80.0),
+        ("A", "I", 100.0, 80.0),
+        ("P", "S", 80.0, 80.0),
+        ("A", "A", 80.0, 30.0),
+        ("D", "V", 80.0, 80.0),
+        ("A", "A", 80.0, 0.0),
+        ("P", "S", -12.5, -12.5),
+    ];
+    let expected: Vec<(String, String, f64, f64)> = expected
+        .iter()
+        .map(|(t, s, a, v)| ((*t).to_owned(), (*s).to_owned(), *a, *v))
+        .collect();
+    assert_eq!(steps, expected);
+    assert_eq!(lines[3]["transactionLink"], coffee["authorisationId"]);
+
+    // Status and expiry decide before funds: blocked 05, lost 41, expired 54.
+    let other = new_card(&client).await;
+    post(
+        &client,
+        &other,
+        json!({"transactionType": "Load", "amount": 10, "currencyCode": "GBP"}),
+    )
+    .await;
+    for (code, expected) in [("05", "05"), ("00", "00"), ("41", "41")] {
+        let (status, body, _) = client
+            .call(
+                Method::PUT,
+                &format!("/cards/{other}/status"),
+                Some(json!({"cardStatusCode": code})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (_, answer) = authorise(&client, &other, json!(1)).await;
+        assert_eq!(answer["responseCode"], expected, "status {code}: {answer}");
+    }
+    let expiring = new_card(&client).await;
+    expire(&stack, &expiring).await;
+    let (_, answer) = authorise(&client, &expiring, json!(1)).await;
+    assert_eq!(answer["responseCode"], "54", "{answer}");
+
+    // Another currency is refused: the sandbox converts nothing.
+    let (status, body, _) = client
+        .call(
+            Method::POST,
+            &format!("/sandbox/cards/{card}/authorisations"),
+            Some(json!({"amount": 1, "currencyCode": "EUR"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body, _) = client
+        .call(
+            Method::POST,
+            &format!("/sandbox/cards/{card}/authorisations"),
+            Some(json!({"amount": 1, "currencyCode": "GBP", "merchant": {"mcc": "shop"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["errors"]["merchant.mcc"].is_array(), "{body}");
+}
+
+/// Sets a card's expiry date to yesterday, in the database (the API refuses past dates).
+async fn expire(stack: &TestStack, card: &str) {
+    use sqlx::Row as _;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&stack.database_url).await.unwrap();
+    let row = sqlx::query("SELECT details FROM cards WHERE public_token = $1")
+        .bind(card)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut details: Value = serde_json::from_str(&row.try_get::<String, _>(0).unwrap()).unwrap();
+    details["expiryDate"] = json!("2020-01-31");
+    sqlx::query("UPDATE cards SET details = $1 WHERE public_token = $2")
+        .bind(details.to_string())
+        .bind(card)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+/// Concurrent authorisations at two instances never hold more than is available: of 20 of 10
+/// on 100, exactly 10 are approved and 10 declined 51.
+#[tokio::test]
+async fn concurrent_authorisations_at_two_instances_never_hold_more_than_is_there() {
+    let first = TestStack::start().await;
+    let second = first.another_instance().await;
+    let (here, _) = first.cards_client(ROLES).await;
+    let there = CardsClient {
+        stack: &second,
+        credential: here.credential.clone(),
+        token: here.token.clone(),
+    };
+    let card = new_card(&here).await;
+    post(
+        &here,
+        &card,
+        json!({"transactionType": "Load", "amount": 100, "currencyCode": "GBP"}),
+    )
+    .await;
+    let attempts: Vec<_> = (0..20)
+        .map(|n| authorise(if n % 2 == 0 { &here } else { &there }, &card, json!(10)))
+        .collect();
+    let answers = all_at_once(attempts).await;
+    let codes: Vec<&str> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 201, "{body}");
+            body["responseCode"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|code| **code == "00").count(),
+        10,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|code| **code == "51").count(),
+        10,
+        "{codes:?}"
+    );
+    assert_eq!(money(&balance(&there, &card).await), (100.0, -100.0, 0.0));
+}
+
+/// `[sandbox] card_network = false`: the network's calls do not exist.
+#[tokio::test]
+async fn the_network_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = TestStack::start_with(
+        dir,
+        certbound_testkit::fresh_database_url().await,
+        |config| {
+            config.sandbox.card_network = false;
+        },
+    )
+    .await;
+    let (client, _) = stack.cards_client(ROLES).await;
+    let card = new_card(&client).await;
+    let (status, _) = authorise(&client, &card, json!(1)).await;
+    assert_eq!(status, 404);
+}

@@ -1,0 +1,419 @@
+//! The sandbox's simulated card network (DESIGN.md section 11; certbound's own, on by default,
+//! `[sandbox] card_network = false` turns it off): a purchase is authorised (a hold on the
+//! available balance, or a decline with the ISO 8583 code a real network gives), then cleared
+//! (the hold becomes a debit, whatever the balance then) or reversed (the hold is released).
+//! Every step is a line of the card's transaction list with the balances it left; an
+//! authorisation moves from `Pending` once, in the same transaction as the money it moves.
+
+// `serde_json::Value["key"]` answers `Null` for a missing key or a non-object; it never panics.
+#![allow(clippy::indexing_slicing)]
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use certbound_store::{
+    AuthorisationChange, AuthorisationRecord, CardRecord, Posted, Posting, TransactionLine,
+};
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::body::parse;
+use crate::handlers::{ATTEMPTS, card_token, details, owned};
+use crate::idempotency::idempotent;
+use crate::ledger::{self, Decided, ResponseCode, StatusCode as LineStatus, TypeCode, amount_json};
+use crate::model::{Authorise, Clear, Merchant, PublicToken};
+use crate::transactions::purse_of;
+use crate::{Cards, CardsError};
+
+/// The states of an authorisation.
+const PENDING: &str = "Pending";
+const CLEARED: &str = "Cleared";
+const REVERSED: &str = "Reversed";
+const DECLINED: &str = "Declined";
+
+/// Whether the card's expiry date is before `now`'s day.
+fn expired(card: &CardRecord, now: i64) -> Result<bool, CardsError> {
+    let details = details(card)?;
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let Some(expiry) = details["expiryDate"]
+        .as_str()
+        .and_then(|text| time::Date::parse(text, &format).ok())
+    else {
+        return Ok(false);
+    };
+    Ok(expiry < crate::handlers::date(now))
+}
+
+/// The balance after a line, as answers carry it.
+fn balance_after(line: &TransactionLine) -> Value {
+    json!({
+        "currencyCode": line.currency,
+        "cardBalance": amount_json(line.actual_balance, &line.currency),
+        "pendingAmount": amount_json(line.available_balance - line.actual_balance, &line.currency),
+        "availableBalance": amount_json(line.available_balance, &line.currency),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_line(
+    card: &CardRecord,
+    type_code: TypeCode,
+    status: LineStatus,
+    amount: i64,
+    currency: &str,
+    description: String,
+    link: Option<String>,
+    request_id: Option<&str>,
+    now: i64,
+) -> TransactionLine {
+    TransactionLine {
+        id: uuid::Uuid::new_v4().to_string(),
+        public_token: card.public_token.clone(),
+        organisation_id: card.organisation_id.clone(),
+        line: 0,
+        type_code: type_code.code().to_owned(),
+        status_code: status.code().to_owned(),
+        transaction_type: type_code.description().to_owned(),
+        amount_minor: amount,
+        currency: currency.to_owned(),
+        actual_balance: 0,
+        available_balance: 0,
+        description,
+        note: None,
+        link,
+        processing_code: "00".to_owned(),
+        request_id: request_id.map(str::to_owned),
+        leg: 0,
+        created_at: now,
+    }
+}
+
+fn posting(card: &CardRecord, decided: Decided, line: TransactionLine) -> Posting {
+    Posting {
+        expected_status: card.status_code.clone(),
+        balance_delta: decided.balance_delta,
+        pending_delta: decided.pending_delta,
+        available_floor: decided.available_floor,
+        balance_ceiling: decided.balance_ceiling,
+        line,
+    }
+}
+
+fn merchant_name(merchant: &Merchant) -> String {
+    merchant
+        .name
+        .clone()
+        .unwrap_or_else(|| "a merchant".to_owned())
+}
+
+/// `POST /sandbox/cards/{publicToken}/authorisations`.
+pub(crate) async fn authorise(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path(public_token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    caller.require("cards.write")?;
+    let token = card_token(&public_token)?;
+    let request: Authorise = parse(&body)?;
+    let currency = request.currency_code.trim().to_ascii_uppercase();
+    let amount = ledger::parse_amount(&request.amount, &currency)
+        .map_err(|message| CardsError::field("amount", format!("amount {message}")))?;
+    let merchant = request.merchant.unwrap_or_default();
+    merchant.check()?;
+    let endpoint = format!("POST /sandbox/cards/{token}/authorisations");
+    let (shared, who, token_ref, merchant_ref) = (&cards, &caller, &token, &merchant);
+    idempotent(&cards, &caller, &headers, endpoint, &body, |claim| async move {
+        let (cards, caller) = (shared, who);
+        for _ in 0..ATTEMPTS {
+            let card = owned(cards, caller, token_ref).await?;
+            let purse = purse_of(cards, &card)?;
+            ledger::same_currency(&purse, &currency).map_err(|_| CardsError::Unprocessable {
+                field: "currencyCode".into(),
+                message: format!(
+                    "the card's currency is {}, not {currency}: the sandbox's network converts nothing",
+                    purse.currency
+                ),
+            })?;
+            let now = certbound_store::clock::now();
+            let code = ledger::authorise(&purse, amount, expired(&card, now)?);
+            let approved = code == ResponseCode::Approved;
+            let id = uuid::Uuid::new_v4().to_string();
+            let (decided, status, state) = if approved {
+                (ledger::hold(amount), LineStatus::Accepted, PENDING)
+            } else {
+                (ledger::nothing(), LineStatus::Declined, DECLINED)
+            };
+            let description = format!(
+                "Authorisation at {}: {}",
+                merchant_name(merchant_ref),
+                code.description()
+            );
+            let line = step_line(
+                &card,
+                TypeCode::Authorisation,
+                status,
+                -amount,
+                &currency,
+                description,
+                Some(id.clone()),
+                claim.as_deref(),
+                now,
+            );
+            let auth_code = approved.then(|| {
+                let digits: u32 = u32::from_be_bytes(*uuid::Uuid::new_v4().as_bytes().first_chunk().unwrap_or(&[0; 4]));
+                format!("{:06}", digits % 1_000_000)
+            });
+            let record = AuthorisationRecord {
+                id: id.clone(),
+                public_token: card.public_token.clone(),
+                organisation_id: card.organisation_id.clone(),
+                amount_minor: amount,
+                currency: currency.clone(),
+                merchant: serde_json::to_string(merchant_ref).unwrap_or_default(),
+                state: state.to_owned(),
+                response_code: code.code().to_owned(),
+                auth_code: auth_code.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            let postings = [posting(&card, decided, line)];
+            match cards
+                .store
+                .post_with(&postings, Some(&AuthorisationChange::Insert(record)))
+                .await?
+            {
+                Posted::Done(lines) => {
+                    let line = lines.first().ok_or_else(|| CardsError::Internal("no line posted".into()))?;
+                    tracing::info!(public_token = %card.public_token, authorisation_id = %id, response_code = code.code(), "sandbox authorisation");
+                    let _ = cards.audit.record(
+                        "cards",
+                        "card_authorisation",
+                        now,
+                        json!({"public_token": card.public_token, "organisation_id": card.organisation_id,
+                               "authorisation_id": id, "response_code": code.code(), "amount_minor": amount}),
+                    );
+                    return Ok((
+                        StatusCode::CREATED,
+                        Some(json!({
+                            "authorisationId": id,
+                            "approved": approved,
+                            "responseCode": code.code(),
+                            "responseDescription": code.description(),
+                            "authCode": auth_code,
+                            "transactionId": line.id,
+                            "balance": balance_after(line),
+                        })),
+                    ));
+                }
+                Posted::Refused(_) => continue,
+            }
+        }
+        Err(CardsError::Conflict(
+            "the card kept changing under this request: retry it".into(),
+        ))
+    })
+    .await
+}
+
+/// What happens to a pending authorisation.
+#[derive(Clone, Copy)]
+enum Settle {
+    Clear,
+    Reverse,
+}
+
+async fn settle(
+    cards: &Cards,
+    caller: &Caller,
+    token: &PublicToken,
+    id: &str,
+    how: Settle,
+    presented: Option<&Value>,
+    request_id: Option<&str>,
+) -> Result<(StatusCode, Option<Value>), CardsError> {
+    for _ in 0..ATTEMPTS {
+        let card = owned(cards, caller, token).await?;
+        let authorisation = cards
+            .store
+            .authorisation(id)
+            .await?
+            .filter(|record| record.public_token == card.public_token)
+            .ok_or_else(|| {
+                CardsError::NotFound(format!(
+                    "authorisation {id} does not exist for card {token}"
+                ))
+            })?;
+        if authorisation.state != PENDING {
+            return Err(CardsError::Conflict(format!(
+                "authorisation {id} is {}: only a pending one can be cleared or reversed",
+                authorisation.state
+            )));
+        }
+        let merchant: Merchant = serde_json::from_str(&authorisation.merchant).unwrap_or_default();
+        let now = certbound_store::clock::now();
+        let amount = authorisation.amount_minor;
+        let presented = match presented {
+            Some(value) => ledger::parse_amount(value, &authorisation.currency)
+                .map_err(|message| CardsError::field("amount", format!("amount {message}")))?,
+            None => amount,
+        };
+        let (decided, type_code, status, signed, to, what) = match how {
+            Settle::Clear => (
+                ledger::clear(amount, presented),
+                TypeCode::Presentment,
+                LineStatus::Settled,
+                -presented,
+                CLEARED,
+                "Presentment",
+            ),
+            Settle::Reverse => (
+                ledger::release(amount),
+                TypeCode::AuthorisationReversal,
+                LineStatus::Reversed,
+                amount,
+                REVERSED,
+                "Authorisation reversal",
+            ),
+        };
+        let line = step_line(
+            &card,
+            type_code,
+            status,
+            signed,
+            &authorisation.currency,
+            format!("{what} at {}", merchant_name(&merchant)),
+            Some(authorisation.id.clone()),
+            request_id,
+            now,
+        );
+        let change = AuthorisationChange::Transition {
+            id: authorisation.id.clone(),
+            from: PENDING.to_owned(),
+            to: to.to_owned(),
+            now,
+        };
+        match cards
+            .store
+            .post_with(&[posting(&card, decided, line)], Some(&change))
+            .await?
+        {
+            Posted::Done(lines) => {
+                let line = lines
+                    .first()
+                    .ok_or_else(|| CardsError::Internal("no line posted".into()))?;
+                let _ = cards.audit.record(
+                    "cards",
+                    "card_authorisation_settled",
+                    now,
+                    json!({"public_token": card.public_token, "organisation_id": card.organisation_id,
+                           "authorisation_id": authorisation.id, "state": to}),
+                );
+                return Ok((
+                    StatusCode::OK,
+                    Some(json!({
+                        "authorisationId": authorisation.id,
+                        "state": to,
+                        "transactionId": line.id,
+                        "balance": balance_after(line),
+                    })),
+                ));
+            }
+            Posted::Refused(_) => continue,
+        }
+    }
+    Err(CardsError::Conflict(
+        "the card kept changing under this request: retry it".into(),
+    ))
+}
+
+async fn settle_call(
+    cards: Arc<Cards>,
+    caller: Caller,
+    public_token: String,
+    id: String,
+    headers: HeaderMap,
+    body: Bytes,
+    how: Settle,
+) -> Result<Response, CardsError> {
+    caller.require("cards.write")?;
+    let token = card_token(&public_token)?;
+    let id = uuid::Uuid::parse_str(&id)
+        .map_err(|_| CardsError::NotFound("no authorisation has this id: it is a UUID".into()))?
+        .to_string();
+    let verb = match how {
+        Settle::Clear => "clear",
+        Settle::Reverse => "reverse",
+    };
+    let presented = match how {
+        Settle::Clear if !body.iter().all(u8::is_ascii_whitespace) => parse::<Clear>(&body)?.amount,
+        _ => None,
+    };
+    let endpoint = format!("POST /sandbox/cards/{token}/authorisations/{id}/{verb}");
+    let (shared, who, token_ref, id_ref, presented_ref) =
+        (&cards, &caller, &token, &id, &presented);
+    idempotent(
+        &cards,
+        &caller,
+        &headers,
+        endpoint,
+        &body,
+        |claim| async move {
+            settle(
+                shared,
+                who,
+                token_ref,
+                id_ref,
+                how,
+                presented_ref.as_ref(),
+                claim.as_deref(),
+            )
+            .await
+        },
+    )
+    .await
+}
+
+/// `POST /sandbox/cards/{publicToken}/authorisations/{id}/clear`: a presentment.
+pub(crate) async fn clear(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path((public_token, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    settle_call(
+        cards,
+        caller,
+        public_token,
+        id,
+        headers,
+        body,
+        Settle::Clear,
+    )
+    .await
+}
+
+/// `POST /sandbox/cards/{publicToken}/authorisations/{id}/reverse`.
+pub(crate) async fn reverse(
+    State(cards): State<Arc<Cards>>,
+    caller: Caller,
+    Path((public_token, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CardsError> {
+    settle_call(
+        cards,
+        caller,
+        public_token,
+        id,
+        headers,
+        body,
+        Settle::Reverse,
+    )
+    .await
+}
