@@ -137,6 +137,48 @@ pub(crate) enum StepCommand {
     /// Card conveniences over `call`.
     #[command(subcommand)]
     Cards(CardsCommand),
+    /// The sandbox's simulated card network: purchases on a card.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+/// `certbound sandbox ...`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SandboxCommand {
+    /// Authorise a purchase: approved holds the amount; declined prints the response code.
+    Authorise {
+        /// The card's publicToken.
+        public_token: String,
+        /// The amount, a decimal such as 20.00.
+        #[arg(long)]
+        amount: String,
+        /// ISO 4217: the card's currency.
+        #[arg(long, default_value = "GBP")]
+        currency: String,
+        /// The merchant's name.
+        #[arg(long, default_value = "certbound sandbox shop")]
+        merchant: String,
+        /// Its merchant category code.
+        #[arg(long, default_value = "5411")]
+        mcc: String,
+    },
+    /// Clear (present) a pending authorisation: the hold becomes a debit.
+    Clear {
+        /// The card's publicToken.
+        public_token: String,
+        /// The authorisationId.
+        authorisation_id: String,
+        /// Present another amount than the one authorised (a tip).
+        #[arg(long)]
+        amount: Option<String>,
+    },
+    /// Reverse a pending authorisation: the hold is released.
+    Reverse {
+        /// The card's publicToken.
+        public_token: String,
+        /// The authorisationId.
+        authorisation_id: String,
+    },
 }
 
 /// `certbound cards ...`.
@@ -182,6 +224,58 @@ pub(crate) enum CardsCommand {
     Cvv {
         /// The card's publicToken.
         public_token: String,
+    },
+    /// Load money onto a card.
+    Load {
+        /// The card's publicToken.
+        public_token: String,
+        /// The amount, a decimal such as 100.00 (read exactly, never as a float).
+        #[arg(long)]
+        amount: String,
+        /// ISO 4217: the card's currency.
+        #[arg(long, default_value = "GBP")]
+        currency: String,
+    },
+    /// Take money off a card.
+    Unload {
+        /// The card's publicToken.
+        public_token: String,
+        /// The amount.
+        #[arg(long)]
+        amount: String,
+        /// ISO 4217: the card's currency.
+        #[arg(long, default_value = "GBP")]
+        currency: String,
+    },
+    /// Move money to another card of the organisation (both legs or neither).
+    Transfer {
+        /// The card that pays.
+        public_token: String,
+        /// The card that receives.
+        #[arg(long)]
+        to: String,
+        /// The amount.
+        #[arg(long)]
+        amount: String,
+        /// ISO 4217: both cards' currency.
+        #[arg(long, default_value = "GBP")]
+        currency: String,
+    },
+    /// Show a card's balance.
+    Balance {
+        /// The card's publicToken.
+        public_token: String,
+    },
+    /// List a card's transactions, each with the balances it left.
+    Transactions {
+        /// The card's publicToken.
+        public_token: String,
+        /// From this day (YYYYMMDD).
+        #[arg(long)]
+        from: Option<String>,
+        /// To this day (YYYYMMDD).
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Request cards in bulk, or show a bulk request.
     Bulk {
@@ -390,6 +484,7 @@ pub(crate) async fn run_step(
             );
         }
         StepCommand::Cards(command) => return cards(&mut session, command).await,
+        StepCommand::Sandbox(command) => return sandbox(&mut session, command).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -487,6 +582,125 @@ async fn cards(session: &mut Session, command: CardsCommand) -> Result<ExitCode,
             return Err(ClientError::Invalid(
                 "give --quantity N to request cards, or --id ID to show a request".into(),
             ));
+        }
+        CardsCommand::Load {
+            public_token,
+            amount,
+            currency,
+        } => {
+            post_transaction(session, &public_token, json!({"transactionType": "Load", "amount": amount, "currencyCode": currency})).await?
+        }
+        CardsCommand::Unload {
+            public_token,
+            amount,
+            currency,
+        } => {
+            post_transaction(session, &public_token, json!({"transactionType": "Unload", "amount": amount, "currencyCode": currency})).await?
+        }
+        CardsCommand::Transfer {
+            public_token,
+            to,
+            amount,
+            currency,
+        } => {
+            post_transaction(session, &public_token, json!({"transactionType": "TransferFunds", "amount": amount, "currencyCode": currency, "toPublicToken": to})).await?
+        }
+        CardsCommand::Balance { public_token } => {
+            session
+                .call(Method::GET, &format!("/cards/{public_token}/balance"), None)
+                .await?
+        }
+        CardsCommand::Transactions {
+            public_token,
+            from,
+            to,
+        } => {
+            let mut query = Vec::new();
+            if let Some(from) = from {
+                query.push(format!("fromDate={from}"));
+            }
+            if let Some(to) = to {
+                query.push(format!("toDate={to}"));
+            }
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
+            session
+                .call(
+                    Method::GET,
+                    &format!("/cards/{public_token}/transactions{query}"),
+                    None,
+                )
+                .await?
+        }
+    };
+    Ok(print_response(session, &response))
+}
+
+/// `POST /cards/{publicToken}/transactions`.
+async fn post_transaction(
+    session: &mut Session,
+    public_token: &str,
+    body: serde_json::Value,
+) -> Result<certbound_client::Response, ClientError> {
+    session
+        .call(
+            Method::POST,
+            &format!("/cards/{public_token}/transactions"),
+            Some(&body),
+        )
+        .await
+}
+
+async fn sandbox(session: &mut Session, command: SandboxCommand) -> Result<ExitCode, ClientError> {
+    let response = match command {
+        SandboxCommand::Authorise {
+            public_token,
+            amount,
+            currency,
+            merchant,
+            mcc,
+        } => {
+            let body = json!({"amount": amount, "currencyCode": currency, "merchant": {"name": merchant, "mcc": mcc}});
+            session
+                .call(
+                    Method::POST,
+                    &format!("/sandbox/cards/{public_token}/authorisations"),
+                    Some(&body),
+                )
+                .await?
+        }
+        SandboxCommand::Clear {
+            public_token,
+            authorisation_id,
+            amount,
+        } => {
+            let body = amount.map(|amount| json!({"amount": amount}));
+            session
+                .call(
+                    Method::POST,
+                    &format!(
+                        "/sandbox/cards/{public_token}/authorisations/{authorisation_id}/clear"
+                    ),
+                    body.as_ref(),
+                )
+                .await?
+        }
+        SandboxCommand::Reverse {
+            public_token,
+            authorisation_id,
+        } => {
+            session
+                .call(
+                    Method::POST,
+                    &format!(
+                        "/sandbox/cards/{public_token}/authorisations/{authorisation_id}/reverse"
+                    ),
+                    None,
+                )
+                .await?
         }
     };
     Ok(print_response(session, &response))

@@ -23,6 +23,99 @@ fn show(label: &str, response: &certbound_client::Response) -> Result<Value, Cli
     Ok(response.json.clone())
 }
 
+/// The money journey: a load, a purchase through the sandbox's network authorised and cleared,
+/// the balance and the transaction list.
+async fn money(session: &mut Session, token: &str) -> Result<(), ClientError> {
+    println!("\nThe money journey (the ledger and the sandbox's card network):");
+    let balance_line = |balance: &Value| {
+        format!(
+            "    balance {} {}, pending {}, available {}",
+            balance["cardBalance"],
+            balance["currencyCode"].as_str().unwrap_or_default(),
+            balance["pendingAmount"],
+            balance["availableBalance"]
+        )
+    };
+    let loaded = show(
+        "POST .../transactions Load 100.00",
+        &session
+            .call(
+                Method::POST,
+                &format!("/cards/{token}/transactions"),
+                Some(
+                    &json!({"transactionType": "Load", "amount": "100.00", "currencyCode": "GBP"}),
+                ),
+            )
+            .await?,
+    )?;
+    println!("{}", balance_line(&loaded["balance"]));
+    let authorised = show(
+        "POST /sandbox/.../authorisations 20",
+        &session
+            .call(
+                Method::POST,
+                &format!("/sandbox/cards/{token}/authorisations"),
+                Some(&json!({"amount": "20.00", "currencyCode": "GBP", "merchant": {"name": "Corner Shop", "mcc": "5411", "country": "GBR"}})),
+            )
+            .await?,
+    )?;
+    println!(
+        "    response {} ({}), auth code {}",
+        authorised["responseCode"].as_str().unwrap_or_default(),
+        authorised["responseDescription"]
+            .as_str()
+            .unwrap_or_default(),
+        authorised["authCode"].as_str().unwrap_or_default()
+    );
+    println!("{}", balance_line(&authorised["balance"]));
+    let id = authorised["authorisationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let cleared = show(
+        "POST /sandbox/.../clear",
+        &session
+            .call(
+                Method::POST,
+                &format!("/sandbox/cards/{token}/authorisations/{id}/clear"),
+                None,
+            )
+            .await?,
+    )?;
+    println!("{}", balance_line(&cleared["balance"]));
+    let balance = show(
+        "GET /cards/{publicToken}/balance",
+        &session
+            .call(Method::GET, &format!("/cards/{token}/balance"), None)
+            .await?,
+    )?;
+    println!("{}", balance_line(&balance));
+    if balance["cardBalance"] != json!(80.0) {
+        return Err(ClientError::Invalid(format!(
+            "the balance is {} after loading 100 and spending 20",
+            balance["cardBalance"]
+        )));
+    }
+    let lines = show(
+        "GET /cards/{publicToken}/transactions",
+        &session
+            .call(Method::GET, &format!("/cards/{token}/transactions"), None)
+            .await?,
+    )?;
+    for line in lines.as_array().into_iter().flatten() {
+        println!(
+            "    {} {} {:>8} -> balance {}, available {}  {}",
+            line["type"]["code"].as_str().unwrap_or_default(),
+            line["status"]["code"].as_str().unwrap_or_default(),
+            line["amount"]["billingValue"],
+            line["amount"]["actualBalance"],
+            line["amount"]["availableBalance"],
+            line["description"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 pub(crate) async fn run() -> Result<(), String> {
     let dir = tempfile::tempdir()
         .map_err(|error| format!("cannot make a temporary directory: {error}"))?;
@@ -206,6 +299,8 @@ async fn tour(
             "the bulk request did not complete".into(),
         ));
     }
+    money(&mut session, &token).await?;
+    println!();
     let lost = show(
         "PUT /cards/{publicToken}/status 41",
         &session

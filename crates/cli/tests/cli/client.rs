@@ -222,6 +222,72 @@ fn onboard_token_call_and_pkcs12_through_the_binary() {
     assert_eq!(stderr.trim(), "HTTP 200 OK");
     let body: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(body["balance"]["currencyCode"], "USD", "{stdout}");
+    // The ledger and the sandbox's network through the binary: exact decimals in, balances out.
+    let json_of = |args: &[&str]| {
+        let output = certbound(args, work.path());
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{args:?}: {stdout}{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let loaded = json_of(&[
+        "cards",
+        "--profile",
+        "client",
+        "load",
+        card,
+        "--amount",
+        "100.10",
+        "--currency",
+        "USD",
+    ]);
+    assert_eq!(loaded["balance"]["cardBalance"], 100.1, "{loaded}");
+    let authorised = json_of(&[
+        "sandbox",
+        "--profile",
+        "client",
+        "authorise",
+        card,
+        "--amount",
+        "20",
+        "--currency",
+        "USD",
+    ]);
+    assert_eq!(authorised["responseCode"], "00", "{authorised}");
+    let id = authorised["authorisationId"].as_str().unwrap();
+    let cleared = json_of(&["sandbox", "--profile", "client", "clear", card, id]);
+    assert_eq!(cleared["balance"]["availableBalance"], 80.1, "{cleared}");
+    let balance = json_of(&["cards", "--profile", "client", "balance", card]);
+    assert_eq!(balance["cardBalance"], 80.1);
+    let lines = json_of(&["cards", "--profile", "client", "transactions", card]);
+    let codes: Vec<&str> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["type"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["L", "A", "P"]);
+    let refused = certbound(
+        &[
+            "cards",
+            "--profile",
+            "client",
+            "unload",
+            card,
+            "--amount",
+            "1000",
+            "--currency",
+            "USD",
+        ],
+        work.path(),
+    );
+    let (stdout, stderr) = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("more than the available balance"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("HTTP 422"), "{stderr}");
+
     // `jq` reads it, as a person would pipe it.
     let piped = Command::new("sh")
         .args([
