@@ -55,6 +55,7 @@ static CANONICAL: LazyLock<HashMap<String, &'static str>> = LazyLock::new(|| {
         field_names::<Authorise>(),
         field_names::<Merchant>(),
         field_names::<Clear>(),
+        field_names::<crate::webhooks::Resend>(),
     ]
     .into_iter()
     .flatten()

@@ -4,7 +4,7 @@
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey};
-use aws_lc_rs::signature::{RSA_PSS_SHA256, RsaKeyPair};
+use aws_lc_rs::signature::{RSA_PSS_SHA256, RSA_PSS_SHA512, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use certbound_pki::{Jwk, JwkSet};
@@ -60,6 +60,30 @@ impl CardKeys {
     /// `GET /keys`.
     pub fn jwks(&self) -> &JwkSet {
         &self.jwks
+    }
+
+    /// The signing key's `kid` (as `GET /keys` publishes it).
+    pub fn signing_kid(&self) -> &str {
+        self.jwks
+            .keys
+            .iter()
+            .find(|key| key.key_use == "sig")
+            .map_or("", |key| key.kid.as_str())
+    }
+
+    /// An RSASSA-PSS SHA-512 signature of `message` by the signing key (RFC 9421's
+    /// `rsa-pss-sha512`, for webhook deliveries).
+    pub fn sign_pss_sha512(&self, message: &[u8]) -> Result<Vec<u8>, CardsError> {
+        let mut signature = vec![0u8; self.signing.public_modulus_len()];
+        self.signing
+            .sign(
+                &RSA_PSS_SHA512,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                message,
+                &mut signature,
+            )
+            .map_err(|_| CardsError::Internal("RSA-PSS-SHA512 signing failed".into()))?;
+        Ok(signature)
     }
 
     /// The encrypted card data response for `plaintext` under the client's wrapped AES key.

@@ -122,7 +122,19 @@ async fn change_card<T>(
     cards: &Cards,
     caller: &Caller,
     public_token: &PublicToken,
+    change: impl FnMut(&mut CardRecord, CardStatus, i64) -> Result<T, CardsError>,
+) -> Result<(CardRecord, T), CardsError> {
+    change_card_announcing(cards, caller, public_token, change, |_, _, _| Vec::new()).await
+}
+
+/// [`change_card`], writing the notifications `announce` makes of the change (the card as
+/// written, its status before, the time) in the same transaction.
+async fn change_card_announcing<T>(
+    cards: &Cards,
+    caller: &Caller,
+    public_token: &PublicToken,
     mut change: impl FnMut(&mut CardRecord, CardStatus, i64) -> Result<T, CardsError>,
+    announce: impl Fn(&CardRecord, CardStatus, i64) -> Vec<certbound_store::NotificationDraft>,
 ) -> Result<(CardRecord, T), CardsError> {
     for _ in 0..ATTEMPTS {
         let mut card = owned(cards, caller, public_token).await?;
@@ -130,7 +142,15 @@ async fn change_card<T>(
         let status = stored_status(&card)?;
         let outcome = change(&mut card, status, now)?;
         card.updated_at = now;
-        if cards.store.update_card(&card).await? {
+        let notifications = announce(&card, status, now);
+        if cards
+            .store
+            .update_card_announcing(&card, &notifications)
+            .await?
+        {
+            if !notifications.is_empty() {
+                cards.webhook_work.notify_one();
+            }
             card.version += 1;
             return Ok((card, outcome));
         }
@@ -430,17 +450,38 @@ pub(crate) async fn change_status(
         .unwrap_or_else(|| client_id.clone());
     let endpoint = format!("PUT /cards/{public_token}/status");
     idempotent(&cards, &caller, &headers, endpoint, &body, |_| async {
-        let (card, now) = change_card(&cards, &caller, &public_token, |card, from, now| {
-            from.transition(to)?;
-            card.status_code = to.code().to_owned();
-            card.status_updated = json!({
-                "updated": rfc3339(now),
-                "updatedBy": updated_by,
-                "description": request.description.as_deref().unwrap_or(to.description()),
-            })
-            .to_string();
-            Ok(now)
-        })
+        let target =
+            crate::webhooks::target_of(&cards, &owned(&cards, &caller, &public_token).await?)
+                .await?;
+        let message = request
+            .description
+            .clone()
+            .unwrap_or_else(|| to.description().to_owned());
+        let announce = |card: &CardRecord, from: CardStatus, now: i64| {
+            target
+                .iter()
+                .map(|url| {
+                    crate::webhooks::status_change(url, card, from.code(), to.code(), &message, now)
+                })
+                .collect()
+        };
+        let (card, now) = change_card_announcing(
+            &cards,
+            &caller,
+            &public_token,
+            |card, from, now| {
+                from.transition(to)?;
+                card.status_code = to.code().to_owned();
+                card.status_updated = json!({
+                    "updated": rfc3339(now),
+                    "updatedBy": updated_by,
+                    "description": request.description.as_deref().unwrap_or(to.description()),
+                })
+                .to_string();
+                Ok(now)
+            },
+            announce,
+        )
         .await?;
         tracing::info!(%public_token, status = to.code(), "card status changed");
         // Best effort: the change is made; a lost record is counted and reported.

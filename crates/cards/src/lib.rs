@@ -21,6 +21,7 @@ pub mod model;
 mod network;
 pub mod openapi;
 mod transactions;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -53,6 +54,11 @@ pub struct CardsConfig {
     pub bulk_jobs_per_organisation: usize,
     /// Whether the simulated card network (`/sandbox/...`) answers.
     pub card_network: bool,
+    /// The HTTPS client webhook deliveries go out with (its trust anchors decide which
+    /// receivers are trusted).
+    pub webhook_client: reqwest::Client,
+    /// How long a notification is retried before it is given up on, seconds.
+    pub webhook_retry_seconds: i64,
 }
 
 /// The Cards API.
@@ -67,6 +73,8 @@ pub struct Cards {
     /// Token standings read from the store, until the store's trust counter moves.
     standing: certbound_trust::StandingCache,
     work: tokio::sync::Notify,
+    /// Woken when a change was announced, so that its notification goes out at once.
+    webhook_work: tokio::sync::Notify,
     audit: certbound_http::AuditLog,
 }
 
@@ -103,6 +111,7 @@ impl Cards {
             verified: certbound_trust::VerifiedTokens::new(),
             standing: certbound_trust::StandingCache::new(),
             work: tokio::sync::Notify::new(),
+            webhook_work: tokio::sync::Notify::new(),
             audit,
         })
     }
@@ -118,6 +127,12 @@ impl Cards {
     /// Runs the bulk job worker until `shutdown` flips: it resumes unfinished jobs at start.
     pub async fn run_bulk_worker(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         bulk::run(self, shutdown).await;
+    }
+
+    /// Delivers webhook notifications until `shutdown` flips (every instance runs one; they
+    /// share the outbox).
+    pub async fn run_webhook_worker(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        webhooks::run(self, shutdown).await;
     }
 
     /// Port 8444's router: everything under `/api/v1`, `/healthz` at the root.
@@ -152,6 +167,8 @@ impl Cards {
                 get(transactions::show_balance),
             )
             .merge(self.card_network())
+            .route("/webhooks/notifications", get(webhooks::undelivered))
+            .route("/webhooks/notifications/resend", post(webhooks::resend))
             .route("/keys", get(handlers::keys))
             .route("/openapi.json", get(openapi::document))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -26,7 +26,7 @@ use crate::idempotency::idempotent;
 use crate::ledger::{self, Decided, ResponseCode, StatusCode as LineStatus, TypeCode, amount_json};
 use crate::model::{Authorise, Clear, Merchant, PublicToken};
 use crate::transactions::purse_of;
-use crate::{Cards, CardsError};
+use crate::{Cards, CardsError, webhooks};
 
 /// The states of an authorisation.
 const PENDING: &str = "Pending";
@@ -182,12 +182,23 @@ pub(crate) async fn authorise(
                 updated_at: now,
             };
             let postings = [posting(&card, decided, line)];
+            let targets = webhooks::targets_of(cards, &[&card]).await?;
+            let announce = |lines: &[TransactionLine]| {
+                webhooks::transaction_confirmations(&targets, lines, Some(code.code()))
+            };
             match cards
                 .store
-                .post_with(&postings, Some(&AuthorisationChange::Insert(record)))
+                .post_with(
+                    &postings,
+                    Some(&AuthorisationChange::Insert(record)),
+                    Some(&announce),
+                )
                 .await?
             {
                 Posted::Done(lines) => {
+                    if !targets.is_empty() {
+                        cards.webhook_work.notify_one();
+                    }
                     let line = lines.first().ok_or_else(|| CardsError::Internal("no line posted".into()))?;
                     tracing::info!(public_token = %card.public_token, authorisation_id = %id, response_code = code.code(), "sandbox authorisation");
                     let _ = cards.audit.record(
@@ -297,12 +308,22 @@ async fn settle(
             to: to.to_owned(),
             now,
         };
+        let targets = webhooks::targets_of(cards, &[&card]).await?;
+        let announce =
+            |lines: &[TransactionLine]| webhooks::transaction_confirmations(&targets, lines, None);
         match cards
             .store
-            .post_with(&[posting(&card, decided, line)], Some(&change))
+            .post_with(
+                &[posting(&card, decided, line)],
+                Some(&change),
+                Some(&announce),
+            )
             .await?
         {
             Posted::Done(lines) => {
+                if !targets.is_empty() {
+                    cards.webhook_work.notify_one();
+                }
                 let line = lines
                     .first()
                     .ok_or_else(|| CardsError::Internal("no line posted".into()))?;

@@ -6,6 +6,7 @@
 // `serde_json::Value["key"]` answers `Null` for a missing key or a non-object; it never panics.
 #![allow(clippy::indexing_slicing)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -26,7 +27,7 @@ use crate::ledger::{
     amount_json,
 };
 use crate::model::{PostTransaction, PublicToken};
-use crate::{Cards, CardsError};
+use crate::{Cards, CardsError, webhooks};
 
 /// The card's balance as the API shows it (`GET .../balance`, and inside `GET /cards/{token}`).
 pub(crate) fn balance_json(card: &CardRecord, details: &Value) -> Value {
@@ -217,7 +218,8 @@ fn posting(card: &CardRecord, decided: Decided, line: TransactionLine) -> Postin
     }
 }
 
-/// Decides the act on what the cards hold now: its postings, in leg order.
+/// Decides the act on what the cards hold now: its postings, in leg order, and the webhook
+/// targets of the cards it touches.
 async fn decide(
     cards: &Cards,
     caller: &Caller,
@@ -225,7 +227,7 @@ async fn decide(
     act: &Act,
     request_id: Option<&str>,
     now: i64,
-) -> Result<Vec<Posting>, CardsError> {
+) -> Result<(Vec<Posting>, HashMap<String, String>), CardsError> {
     let card = owned(cards, caller, from).await?;
     let mut purse = purse_of(cards, &card)?;
     let decided = ledger::decide(&purse, act.direction, act.amount, &act.currency)?;
@@ -250,6 +252,7 @@ async fn decide(
     );
     purse = ledger::apply(&purse, &decided).unwrap_or(purse);
     let mut postings = Vec::new();
+    let mut touched = vec![card.clone()];
     if let Some(to) = &act.to {
         let target = owned(cards, caller, to)
             .await
@@ -283,6 +286,7 @@ async fn decide(
         main.link = Some(received.id.clone());
         postings.push(posting(&card, decided, main));
         postings.push(posting(&target, credit, received));
+        touched.push(target);
     } else {
         postings.push(posting(&card, decided, main));
     }
@@ -317,7 +321,8 @@ async fn decide(
         fee_line.link = postings.first().map(|first| first.line.id.clone());
         postings.push(posting(&card, charged, fee_line));
     }
-    Ok(postings)
+    let touched: Vec<&CardRecord> = touched.iter().collect();
+    Ok((postings, webhooks::targets_of(cards, &touched).await?))
 }
 
 /// Posts the act, deciding again whenever another act changed a card first.
@@ -330,9 +335,20 @@ async fn post_act(
 ) -> Result<Vec<TransactionLine>, CardsError> {
     for _ in 0..ATTEMPTS {
         let now = certbound_store::clock::now();
-        let postings = decide(cards, caller, from, act, request_id, now).await?;
-        match cards.store.post(&postings).await? {
-            Posted::Done(lines) => return Ok(lines),
+        let (postings, targets) = decide(cards, caller, from, act, request_id, now).await?;
+        let announce =
+            |lines: &[TransactionLine]| webhooks::transaction_confirmations(&targets, lines, None);
+        match cards
+            .store
+            .post_with(&postings, None, Some(&announce))
+            .await?
+        {
+            Posted::Done(lines) => {
+                if !targets.is_empty() {
+                    cards.webhook_work.notify_one();
+                }
+                return Ok(lines);
+            }
             Posted::Refused(_) => continue,
         }
     }

@@ -91,6 +91,26 @@ impl Default for Sandbox {
     }
 }
 
+/// Webhook deliveries to programme managers (`[webhooks]`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// A PEM bundle of CA certificates trusted for webhook receivers, in addition to the
+    /// system's roots (a receiver on a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// How long a notification is retried before it is given up on, seconds (a day by default).
+    pub retry_seconds: i64,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            retry_seconds: 86_400,
+        }
+    }
+}
+
 /// Connection limits of every listener.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -237,6 +257,8 @@ pub struct StackConfig {
     pub trusted_proxies: Vec<String>,
     /// The Cards API's sandbox.
     pub sandbox: Sandbox,
+    /// Webhook deliveries.
+    pub webhooks: Webhooks,
 }
 
 impl Default for StackConfig {
@@ -262,6 +284,7 @@ impl Default for StackConfig {
             bulk_jobs_per_organisation: 5,
             trusted_proxies: Vec::new(),
             sandbox: Sandbox::default(),
+            webhooks: Webhooks::default(),
         }
     }
 }

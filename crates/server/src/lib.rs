@@ -21,7 +21,7 @@ pub use bootstrap::{
 pub use certbound_authz::keys::{DEFAULT_PUBLISH_DELAY, MIN_PUBLISH_DELAY};
 pub use config::{
     AuditFailure, AuditRotation, ConfigError, Limits, Listen, Ops, Part, RateLimits, Sandbox,
-    StackConfig,
+    StackConfig, Webhooks,
 };
 pub use listener::{Routers, RunningStack, StartError, start};
 pub use proxy::forwarded_certificates;

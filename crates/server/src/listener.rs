@@ -104,6 +104,30 @@ pub struct Routers {
     pub cards: Option<Router>,
 }
 
+/// The client webhook deliveries go out with: the system's roots, and `[webhooks] ca_file`'s
+/// certificates too; no redirects (a receiver names its own URL); bounded connection time.
+fn webhook_client(settings: &crate::config::Webhooks) -> Result<reqwest::Client, StartError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(path) = &settings.ca_file {
+        let pem = std::fs::read(path).map_err(|error| {
+            StartError::Tls(format!(
+                "cannot read [webhooks] ca_file {}: {error}",
+                path.display()
+            ))
+        })?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
+            StartError::Tls(format!(
+                "[webhooks] ca_file {} holds no PEM certificate: {error}",
+                path.display()
+            ))
+        })?;
+        builder = builder.tls_certs_merge(certificates);
+    }
+    builder.build().map_err(tls_error)
+}
+
 fn tls_error<E: std::fmt::Display>(error: E) -> StartError {
     StartError::Tls(error.to_string())
 }
@@ -460,6 +484,8 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
                 products: certbound_cards::model::default_products(),
                 bulk_jobs_per_organisation: config.bulk_jobs_per_organisation.max(1),
                 card_network: config.sandbox.card_network,
+                webhook_client: webhook_client(&config.webhooks)?,
+                webhook_retry_seconds: config.webhooks.retry_seconds.max(1),
             },
             database.clone(),
             master_key.clone(),
@@ -468,6 +494,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
             audit.clone(),
         );
         tasks.spawn(cards.clone().run_bulk_worker(watcher.clone()));
+        tasks.spawn(cards.clone().run_webhook_worker(watcher.clone()));
         let lookups = cards.clone();
         caches.push(Box::new(move || lookups.cache_lookups()));
         tasks.spawn(serve(

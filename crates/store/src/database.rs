@@ -9,11 +9,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::records::{
-    AccessTokenRecord, AuthorisationChange, AuthorisationRecord, AuthzStore, BulkCard,
+    AccessTokenRecord, Announce, AuthorisationChange, AuthorisationRecord, AuthzStore, BulkCard,
     BulkJobRecord, CardRecord, CardsStore, CertificateRecord, ClientRecord, DirectoryStore,
-    IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore, OrganisationRecord, Posted, Posting,
-    RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord, TokenReference,
-    TokenStanding, TokenStandingStore, TransactionLine,
+    IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore, NotificationDraft, NotificationRecord,
+    OrganisationRecord, Posted, Posting, RateLimitStore, ReplayStore, SigningKeyRecord,
+    SoftwareStatementRecord, TokenReference, TokenStanding, TokenStandingStore, TransactionLine,
 };
 
 /// Embedded migrations, applied in order at start.
@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "authorisations",
         include_str!("../migrations/0012_authorisations.sql"),
+    ),
+    (
+        13,
+        "webhooks",
+        include_str!("../migrations/0013_webhooks.sql"),
     ),
 ];
 
@@ -1004,6 +1009,80 @@ fn card(row: &AnyRow) -> Result<CardRecord, sqlx::Error> {
     })
 }
 
+/// The conditional write of a card's mutable fields (never its money).
+fn update_card(record: &CardRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "UPDATE cards SET details = $1, pin_sealed = $2, status_code = $3, status_updated = $4, \
+         cvv_blocked = $5, updated_at = $6, version = version + 1 \
+         WHERE public_token = $7 AND version = $8",
+    )
+    .bind(&record.details)
+    .bind(&record.pin_sealed)
+    .bind(&record.status_code)
+    .bind(&record.status_updated)
+    .bind(i64::from(record.cvv_blocked))
+    .bind(record.updated_at)
+    .bind(&record.public_token)
+    .bind(record.version)
+}
+
+macro_rules! notification_columns {
+    () => {
+        "id, organisation_id, public_token, sequence, url, event_code, body, status, attempts, \
+         next_attempt_at, last_error, created_at, delivered_at"
+    };
+}
+
+fn notification(row: &AnyRow) -> Result<NotificationRecord, sqlx::Error> {
+    Ok(NotificationRecord {
+        draft: NotificationDraft {
+            id: row.try_get("id")?,
+            organisation_id: row.try_get("organisation_id")?,
+            public_token: row.try_get("public_token")?,
+            url: row.try_get("url")?,
+            event_code: row.try_get("event_code")?,
+            body: row.try_get("body")?,
+            created_at: row.try_get("created_at")?,
+        },
+        sequence: row.try_get("sequence")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        delivered_at: row.try_get("delivered_at")?,
+    })
+}
+
+/// Writes a notification in its card's order, in the transaction of the change it announces.
+async fn insert_notification(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    draft: &NotificationDraft,
+) -> Result<(), StoreError> {
+    let sequence: i64 = sqlx::query_scalar(
+        "UPDATE cards SET notification_seq = notification_seq + 1 WHERE public_token = $1 RETURNING notification_seq",
+    )
+    .bind(&draft.public_token)
+    .fetch_one(&mut **transaction)
+    .await?;
+    sqlx::query(concat!(
+        "INSERT INTO webhook_notifications (",
+        notification_columns!(),
+        ", lease, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, 'Pending', 0, $8, NULL, $9, NULL, NULL, 0)"
+    ))
+    .bind(&draft.id)
+    .bind(&draft.organisation_id)
+    .bind(&draft.public_token)
+    .bind(sequence)
+    .bind(&draft.url)
+    .bind(&draft.event_code)
+    .bind(&draft.body)
+    .bind(draft.created_at)
+    .bind(draft.created_at)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
 /// A floor no available balance goes below (every amount is at most 10^12 minor units).
 const NO_FLOOR: i64 = -(1 << 62);
 /// A ceiling no balance reaches.
@@ -1099,21 +1178,7 @@ impl CardsStore for Database {
     }
 
     async fn update_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE cards SET details = $1, pin_sealed = $2, status_code = $3, status_updated = $4, \
-             cvv_blocked = $5, updated_at = $6, version = version + 1 \
-             WHERE public_token = $7 AND version = $8",
-        )
-        .bind(&record.details)
-        .bind(&record.pin_sealed)
-        .bind(&record.status_code)
-        .bind(&record.status_updated)
-        .bind(i64::from(record.cvv_blocked))
-        .bind(record.updated_at)
-        .bind(&record.public_token)
-        .bind(record.version)
-        .execute(self.counted())
-        .await?;
+        let result = update_card(record).execute(self.counted()).await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -1121,6 +1186,7 @@ impl CardsStore for Database {
         &self,
         postings: &[Posting],
         authorisation: Option<&AuthorisationChange>,
+        announce: Option<Announce<'_>>,
     ) -> Result<Posted, StoreError> {
         let mut transaction = self.counted().begin().await?;
         match authorisation {
@@ -1226,8 +1292,147 @@ impl CardsStore for Database {
                 *slot = Some(line);
             }
         }
+        let lines: Vec<TransactionLine> = lines.into_iter().flatten().collect();
+        if let Some(announce) = announce {
+            for draft in announce(&lines) {
+                insert_notification(&mut transaction, &draft).await?;
+            }
+        }
         transaction.commit().await?;
-        Ok(Posted::Done(lines.into_iter().flatten().collect()))
+        Ok(Posted::Done(lines))
+    }
+
+    async fn update_card_announcing(
+        &self,
+        record: &CardRecord,
+        notifications: &[NotificationDraft],
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.counted().begin().await?;
+        let result = update_card(record).execute(&mut *transaction).await?;
+        if result.rows_affected() != 1 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        for draft in notifications {
+            insert_notification(&mut transaction, draft).await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    async fn due_notifications(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            notification_columns!(),
+            " FROM webhook_notifications n WHERE n.status = 'Pending' AND n.next_attempt_at <= $1 \
+             AND n.lease_until < $1 AND NOT EXISTS (SELECT 1 FROM webhook_notifications e \
+             WHERE e.public_token = n.public_token AND e.sequence < n.sequence AND e.status = 'Pending') \
+             ORDER BY n.created_at, n.sequence LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.counted())
+        .await?;
+        Ok(rows.iter().map(notification).collect::<Result<_, _>>()?)
+    }
+
+    async fn lease_notification(
+        &self,
+        id: &str,
+        lease: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE webhook_notifications SET lease = $1, lease_until = $2 \
+             WHERE id = $3 AND status = 'Pending' AND lease_until < $4",
+        )
+        .bind(lease)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(self.counted())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn notification_attempted(
+        &self,
+        id: &str,
+        lease: &str,
+        outcome: Result<i64, (String, i64, bool)>,
+    ) -> Result<bool, StoreError> {
+        let result = match outcome {
+            Ok(delivered_at) => sqlx::query(
+                "UPDATE webhook_notifications SET status = 'Delivered', attempts = attempts + 1, \
+                     delivered_at = $1, last_error = NULL, lease = NULL, lease_until = 0 \
+                     WHERE id = $2 AND lease = $3",
+            )
+            .bind(delivered_at)
+            .bind(id)
+            .bind(lease)
+            .execute(self.counted())
+            .await?,
+            Err((error, next_attempt_at, give_up)) => {
+                sqlx::query(
+                    "UPDATE webhook_notifications SET status = $1, attempts = attempts + 1, \
+                     last_error = $2, next_attempt_at = $3, lease = NULL, lease_until = 0 \
+                     WHERE id = $4 AND lease = $5",
+                )
+                .bind(if give_up { "Failed" } else { "Pending" })
+                .bind(error)
+                .bind(next_attempt_at)
+                .bind(id)
+                .bind(lease)
+                .execute(self.counted())
+                .await?
+            }
+        };
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn undelivered_notifications(
+        &self,
+        organisation_id: &str,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            notification_columns!(),
+            " FROM webhook_notifications WHERE organisation_id = $1 AND status <> 'Delivered' \
+             ORDER BY created_at, public_token, sequence"
+        ))
+        .bind(organisation_id)
+        .fetch_all(self.counted())
+        .await?;
+        Ok(rows.iter().map(notification).collect::<Result<_, _>>()?)
+    }
+
+    async fn resend_notifications(
+        &self,
+        organisation_id: &str,
+        ids: &[String],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut transaction = self.counted().begin().await?;
+        let mut found = 0;
+        for id in ids {
+            found += sqlx::query(
+                "UPDATE webhook_notifications SET status = 'Pending', next_attempt_at = $1 \
+                 WHERE id = $2 AND organisation_id = $3",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(organisation_id)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        }
+        transaction.commit().await?;
+        Ok(found)
     }
 
     async fn authorisation(&self, id: &str) -> Result<Option<AuthorisationRecord>, StoreError> {

@@ -16,10 +16,10 @@ mod sealed;
 pub use database::{Backend, Database, Reseal, SealedValue, StoreError};
 pub use memory::MemoryStore;
 pub use records::{
-    AccessTokenRecord, AuthorisationChange, AuthorisationRecord, AuthzStore, BulkCard,
+    AccessTokenRecord, Announce, AuthorisationChange, AuthorisationRecord, AuthzStore, BulkCard,
     BulkJobRecord, CardRecord, CardsStore, CertificateRecord, ClientRecord, DirectoryStore,
-    IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore, OrganisationRecord, Posted, Posting,
-    RateLimitStore, ReplayStore, SigningKeyRecord, SoftwareStatementRecord, TokenReference,
-    TokenStanding, TokenStandingStore, TransactionLine,
+    IdempotencyRecord, KeyMaterialRecord, KeyMaterialStore, NotificationDraft, NotificationRecord,
+    OrganisationRecord, Posted, Posting, RateLimitStore, ReplayStore, SigningKeyRecord,
+    SoftwareStatementRecord, TokenReference, TokenStanding, TokenStandingStore, TransactionLine,
 };
 pub use sealed::{MasterKey, SealError};

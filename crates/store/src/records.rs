@@ -436,6 +436,49 @@ pub enum AuthorisationChange {
     },
 }
 
+/// A webhook notification to be written with the change it announces (the store numbers it in
+/// its card's order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationDraft {
+    /// `notificationId` (UUID).
+    pub id: String,
+    /// The card's organisation.
+    pub organisation_id: String,
+    /// The card.
+    pub public_token: String,
+    /// The software statement's `ApiWebhookUri`.
+    pub url: String,
+    /// `103`, `112`...
+    pub event_code: String,
+    /// The JSON body delivered, whole.
+    pub body: String,
+    /// When it was made.
+    pub created_at: i64,
+}
+
+/// A webhook notification in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationRecord {
+    /// What was written.
+    pub draft: NotificationDraft,
+    /// Its place in its card's notifications (1, 2, ...).
+    pub sequence: i64,
+    /// `Pending`, `Delivered` or `Failed` (given up on; resend makes it `Pending` again).
+    pub status: String,
+    /// Deliveries tried.
+    pub attempts: i64,
+    /// Not before this.
+    pub next_attempt_at: i64,
+    /// Why the last delivery failed.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<i64>,
+}
+
+/// Builds the notifications of an act from the lines the store wrote (their balances are known
+/// only then).
+pub type Announce<'a> = &'a (dyn Fn(&[TransactionLine]) -> Vec<NotificationDraft> + Send + Sync);
+
 /// What [`CardsStore::post`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Posted {
@@ -502,16 +545,60 @@ pub trait CardsStore: Send + Sync {
     /// every instance sharing the database. Each posting's conditions are checked by the same
     /// statement that applies it, so concurrent acts can never take a card below its floor.
     async fn post(&self, postings: &[Posting]) -> Result<Posted, StoreError> {
-        self.post_with(postings, None).await
+        self.post_with(postings, None, None).await
     }
-    /// [`CardsStore::post`], with a change to an authorisation in the same transaction: a
-    /// transition from a state it no longer has refuses the whole act (as
-    /// [`Posted::Refused`] with the index `postings.len()`).
+    /// [`CardsStore::post`], with a change to an authorisation and the act's notifications in
+    /// the same transaction: a transition from a state it no longer has refuses the whole act
+    /// (as [`Posted::Refused`] with the index `postings.len()`).
     async fn post_with(
         &self,
         postings: &[Posting],
         authorisation: Option<&AuthorisationChange>,
+        announce: Option<Announce<'_>>,
     ) -> Result<Posted, StoreError>;
+    /// [`CardsStore::update_card`], writing `notifications` in the same transaction if it
+    /// applies.
+    async fn update_card_announcing(
+        &self,
+        record: &CardRecord,
+        notifications: &[NotificationDraft],
+    ) -> Result<bool, StoreError>;
+    /// Pending notifications due at `now` whose earlier notifications of the same card are all
+    /// delivered (or given up on), oldest first, at most `limit`, none leased by a live worker.
+    async fn due_notifications(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<NotificationRecord>, StoreError>;
+    /// Takes a notification for delivery until `until`; `false` if another worker holds it.
+    async fn lease_notification(
+        &self,
+        id: &str,
+        lease: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Records a delivery attempt's outcome, if `lease` still holds the notification:
+    /// delivered, or failed with the next attempt's time (`give_up`: `Failed`).
+    async fn notification_attempted(
+        &self,
+        id: &str,
+        lease: &str,
+        outcome: Result<i64, (String, i64, bool)>,
+    ) -> Result<bool, StoreError>;
+    /// An organisation's notifications not delivered (pending or given up on), oldest first.
+    async fn undelivered_notifications(
+        &self,
+        organisation_id: &str,
+    ) -> Result<Vec<NotificationRecord>, StoreError>;
+    /// Makes an organisation's notifications `Pending` and due now, delivered or not; the number
+    /// found.
+    async fn resend_notifications(
+        &self,
+        organisation_id: &str,
+        ids: &[String],
+        now: i64,
+    ) -> Result<u64, StoreError>;
     /// One authorisation.
     async fn authorisation(&self, id: &str) -> Result<Option<AuthorisationRecord>, StoreError>;
     /// A card's transaction lines made from `from` to `to` (seconds, inclusive), in order.

@@ -624,6 +624,57 @@ impl TestStack {
         .await
     }
 
+    /// A registered client with `roles` whose software statement sends events to `webhook`
+    /// (`ApiWebhookUri`), and its Cards API client.
+    pub async fn cards_client_with_webhook(
+        &self,
+        roles: &[&str],
+        webhook: &str,
+    ) -> (CardsClient<'_>, Software) {
+        let organisation_id = self.organisation("Test Company 1").await;
+        let mut body = software_statement_body(roles);
+        body["ApiWebhookUri"] = json!(webhook);
+        let response = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/organisations/{organisation_id}/softwarestatements"),
+            )
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let statement: Value = response.json().await.unwrap();
+        let software_statement_id = statement["SoftwareStatementId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let software = Software {
+            transport: self
+                .certificate(&organisation_id, Some(&software_statement_id), "transport")
+                .await,
+            signing: self
+                .certificate(&organisation_id, Some(&software_statement_id), "signing")
+                .await,
+            client_id: statement["ClientId"].as_str().unwrap().to_owned(),
+            organisation_id,
+            software_statement_id,
+        };
+        self.register(&software, json!({})).await;
+        let token = self.access_token(&software).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (
+            CardsClient {
+                stack: self,
+                credential: software.transport.clone(),
+                token,
+            },
+            software,
+        )
+    }
+
     /// A registered client with `roles` and its Cards API client.
     pub async fn cards_client(&self, roles: &[&str]) -> (CardsClient<'_>, Software) {
         let (software, token) = self.client_with_token(roles).await;

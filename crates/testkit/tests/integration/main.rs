@@ -18,3 +18,4 @@ mod seams;
 mod seed_flow;
 mod tls_policy;
 mod trust;
+mod webhooks;

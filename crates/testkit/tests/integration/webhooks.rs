@@ -1,0 +1,378 @@
+//! Events to the programme manager (DESIGN.md section 11, issue 18 item 5) from outside: a local
+//! HTTPS receiver on its own CA (trusted through `[webhooks] ca_file`) checks every delivery's
+//! `Content-Digest` and RFC 9421 signature against the key `GET /keys` publishes, goes down for a
+//! while, and must still see every notification at least once, in order per card, with status
+//! changes (103) and transactions (112); the undelivered list and resend work by the API.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use certbound_testkit::{CardsClient, TestStack, card_body};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Received {
+    /// (notificationId, eventCode, publicToken, body) in arrival order.
+    deliveries: Vec<(String, String, String, Value)>,
+    /// Deliveries whose signature or digest did not verify.
+    forged: Vec<String>,
+}
+
+struct Receiver {
+    state: Arc<ReceiverState>,
+    address: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+struct ReceiverState {
+    received: Mutex<Received>,
+    key: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    url: String,
+}
+
+async fn hook(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                value.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let key = state.key.lock().unwrap().clone().unwrap();
+    let verified =
+        certbound_cards::webhooks::verify_delivery((&key.0, &key.1), &state.url, &headers, &body);
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut received = state.received.lock().unwrap();
+    if let Err(error) = verified {
+        received.forged.push(error);
+        return StatusCode::UNAUTHORIZED;
+    }
+    received.deliveries.push((
+        parsed["context"]["notificationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        parsed["context"]["eventCode"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        parsed["payload"]["publicToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        parsed,
+    ));
+    StatusCode::NO_CONTENT
+}
+
+impl Receiver {
+    /// A receiver on a free port with a server certificate from a CA of its own; the CA's PEM.
+    async fn start() -> (Self, String) {
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "webhook receiver test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let certificate = params.signed_by(&key, &issuer).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let state = Arc::new(ReceiverState {
+            received: Mutex::default(),
+            key: Mutex::default(),
+            url: format!("https://localhost:{}/hooks/pm", address.port()),
+        });
+        let mut receiver = Self {
+            state,
+            address,
+            task: None,
+            acceptor,
+        };
+        receiver.serve(listener);
+        (receiver, ca.pem())
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let router = axum::Router::new()
+            .route("/hooks/pm", axum::routing::post(hook))
+            .with_state(self.state.clone());
+        let acceptor = self.acceptor.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Connections live in this set: aborting the task drops them all (a receiver that
+            // goes down takes its keep-alive connections with it).
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                connections.spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(router);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        }));
+    }
+
+    /// Stops listening: deliveries fail (connection refused) until `up`.
+    fn down(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
+        self.serve(listener);
+    }
+
+    fn deliveries(&self) -> Vec<(String, String, String, Value)> {
+        self.state.received.lock().unwrap().deliveries.clone()
+    }
+
+    async fn wait_for(&self, count: usize, seconds: u64) -> Vec<(String, String, String, Value)> {
+        for _ in 0..seconds * 10 {
+            let unique: std::collections::HashSet<String> =
+                self.deliveries().into_iter().map(|d| d.0).collect();
+            if unique.len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.deliveries()
+    }
+}
+
+async fn post(client: &CardsClient<'_>, path: &str, body: Value) -> Value {
+    let (status, answer, _) = client.call(Method::POST, path, Some(body)).await;
+    assert!(status < 300, "{path}: {status} {answer}");
+    answer
+}
+
+#[tokio::test]
+async fn every_event_arrives_signed_in_order_and_survives_a_receiver_outage() {
+    let (mut receiver, ca_pem) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let stack = TestStack::start_with(
+        tempfile::tempdir().unwrap(),
+        certbound_testkit::fresh_database_url().await,
+        |config| config.webhooks.ca_file = Some(ca_file.clone()),
+    )
+    .await;
+    let (client, _) = stack
+        .cards_client_with_webhook(&["programme-manager"], &receiver.state.url)
+        .await;
+    // The receiver verifies with the signing key the Cards API publishes.
+    let (_, keys, _) = client.call(Method::GET, "/keys", None).await;
+    let signing = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["use"] == "sig")
+        .unwrap();
+    let decode = |field: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(signing[field].as_str().unwrap())
+            .unwrap()
+    };
+    *receiver.state.key.lock().unwrap() = Some((decode("n"), decode("e")));
+
+    let (status, card, _) = client
+        .call(Method::POST, "/cards", Some(card_body("hooks")))
+        .await;
+    assert_eq!(status, 201);
+    let card = card["publicToken"].as_str().unwrap().to_owned();
+    post(
+        &client,
+        &format!("/cards/{card}/transactions"),
+        json!({"transactionType": "Load", "amount": 100, "currencyCode": "GBP"}),
+    )
+    .await;
+    let authorised = post(
+        &client,
+        &format!("/sandbox/cards/{card}/authorisations"),
+        json!({"amount": 20, "currencyCode": "GBP"}),
+    )
+    .await;
+    let first = receiver.wait_for(2, 10).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+
+    // The receiver goes away; events keep happening.
+    receiver.down();
+    let id = authorised["authorisationId"].as_str().unwrap();
+    post(
+        &client,
+        &format!("/sandbox/cards/{card}/authorisations/{id}/clear"),
+        json!({}),
+    )
+    .await;
+    let (status, _, _) = client
+        .call(
+            Method::PUT,
+            &format!("/cards/{card}/status"),
+            Some(json!({"cardStatusCode": "05"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    post(
+        &client,
+        &format!("/cards/{card}/transactions"),
+        json!({"transactionType": "Unload", "amount": 5, "currencyCode": "GBP"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // While it is away they are listed as undelivered, in order.
+    let (status, pending, _) = client
+        .call(
+            Method::GET,
+            "/webhooks/notifications?status=undelivered",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{pending}");
+    let pending = pending.as_array().unwrap();
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    assert!(pending[0]["attempts"].as_i64().unwrap() >= 1, "{pending:?}");
+    assert!(pending[0]["lastError"].is_string());
+
+    // Back: every notification arrives, none lost, in order per card, all verified.
+    receiver.up().await;
+    let all = receiver.wait_for(5, 20).await;
+    let forged = receiver.state.received.lock().unwrap().forged.clone();
+    assert!(forged.is_empty(), "{forged:?}");
+    let mut unique = Vec::new();
+    for delivery in &all {
+        if !unique
+            .iter()
+            .any(|(id, ..): &(String, String, String, Value)| *id == delivery.0)
+        {
+            unique.push(delivery.clone());
+        }
+    }
+    let events: Vec<(&str, String)> = unique
+        .iter()
+        .map(|(_, code, _, body)| {
+            let what = match code.as_str() {
+                "112" => body["payload"]["transactionType"]["code"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                "103" => format!(
+                    "{}->{}",
+                    body["payload"]["oldCardStatus"].as_str().unwrap(),
+                    body["payload"]["newCardStatus"].as_str().unwrap()
+                ),
+                other => other.to_owned(),
+            };
+            (code.as_str(), what)
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("112", "L".to_owned()),
+            ("112", "A".to_owned()),
+            ("112", "P".to_owned()),
+            ("103", "00->05".to_owned()),
+            ("112", "U".to_owned()),
+        ]
+    );
+    let load = &unique[0].3;
+    assert_eq!(load["context"]["eventVersion"], "v1");
+    assert_eq!(load["payload"]["publicToken"], card.as_str());
+    assert_eq!(load["payload"]["availableBalance"], 100.0);
+    assert_eq!(unique[1].3["payload"]["responseCode"], "00");
+    let (_, pending, _) = client
+        .call(
+            Method::GET,
+            "/webhooks/notifications?status=undelivered",
+            None,
+        )
+        .await;
+    assert_eq!(pending, json!([]));
+
+    // Resend: the same notificationId again (a receiver de-duplicates by it).
+    let again = unique[0].0.clone();
+    let (status, resent, _) = client
+        .call(
+            Method::POST,
+            "/webhooks/notifications/resend",
+            Some(json!({"notificationIds": [again]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{resent}");
+    assert_eq!(resent["resent"], 1);
+    for _ in 0..50 {
+        if receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d.0 == again)
+            .count()
+            >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d.0 == again)
+            .count(),
+        2
+    );
+    // Another organisation's ids are not found.
+    let (other, _) = stack.cards_client(&["programme-manager"]).await;
+    let (_, resent, _) = other
+        .call(
+            Method::POST,
+            "/webhooks/notifications/resend",
+            Some(json!({"notificationIds": [unique[1].0]})),
+        )
+        .await;
+    assert_eq!(resent["resent"], 0);
+    receiver.down();
+}
