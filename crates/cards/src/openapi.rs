@@ -33,6 +33,8 @@ pub const ROUTES: &[(&str, &str)] = &[
         "post",
         "/sandbox/cards/{publicToken}/authorisations/{authorisationId}/reverse",
     ),
+    ("get", "/webhooks/notifications"),
+    ("post", "/webhooks/notifications/resend"),
 ];
 
 fn error_responses(extra: &[(&str, &str)]) -> Value {
@@ -174,6 +176,27 @@ fn add_ledger(spec: &mut Value) {
                 json!({"post": idempotent(op)}),
             );
         }
+        let mut undelivered = operation(
+            "Webhook notifications of the caller's organisation not delivered yet (pending or given up on), oldest first",
+            Some("cards.read"),
+            None,
+            ("200", Some("Notifications")),
+            &[],
+        );
+        if let Value::Object(map) = &mut undelivered {
+            map.insert("parameters".into(), json!([{"name": "status", "in": "query", "required": false,
+                "schema": {"type": "string", "enum": ["undelivered"]}}]));
+        }
+        paths.insert("/webhooks/notifications".into(), json!({"get": undelivered}));
+        paths.insert("/webhooks/notifications/resend".into(), json!({
+            "post": operation(
+                "Send notifications again (the same notificationId; each in its card's order)",
+                Some("cards.write"),
+                Some("Resend"),
+                ("200", Some("Resent")),
+                &[],
+            ),
+        }));
         paths.insert("/cards/{publicToken}/balance".into(), json!({
             "get": with_token(operation("The card's balance", Some("cards.read"), None, ("200", Some("Balance")), &[])),
         }));
@@ -193,6 +216,13 @@ fn add_ledger(spec: &mut Value) {
             }
         }));
         schemas.insert("Balance".into(), balance.clone());
+        schemas.insert("Resend".into(), json!({"type": "object", "additionalProperties": false, "required": ["notificationIds"],
+            "properties": {"notificationIds": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string", "format": "uuid"}}}}));
+        schemas.insert("Resent".into(), json!({"type": "object", "properties": {"resent": {"type": "integer"}}}));
+        schemas.insert("Notifications".into(), json!({"type": "array", "items": {"type": "object", "properties": {
+            "notificationId": {"type": "string"}, "eventCode": {"type": "string"}, "publicToken": {"type": "string"},
+            "status": {"type": "string", "enum": ["Pending", "Failed"]}, "attempts": {"type": "integer"},
+            "nextAttempt": {"type": "string"}, "lastError": {"type": "string", "nullable": true}, "created": {"type": "string"}}}}));
         schemas.insert("Authorise".into(), json!({
             "type": "object", "additionalProperties": false, "required": ["amount", "currencyCode"],
             "properties": {
