@@ -56,6 +56,9 @@ static CANONICAL: LazyLock<HashMap<String, &'static str>> = LazyLock::new(|| {
         field_names::<Merchant>(),
         field_names::<Clear>(),
         field_names::<crate::webhooks::Resend>(),
+        field_names::<crate::model::ReplaceCard>(),
+        field_names::<crate::model::RenewCard>(),
+        field_names::<crate::model::ConvertCard>(),
     ]
     .into_iter()
     .flatten()

@@ -30,7 +30,7 @@ pub(crate) fn date(unix: i64) -> time::Date {
         .unwrap_or(time::Date::MIN)
 }
 
-fn iso(date: time::Date) -> String {
+pub(crate) fn iso(date: time::Date) -> String {
     date.format(time::macros::format_description!("[year]-[month]-[day]"))
         .unwrap_or_default()
 }
@@ -129,7 +129,7 @@ async fn change_card<T>(
 
 /// [`change_card`], writing the notifications `announce` makes of the change (the card as
 /// written, its status before, the time) in the same transaction.
-async fn change_card_announcing<T>(
+pub(crate) async fn change_card_announcing<T>(
     cards: &Cards,
     caller: &Caller,
     public_token: &PublicToken,
@@ -329,7 +329,7 @@ pub(crate) async fn create_card(
 }
 
 /// `POST /cards`'s answer for a card.
-fn created(public_token: &str, details: &Value) -> Value {
+pub(crate) fn created(public_token: &str, details: &Value) -> Value {
     json!({
         "publicToken": public_token,
         "customerReference": details["customerReference"],
@@ -340,7 +340,7 @@ fn created(public_token: &str, details: &Value) -> Value {
     })
 }
 
-fn parse_date(value: &str) -> Option<time::Date> {
+pub(crate) fn parse_date(value: &str) -> Option<time::Date> {
     time::Date::parse(
         value,
         time::macros::format_description!("[year]-[month]-[day]"),
@@ -471,6 +471,13 @@ pub(crate) async fn change_status(
             &public_token,
             |card, from, now| {
                 from.transition(to)?;
+                if let Some(by) = crate::lifecycle::replaced_by(card)
+                    && to == CardStatus::Active
+                {
+                    return Err(CardsError::Conflict(format!(
+                        "the card was replaced by card {by}: it cannot become active again"
+                    )));
+                }
                 card.status_code = to.code().to_owned();
                 card.status_updated = json!({
                     "updated": rfc3339(now),

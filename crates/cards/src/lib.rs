@@ -17,6 +17,7 @@ mod idempotency;
 pub mod ledger;
 #[cfg(test)]
 mod ledger_properties;
+mod lifecycle;
 pub mod model;
 mod network;
 pub mod openapi;
@@ -167,6 +168,12 @@ impl Cards {
                 get(transactions::show_balance),
             )
             .merge(self.card_network())
+            .route("/cards/{public_token}/replace", post(lifecycle::replace))
+            .route("/cards/{public_token}/renew", post(lifecycle::renew))
+            .route(
+                "/cards/{public_token}/card-type",
+                axum::routing::patch(lifecycle::convert).post(lifecycle::convert),
+            )
             .route("/webhooks/notifications", get(webhooks::undelivered))
             .route("/webhooks/notifications/resend", post(webhooks::resend))
             .route("/keys", get(handlers::keys))

@@ -271,6 +271,56 @@ impl Merchant {
     }
 }
 
+/// `POST /cards/{publicToken}/replace` (the body is optional).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplaceCard {
+    /// Move the available balance to the new card, in the same act (default false).
+    #[serde(default)]
+    pub move_balance: Option<bool>,
+    /// Give the new card the old one's expiry date (default false: a new one).
+    #[serde(default)]
+    pub move_expiry_date: Option<bool>,
+    /// The new card's expiry month, `YYYY-MM` (the last day of it).
+    #[serde(default)]
+    pub expiry_date: Option<String>,
+}
+
+/// What `POST /cards/{publicToken}/renew` does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum RenewStep {
+    /// A new PAN and CVV, the same expiry (a card moved to a new plastic series).
+    Migrate,
+    /// A new expiry date and CVV, the same PAN (the default).
+    #[default]
+    Renew,
+    /// A new CVV alone: the same PAN and expiry.
+    RenewWithSameExpiry,
+}
+
+/// `POST /cards/{publicToken}/renew` (the body is optional).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenewCard {
+    /// Renew (default), Migrate or RenewWithSameExpiry.
+    #[serde(default)]
+    pub renew_step: Option<RenewStep>,
+}
+
+/// `PATCH /cards/{publicToken}/card-type`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConvertCard {
+    /// `Physical`: the only conversion there is.
+    pub card_type: CardType,
+    /// Keep the expiry date (the default unless newExpiryDate is given).
+    #[serde(default)]
+    pub move_expiry_date: Option<bool>,
+    /// A new expiry date, `YYYY-MM-DD`, in the future.
+    #[serde(default)]
+    pub new_expiry_date: Option<String>,
+}
+
 /// A card's status: Thredd's two-character codes. A card starts `00` (or `02` with
 /// `activateNow: false`); a terminal status never changes again and the card accepts no
 /// changes (409).

@@ -35,6 +35,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ),
     ("get", "/webhooks/notifications"),
     ("post", "/webhooks/notifications/resend"),
+    ("post", "/cards/{publicToken}/replace"),
+    ("post", "/cards/{publicToken}/renew"),
+    ("patch", "/cards/{publicToken}/card-type"),
+    ("post", "/cards/{publicToken}/card-type"),
 ];
 
 fn error_responses(extra: &[(&str, &str)]) -> Value {
@@ -184,19 +188,69 @@ fn add_ledger(spec: &mut Value) {
             &[],
         );
         if let Value::Object(map) = &mut undelivered {
-            map.insert("parameters".into(), json!([{"name": "status", "in": "query", "required": false,
-                "schema": {"type": "string", "enum": ["undelivered"]}}]));
+            map.insert(
+                "parameters".into(),
+                json!([{"name": "status", "in": "query", "required": false,
+                "schema": {"type": "string", "enum": ["undelivered"]}}]),
+            );
         }
-        paths.insert("/webhooks/notifications".into(), json!({"get": undelivered}));
-        paths.insert("/webhooks/notifications/resend".into(), json!({
-            "post": operation(
-                "Send notifications again (the same notificationId; each in its card's order)",
+        paths.insert(
+            "/webhooks/notifications".into(),
+            json!({"get": undelivered}),
+        );
+        paths.insert(
+            "/webhooks/notifications/resend".into(),
+            json!({
+                "post": operation(
+                    "Send notifications again (the same notificationId; each in its card's order)",
+                    Some("cards.write"),
+                    Some("Resend"),
+                    ("200", Some("Resent")),
+                    &[],
+                ),
+            }),
+        );
+        let convert = || {
+            idempotent(with_token(operation(
+                "Convert a virtual card to physical (only from an active card)",
                 Some("cards.write"),
-                Some("Resend"),
-                ("200", Some("Resent")),
-                &[],
-            ),
-        }));
+                Some("ConvertCard"),
+                ("200", Some("Converted")),
+                &[
+                    ("409", "the card is not active"),
+                    ("422", "the card is not virtual"),
+                ],
+            )))
+        };
+        paths.insert(
+            "/cards/{publicToken}/card-type".into(),
+            json!({"patch": convert(), "post": convert()}),
+        );
+        let mut replace = idempotent(with_token(operation(
+            "Replace a card: a new card for the same holder; the old one is blocked (unless already lost, stolen or destroyed) and never active again",
+            Some("cards.write"),
+            None,
+            ("200", Some("CreatedCard")),
+            &[("409", "the card is closed, or replaced already")],
+        )));
+        if let Value::Object(map) = &mut replace {
+            map.insert("requestBody".into(), json!({"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReplaceCard"}}}}));
+        }
+        paths.insert(
+            "/cards/{publicToken}/replace".into(),
+            json!({"post": replace}),
+        );
+        let mut renew = idempotent(with_token(operation(
+            "Renew a card: Renew (new expiry and CVV), Migrate (new PAN and CVV) or RenewWithSameExpiry (new CVV)",
+            Some("cards.write"),
+            None,
+            ("204", None),
+            &[("409", "the card is in a terminal status or replaced")],
+        )));
+        if let Value::Object(map) = &mut renew {
+            map.insert("requestBody".into(), json!({"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RenewCard"}}}}));
+        }
+        paths.insert("/cards/{publicToken}/renew".into(), json!({"post": renew}));
         paths.insert("/cards/{publicToken}/balance".into(), json!({
             "get": with_token(operation("The card's balance", Some("cards.read"), None, ("200", Some("Balance")), &[])),
         }));
@@ -216,9 +270,28 @@ fn add_ledger(spec: &mut Value) {
             }
         }));
         schemas.insert("Balance".into(), balance.clone());
+        schemas.insert(
+            "ReplaceCard".into(),
+            json!({"type": "object", "additionalProperties": false, "properties": {
+            "moveBalance": {"type": "boolean"}, "moveExpiryDate": {"type": "boolean"},
+            "expiryDate": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}}}),
+        );
+        schemas.insert(
+            "RenewCard".into(),
+            json!({"type": "object", "additionalProperties": false, "properties": {
+            "renewStep": {"type": "string", "enum": ["Renew", "Migrate", "RenewWithSameExpiry"]}}}),
+        );
+        schemas.insert("ConvertCard".into(), json!({"type": "object", "additionalProperties": false, "required": ["cardType"], "properties": {
+            "cardType": {"type": "string", "enum": ["Physical"]}, "moveExpiryDate": {"type": "boolean"},
+            "newExpiryDate": {"type": "string", "format": "date"}}}));
+        schemas.insert("Converted".into(), json!({"type": "object", "properties": {
+            "publicToken": {"type": "string"}, "cardType": {"type": "string"}, "maskedPan": {"type": "string"}, "expiryDate": {"type": "string"}}}));
         schemas.insert("Resend".into(), json!({"type": "object", "additionalProperties": false, "required": ["notificationIds"],
             "properties": {"notificationIds": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string", "format": "uuid"}}}}));
-        schemas.insert("Resent".into(), json!({"type": "object", "properties": {"resent": {"type": "integer"}}}));
+        schemas.insert(
+            "Resent".into(),
+            json!({"type": "object", "properties": {"resent": {"type": "integer"}}}),
+        );
         schemas.insert("Notifications".into(), json!({"type": "array", "items": {"type": "object", "properties": {
             "notificationId": {"type": "string"}, "eventCode": {"type": "string"}, "publicToken": {"type": "string"},
             "status": {"type": "string", "enum": ["Pending", "Failed"]}, "attempts": {"type": "integer"},

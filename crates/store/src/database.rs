@@ -1009,12 +1009,13 @@ fn card(row: &AnyRow) -> Result<CardRecord, sqlx::Error> {
     })
 }
 
-/// The conditional write of a card's mutable fields (never its money).
+/// The conditional write of a card's mutable fields, its sealed PAN and CVV among them (a
+/// renewal makes new ones), never its money.
 fn update_card(record: &CardRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(
         "UPDATE cards SET details = $1, pin_sealed = $2, status_code = $3, status_updated = $4, \
-         cvv_blocked = $5, updated_at = $6, version = version + 1 \
-         WHERE public_token = $7 AND version = $8",
+         cvv_blocked = $5, updated_at = $6, pan_sealed = $7, cvv_sealed = $8, version = version + 1 \
+         WHERE public_token = $9 AND version = $10",
     )
     .bind(&record.details)
     .bind(&record.pin_sealed)
@@ -1022,6 +1023,8 @@ fn update_card(record: &CardRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::a
     .bind(&record.status_updated)
     .bind(i64::from(record.cvv_blocked))
     .bind(record.updated_at)
+    .bind(&record.pan_sealed)
+    .bind(&record.cvv_sealed)
     .bind(&record.public_token)
     .bind(record.version)
 }

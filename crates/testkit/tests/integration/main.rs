@@ -10,6 +10,7 @@ mod directory;
 mod instances;
 mod ledger;
 mod lifecycle;
+mod lifecycle_cards;
 mod limits;
 mod ops;
 mod proxy;
