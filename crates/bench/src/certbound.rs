@@ -117,6 +117,7 @@ impl Stack {
                 client_name: format!("Bench Client {index}"),
                 roles: vec!["programme-manager".into()],
                 out: work.join(format!("client-{index}")),
+                webhook: None,
             };
             let session = certbound_client::onboard(&options, &Quiet)
                 .await

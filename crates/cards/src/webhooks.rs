@@ -27,8 +27,6 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use certbound_store::{CardRecord, NotificationDraft, NotificationRecord, TransactionLine};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -425,52 +423,6 @@ pub(crate) async fn resend(
         .await?;
     cards.webhook_work.notify_one();
     Ok(Json(json!({"resent": found})))
-}
-
-/// The signature of a delivery, checked as a receiver checks it (for tests and the demo):
-/// `Content-Digest` is the body's SHA-256 and `sig1` verifies with the RSA public key `(n, e)`
-/// over the signature base rebuilt from the received headers.
-pub fn verify_delivery(
-    public_key: (&[u8], &[u8]),
-    target_uri: &str,
-    headers: &HashMap<String, String>,
-    body: &[u8],
-) -> Result<(), String> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .map(String::as_str)
-            .ok_or_else(|| format!("no {name} header"))
-    };
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
-    let expected = format!("sha-256=:{}:", STANDARD.encode(digest.as_ref()));
-    if header("content-digest")? != expected {
-        return Err("Content-Digest is not the body's SHA-256".into());
-    }
-    let input = header("signature-input")?;
-    let params = input
-        .strip_prefix("sig1=")
-        .ok_or("Signature-Input has no sig1")?;
-    let signature = header("signature")?
-        .strip_prefix("sig1=:")
-        .and_then(|rest| rest.strip_suffix(':'))
-        .ok_or("Signature has no sig1 byte sequence")?;
-    let signature = STANDARD
-        .decode(signature)
-        .map_err(|error| error.to_string())?;
-    let base = format!(
-        "\"@method\": POST\n\"@target-uri\": {target_uri}\n\"content-digest\": {}\n\"date\": {}\n\"@signature-params\": {params}",
-        header("content-digest")?,
-        header("date")?
-    );
-    let (n, e) = public_key;
-    aws_lc_rs::signature::RsaPublicKeyComponents { n, e }
-        .verify(
-            &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA512,
-            base.as_bytes(),
-            &signature,
-        )
-        .map_err(|_| "the signature does not verify".to_owned())
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ pub(crate) struct OnboardArgs {
     /// Where the profile, keys and certificates go.
     #[arg(long, default_value = "certbound-client")]
     out: PathBuf,
+    /// Where the Cards API sends the software's events (its ApiWebhookUri, an https URL).
+    #[arg(long)]
+    webhook: Option<String>,
 }
 
 fn read(path: &Path, what: &str) -> Result<String, ClientError> {
@@ -85,6 +88,7 @@ pub(crate) async fn run_onboard(args: OnboardArgs) -> Result<(), ClientError> {
         client_name: args.client_name,
         roles: args.roles,
         out: args.out,
+        webhook: args.webhook,
     };
     onboard(&options, &Terminal).await?;
     println!(
@@ -260,6 +264,17 @@ pub(crate) enum CardsCommand {
         /// ISO 4217: both cards' currency.
         #[arg(long, default_value = "GBP")]
         currency: String,
+    },
+    /// Replace a card (lost, stolen, damaged): a new card for the same holder; the old one stops.
+    Replace {
+        /// The card to replace.
+        public_token: String,
+        /// Move the available balance to the new card.
+        #[arg(long)]
+        move_balance: bool,
+        /// Give the new card the old one's expiry date.
+        #[arg(long)]
+        move_expiry_date: bool,
     },
     /// Show a card's balance.
     Balance {
@@ -604,6 +619,20 @@ async fn cards(session: &mut Session, command: CardsCommand) -> Result<ExitCode,
             currency,
         } => {
             post_transaction(session, &public_token, json!({"transactionType": "TransferFunds", "amount": amount, "currencyCode": currency, "toPublicToken": to})).await?
+        }
+        CardsCommand::Replace {
+            public_token,
+            move_balance,
+            move_expiry_date,
+        } => {
+            let body = json!({"moveBalance": move_balance, "moveExpiryDate": move_expiry_date});
+            session
+                .call(
+                    Method::POST,
+                    &format!("/cards/{public_token}/replace"),
+                    Some(&body),
+                )
+                .await?
         }
         CardsCommand::Balance { public_token } => {
             session

@@ -116,6 +116,70 @@ async fn money(session: &mut Session, token: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// The webhooks the money journey sent to the receiver: each one's signature checked.
+async fn events(receiver: &crate::receiver::Receiver) -> Result<(), ClientError> {
+    println!(
+        "\nEvents to the programme manager (webhooks, signed with RFC 9421 HTTP Message Signatures):"
+    );
+    let mut deliveries = Vec::new();
+    for _ in 0..100 {
+        deliveries = receiver.deliveries();
+        if deliveries
+            .iter()
+            .filter(|delivery| delivery.event_code == "112")
+            .count()
+            >= 3
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for delivery in &deliveries {
+        let what = match delivery.event_code.as_str() {
+            "112" => format!(
+                "transaction {} {}, available {}",
+                delivery.payload["transactionType"]["code"]
+                    .as_str()
+                    .unwrap_or_default(),
+                delivery.payload["amount"],
+                delivery.payload["availableBalance"]
+            ),
+            "103" => format!(
+                "status {} -> {}",
+                delivery.payload["oldCardStatus"]
+                    .as_str()
+                    .unwrap_or_default(),
+                delivery.payload["newCardStatus"]
+                    .as_str()
+                    .unwrap_or_default()
+            ),
+            other => format!("event {other}"),
+        };
+        match &delivery.verified {
+            Ok(()) => println!(
+                "  event {:<4} {what:<44} signature and digest verified",
+                delivery.event_code
+            ),
+            Err(error) => {
+                return Err(ClientError::Invalid(format!(
+                    "a webhook did not verify: {error}"
+                )));
+            }
+        }
+    }
+    if deliveries
+        .iter()
+        .filter(|delivery| delivery.event_code == "112")
+        .count()
+        < 3
+    {
+        return Err(ClientError::Invalid(
+            "the money journey's webhooks did not all arrive".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) async fn run() -> Result<(), String> {
     let dir = tempfile::tempdir()
         .map_err(|error| format!("cannot make a temporary directory: {error}"))?;
@@ -130,6 +194,12 @@ pub(crate) async fn run() -> Result<(), String> {
     config.listen.cards = any;
     config.ops.listen = any;
     config.shutdown_grace_seconds = 2;
+    // The programme manager's webhook receiver, on a CA of its own that the stack trusts.
+    let receiver = crate::receiver::Receiver::start().await?;
+    let ca_file = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca_file, &receiver.ca_pem)
+        .map_err(|error| format!("cannot write {}: {error}", ca_file.display()))?;
+    config.webhooks.ca_file = Some(ca_file);
     println!("Starting the whole stack in {}", dir.path().display());
     let stack = certbound_server::start(config)
         .await
@@ -143,7 +213,7 @@ pub(crate) async fn run() -> Result<(), String> {
         return Err("the demo needs every part running".into());
     };
     println!("  directory {directory}\n  authz     {authz}\n  cards     {cards}\n");
-    let result = tour(&stack, directory, authz, cards, dir.path()).await;
+    let result = tour(&stack, directory, authz, cards, dir.path(), &receiver).await;
     stack.shutdown().await;
     drop(dir);
     match result {
@@ -161,6 +231,7 @@ async fn tour(
     authz: String,
     cards: String,
     dir: &std::path::Path,
+    receiver: &crate::receiver::Receiver,
 ) -> Result<(), ClientError> {
     println!("Onboarding, as the seed does it by hand:");
     let options = OnboardOptions {
@@ -174,9 +245,12 @@ async fn tour(
         client_name: "Demo Card Programme".into(),
         roles: vec!["programme-manager".into()],
         out: dir.join("client"),
+        webhook: Some(receiver.url.clone()),
     };
     onboard(&options, &Terminal).await?;
     let mut session = Session::open(&options.out)?;
+    // The receiver checks every delivery against the key the Cards API publishes.
+    receiver.trust(session.call(Method::GET, "/keys", None).await?.json);
 
     println!("\nA tour of the Cards API (mTLS + certificate-bound token on every call):");
     let card = json!({
@@ -300,6 +374,7 @@ async fn tour(
         ));
     }
     money(&mut session, &token).await?;
+    events(receiver).await?;
     println!();
     let lost = show(
         "PUT /cards/{publicToken}/status 41",

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod client_commands;
 mod demo;
+mod receiver;
 
 /// certbound: a self-hostable trust stack for FAPI-grade card-issuing APIs.
 #[derive(Debug, Parser)]

@@ -11,6 +11,7 @@ mod keys;
 mod onboard;
 mod profile;
 mod session;
+pub mod webhooks;
 
 pub use error::ClientError;
 pub use keys::{KeyAndCsr, new_key_and_csr, pkcs12};

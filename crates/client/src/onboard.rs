@@ -36,6 +36,8 @@ pub struct OnboardOptions {
     pub roles: Vec<String>,
     /// The profile directory.
     pub out: PathBuf,
+    /// Where the Cards API sends the software's events (`ApiWebhookUri`, https), if anywhere.
+    pub webhook: Option<String>,
 }
 
 /// Where onboarding reports its progress.
@@ -153,11 +155,17 @@ async fn run(options: &OnboardOptions, report: &dyn Reporter) -> Result<Session,
     }
     let org = session.profile.org_id.clone().unwrap_or_default();
     if session.profile.ssa_id.is_none() {
-        let body = json!({
+        let mut body = json!({
             "ClientName": options.client_name, "Version": "1.0", "HomepageUri": "https://example.com",
             "LogoUri": "https://example.com/logo.png", "RedirectUri": ["https://example.com/callback"],
             "Roles": options.roles, "Description": format!("{} (certbound onboard)", options.client_name),
         });
+        if let (Some(webhook), serde_json::Value::Object(map)) = (&options.webhook, &mut body) {
+            map.insert(
+                "ApiWebhookUri".into(),
+                serde_json::Value::from(webhook.clone()),
+            );
+        }
         let path = format!("/organisations/{org}/softwarestatements");
         let statement = session
             .expect(

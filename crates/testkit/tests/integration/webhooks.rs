@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use base64::Engine as _;
 use certbound_testkit::{CardsClient, TestStack, card_body};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -29,6 +28,8 @@ struct Received {
     deliveries: Vec<(String, String, String, Value)>,
     /// Deliveries whose signature or digest did not verify.
     forged: Vec<String>,
+    /// The first verified delivery as received (headers, body).
+    sample: Option<(HashMap<String, String>, Vec<u8>)>,
 }
 
 struct Receiver {
@@ -40,7 +41,7 @@ struct Receiver {
 
 struct ReceiverState {
     received: Mutex<Received>,
-    key: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    key: Mutex<Option<Value>>,
     url: String,
 }
 
@@ -58,14 +59,24 @@ async fn hook(
             )
         })
         .collect();
-    let key = state.key.lock().unwrap().clone().unwrap();
-    let verified =
-        certbound_cards::webhooks::verify_delivery((&key.0, &key.1), &state.url, &headers, &body);
+    let jwks = state.key.lock().unwrap().clone().unwrap();
+    let verified = certbound_client::webhooks::verify_delivery(
+        "POST",
+        &state.url,
+        &headers,
+        &body,
+        &jwks,
+        certbound_testkit::now(),
+    )
+    .map_err(|refused| refused.to_string());
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut received = state.received.lock().unwrap();
     if let Err(error) = verified {
         received.forged.push(error);
         return StatusCode::UNAUTHORIZED;
+    }
+    if received.sample.is_none() {
+        received.sample = Some((headers.clone(), body.to_vec()));
     }
     received.deliveries.push((
         parsed["context"]["notificationId"]
@@ -206,18 +217,7 @@ async fn every_event_arrives_signed_in_order_and_survives_a_receiver_outage() {
         .await;
     // The receiver verifies with the signing key the Cards API publishes.
     let (_, keys, _) = client.call(Method::GET, "/keys", None).await;
-    let signing = keys["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|key| key["use"] == "sig")
-        .unwrap();
-    let decode = |field: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(signing[field].as_str().unwrap())
-            .unwrap()
-    };
-    *receiver.state.key.lock().unwrap() = Some((decode("n"), decode("e")));
+    *receiver.state.key.lock().unwrap() = Some(keys);
 
     let (status, card, _) = client
         .call(Method::POST, "/cards", Some(card_body("hooks")))
@@ -282,6 +282,58 @@ async fn every_event_arrives_signed_in_order_and_survives_a_receiver_outage() {
     let all = receiver.wait_for(5, 20).await;
     let forged = receiver.state.received.lock().unwrap().forged.clone();
     assert!(forged.is_empty(), "{forged:?}");
+    // The same check refuses a tampered body, a changed header, a stale signature, another key.
+    let (headers, body) = receiver
+        .state
+        .received
+        .lock()
+        .unwrap()
+        .sample
+        .clone()
+        .unwrap();
+    let jwks = receiver.state.key.lock().unwrap().clone().unwrap();
+    let now = certbound_testkit::now();
+    let check =
+        |target: &str, headers: &HashMap<String, String>, body: &[u8], now: i64, jwks: &Value| {
+            certbound_client::webhooks::verify_delivery("POST", target, headers, body, jwks, now)
+                .map_err(|refused| refused.to_string())
+        };
+    let url = receiver.state.url.clone();
+    check(&url, &headers, &body, now, &jwks).unwrap();
+    let mut tampered = body.clone();
+    tampered[10] ^= 1;
+    assert!(
+        check(&url, &headers, &tampered, now, &jwks)
+            .unwrap_err()
+            .contains("Content-Digest")
+    );
+    let mut moved = headers.clone();
+    moved.insert("date".into(), "Mon, 01 Jan 2024 00:00:00 GMT".into());
+    assert!(
+        check(&url, &moved, &body, now, &jwks)
+            .unwrap_err()
+            .contains("does not verify")
+    );
+    assert!(
+        check(&url, &headers, &body, now + 3600, &jwks)
+            .unwrap_err()
+            .contains("not fresh")
+    );
+    let mut other_key = jwks.clone();
+    for key in other_key["keys"].as_array_mut().unwrap() {
+        key["kid"] = json!("someone-else");
+    }
+    assert!(
+        check(&url, &headers, &body, now, &other_key)
+            .unwrap_err()
+            .contains("no key")
+    );
+    assert!(
+        check("https://localhost:1/elsewhere", &headers, &body, now, &jwks)
+            .unwrap_err()
+            .contains("does not verify"),
+        "a delivery meant for another URL"
+    );
     let mut unique = Vec::new();
     for delivery in &all {
         if !unique
