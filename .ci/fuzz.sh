@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/certb
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
 cargo run -q --release --example seeds -- "$WORK/corpus"
 cargo fuzz build --release --sanitizer none
-for target in csr x509 jws registration cards_json form proxy_header; do
+for target in csr x509 jws registration cards_json form proxy_header webhook; do
   mkdir -p "$WORK/corpus/$target"
   cargo fuzz run --release --sanitizer none "$target" "$WORK/corpus/$target" -- \
     -max_total_time="$SECONDS_EACH" -max_len=16384 -print_final_stats=1 2> "$WORK/$target.log" \

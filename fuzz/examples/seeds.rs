@@ -37,5 +37,9 @@ fn main() {
     write(root, "cards_json", "status", br#"{"cardStatusCode":"41","description":"lost"}"#);
     write(root, "cards_json", "pin", br#"{"pin":"1234"}"#);
     write(root, "cards_json", "bulk", br#"{"cardProduct":"10001","cardType":"Virtual","quantity":5}"#);
+    write(root, "cards_json", "load", br#"{"transactionType":"TransferFunds","amount":"10.50","currencyCode":"GBP","toPublicToken":"123456789","feeAmount":0.5}"#);
+    write(root, "cards_json", "authorise", br#"{"amount":20,"currencyCode":"GBP","merchant":{"name":"Shop","mcc":"5411","country":"GBR"}}"#);
+    write(root, "cards_json", "replace", br#"{"moveBalance":true,"expiryDate":"2031-05"}"#);
+    write(root, "webhook", "delivery", b"sig1=(\"@method\" \"@target-uri\" \"content-digest\" \"date\");created=1764514800;keyid=\"k\";alg=\"rsa-pss-sha512\"\nsig1=:AAAA:\nsha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:\nSun, 30 Nov 2025 15:00:00 GMT\n");
     write(root, "form", "token", b"grant_type=client_credentials&client_id=abc&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=a.b.c");
 }

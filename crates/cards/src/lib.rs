@@ -256,5 +256,20 @@ pub mod fuzzing {
             let _ = crate::ledger::parse_amount(&posting.amount, &currency);
             let _ = crate::ledger::parse_signed_amount(&posting.amount, &currency);
         }
+        if let Ok(authorise) = crate::body::parse::<crate::model::Authorise>(body) {
+            let _ = crate::ledger::parse_amount(&authorise.amount, &authorise.currency_code);
+            if let Some(merchant) = authorise.merchant {
+                let _ = merchant.check();
+            }
+        }
+        if let Ok(clear) = crate::body::parse::<crate::model::Clear>(body)
+            && let Some(amount) = clear.amount
+        {
+            let _ = crate::ledger::parse_amount(&amount, "GBP");
+        }
+        let _ = crate::body::parse::<crate::model::ReplaceCard>(body);
+        let _ = crate::body::parse::<crate::model::RenewCard>(body);
+        let _ = crate::body::parse::<crate::model::ConvertCard>(body);
+        let _ = crate::body::parse::<crate::webhooks::Resend>(body);
     }
 }
