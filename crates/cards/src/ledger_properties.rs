@@ -1,8 +1,9 @@
 //! Property-based tests of the ledger (issue 18): random sequences of loads, unloads, fees,
 //! adjustments and transfers over three cards, decided by [`crate::ledger`]'s rules and applied
 //! by the real store (SQLite here; PostgreSQL too when `CERTBOUND_TEST_DATABASE_URL` names one),
-//! checked against a model after every step. The invariants: each balance is the sum of its
-//! card's lines; each line's balance is the one before it plus its amount, lines numbered without
+//! checked against a model after every step, with holds of the simulated card network (approved
+//! or declined, then cleared or reversed, once). The invariants: each balance is the sum of its
+//! card's settled lines; the pending amount is the holds not yet settled; each line's balance is the one before it plus its amount, lines numbered without
 //! gaps; available = balance + pending; no card ever goes below zero or above its maximum; a
 //! refusal changes nothing; a replayed request (the same request id) posts nothing.
 
@@ -22,10 +23,32 @@ const MAX: i64 = 500_000;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Credit { card: usize, amount: i64 },
-    Debit { card: usize, amount: i64 },
-    Transfer { from: usize, to: usize, amount: i64 },
-    Replay { of: usize },
+    Credit {
+        card: usize,
+        amount: i64,
+    },
+    Debit {
+        card: usize,
+        amount: i64,
+    },
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: i64,
+    },
+    Replay {
+        of: usize,
+    },
+    /// An authorisation through the network: a hold if approved.
+    Hold {
+        card: usize,
+        amount: i64,
+    },
+    /// The clearing (true) or reversal (false) of the n-th hold made.
+    Settle {
+        of: usize,
+        clear: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -40,6 +63,8 @@ fn op() -> impl Strategy<Value = Op> {
             amount
         }),
         (0_usize..64).prop_map(|of| Op::Replay { of }),
+        (0..CARDS, 1_i64..100_000).prop_map(|(card, amount)| Op::Hold { card, amount }),
+        (0_usize..64, any::<bool>()).prop_map(|(of, clear)| Op::Settle { of, clear }),
     ]
 }
 
@@ -120,8 +145,111 @@ async fn run(ops: Vec<Op>) {
     }
     let mut model: HashMap<String, i64> = tokens.iter().map(|t| (t.clone(), 0)).collect();
     let mut requests: Vec<Vec<Posting>> = Vec::new();
+    // Holds made: (authorisation id, card, amount, still pending in the model).
+    let mut holds: Vec<(String, usize, i64, bool)> = Vec::new();
+    let mut pending: HashMap<String, i64> = tokens.iter().map(|t| (t.clone(), 0)).collect();
     for (step, op) in ops.into_iter().enumerate() {
         let request = format!("{unique}-{step}");
+        if let Op::Hold { card, amount } = op {
+            let token = &tokens[card];
+            let purse = purse(&store, token).await;
+            let approved =
+                ledger::authorise(&purse, amount, false) == ledger::ResponseCode::Approved;
+            assert_eq!(
+                approved,
+                amount <= model[token] + pending[token],
+                "the network disagrees with the model"
+            );
+            let id = format!("{request}-auth");
+            let (decided, state) = if approved {
+                (ledger::hold(amount), "Pending")
+            } else {
+                (ledger::nothing(), "Declined")
+            };
+            let record = certbound_store::AuthorisationRecord {
+                id: id.clone(),
+                public_token: token.clone(),
+                organisation_id: "org".into(),
+                amount_minor: amount,
+                currency: "GBP".into(),
+                merchant: "{}".into(),
+                state: state.into(),
+                response_code: "00".into(),
+                auth_code: None,
+                created_at: 1,
+                updated_at: 1,
+            };
+            let posted = store
+                .post_with(
+                    &[posting_of(decided, line(token, -amount, &request, 0), "A")],
+                    Some(&certbound_store::AuthorisationChange::Insert(record)),
+                    None,
+                )
+                .await
+                .unwrap();
+            assert!(matches!(posted, Posted::Done(_)));
+            if approved {
+                *pending.get_mut(token).unwrap() -= amount;
+                holds.push((id, card, amount, true));
+            }
+            check_card(&store, token, model[token], pending[token]).await;
+            continue;
+        }
+        if let Op::Settle { of, clear } = op {
+            if holds.is_empty() {
+                continue;
+            }
+            let index = of % holds.len();
+            let (id, card, amount, open) = holds[index].clone();
+            let token = &tokens[card];
+            let (decided, signed, status) = if clear {
+                (ledger::clear(amount, amount), -amount, "S")
+            } else {
+                (ledger::release(amount), amount, "V")
+            };
+            let change = certbound_store::AuthorisationChange::Transition {
+                id,
+                from: "Pending".into(),
+                to: if clear {
+                    "Cleared".into()
+                } else {
+                    "Reversed".into()
+                },
+                now: 1,
+            };
+            let before = balances(&store, &tokens).await;
+            let posted = store
+                .post_with(
+                    &[posting_of(
+                        decided,
+                        line(token, signed, &request, 0),
+                        status,
+                    )],
+                    Some(&change),
+                    None,
+                )
+                .await
+                .unwrap();
+            match (open, posted) {
+                (true, Posted::Done(_)) => {
+                    *pending.get_mut(token).unwrap() += amount;
+                    if clear {
+                        *model.get_mut(token).unwrap() -= amount;
+                    }
+                    holds[index].3 = false;
+                }
+                (false, Posted::Refused(_)) => {
+                    assert_eq!(
+                        balances(&store, &tokens).await,
+                        before,
+                        "a second settlement changed something"
+                    );
+                }
+                (open, posted) => panic!("settling a hold (open: {open}) gave {posted:?}"),
+            }
+            check_card(&store, token, model[token], pending[token]).await;
+            continue;
+        }
         // Each leg decided on the card as it is now, by the ledger's rules.
         let legs: Vec<(usize, Direction, i64)> = match op {
             Op::Credit { card, amount } => vec![(card, Direction::Credit, amount)],
@@ -132,7 +260,7 @@ async fn run(ops: Vec<Op>) {
                     (to, Direction::Credit, amount),
                 ]
             }
-            Op::Transfer { .. } => continue,
+            Op::Transfer { .. } | Op::Hold { .. } | Op::Settle { .. } => continue,
             Op::Replay { of } => {
                 let Some(postings) = requests.get(of % requests.len().max(1)) else {
                     continue;
@@ -174,7 +302,7 @@ async fn run(ops: Vec<Op>) {
         let model_allows = legs.iter().all(|(card, direction, amount)| {
             let balance = model[&tokens[*card]];
             match direction {
-                Direction::Debit => *amount <= balance,
+                Direction::Debit => *amount <= balance + pending[&tokens[*card]],
                 Direction::Credit => balance + amount <= MAX,
             }
         });
@@ -204,7 +332,7 @@ async fn run(ops: Vec<Op>) {
             }
         }
         for token in &tokens {
-            check_card(&store, token, model[token]).await;
+            check_card(&store, token, model[token], pending[token]).await;
         }
     }
 }
@@ -218,29 +346,56 @@ async fn balances(store: &Database, tokens: &[String]) -> Vec<(i64, i64)> {
     all
 }
 
-async fn check_card(store: &Database, token: &str, expected: i64) {
+async fn check_card(store: &Database, token: &str, expected: i64, held: i64) {
     let card = store.card(token).await.unwrap().unwrap();
     assert_eq!(
         card.balance_minor, expected,
         "the store disagrees with the model"
     );
+    assert_eq!(
+        card.pending_minor, held,
+        "the holds disagree with the model"
+    );
     assert!(card.balance_minor >= 0 && card.balance_minor <= MAX);
+    assert!(card.balance_minor + card.pending_minor >= 0, "overdrawn");
     let lines = store.transaction_lines(token, 0, i64::MAX).await.unwrap();
-    let sum: i64 = lines.iter().map(|line| line.amount_minor).sum();
+    // The balance is the sum of the settled lines; holds and reversals move the pending amount.
+    let settled = |line: &TransactionLine| line.status_code == "S";
+    let sum: i64 = lines
+        .iter()
+        .filter(|line| settled(line))
+        .map(|line| line.amount_minor)
+        .sum();
     assert_eq!(
         sum, card.balance_minor,
-        "the balance is not the sum of its lines"
+        "the balance is not the sum of its settled lines"
     );
     let mut previous = 0;
     for (n, line) in lines.iter().enumerate() {
         assert_eq!(line.line, n as i64 + 1, "lines are numbered without gaps");
-        assert_eq!(line.actual_balance, previous + line.amount_minor);
-        assert_eq!(
-            line.available_balance,
-            line.actual_balance + card.pending_minor
-        );
+        let moved = if settled(line) { line.amount_minor } else { 0 };
+        assert_eq!(line.actual_balance, previous + moved);
         assert!(line.available_balance >= 0);
         previous = line.actual_balance;
+    }
+    if let Some(last) = lines.last() {
+        assert_eq!(
+            last.available_balance,
+            card.balance_minor + card.pending_minor,
+            "available = balance + holds"
+        );
+    }
+}
+
+fn posting_of(decided: ledger::Decided, mut line: TransactionLine, status: &str) -> Posting {
+    line.status_code = status.to_owned();
+    Posting {
+        expected_status: CardStatus::Active.code().into(),
+        balance_delta: decided.balance_delta,
+        pending_delta: decided.pending_delta,
+        available_floor: decided.available_floor,
+        balance_ceiling: decided.balance_ceiling,
+        line,
     }
 }
 

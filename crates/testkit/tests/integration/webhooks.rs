@@ -428,3 +428,63 @@ async fn every_event_arrives_signed_in_order_and_survives_a_receiver_outage() {
     assert_eq!(resent["resent"], 0);
     receiver.down();
 }
+
+/// A notification not yet delivered when the stack stops is delivered after it starts again:
+/// the outbox is in the database, not in memory.
+#[tokio::test]
+async fn undelivered_notifications_survive_a_restart() {
+    let (mut receiver, ca_pem) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let trust = ca_file.clone();
+    let stack = TestStack::start_with(
+        tempfile::tempdir().unwrap(),
+        certbound_testkit::fresh_database_url().await,
+        move |config| config.webhooks.ca_file = Some(trust),
+    )
+    .await;
+    let (client, _) = stack
+        .cards_client_with_webhook(&["programme-manager"], &receiver.state.url)
+        .await;
+    let (_, keys, _) = client.call(Method::GET, "/keys", None).await;
+    *receiver.state.key.lock().unwrap() = Some(keys);
+    receiver.down();
+    let (status, card, _) = client
+        .call(Method::POST, "/cards", Some(card_body("restart")))
+        .await;
+    assert_eq!(status, 201);
+    let card = card["publicToken"].as_str().unwrap().to_owned();
+    post(
+        &client,
+        &format!("/cards/{card}/transactions"),
+        json!({"transactionType": "Load", "amount": 10, "currencyCode": "GBP"}),
+    )
+    .await;
+    let (credential, token) = (client.credential.clone(), client.token.clone());
+    drop(client);
+    let stack = stack
+        .restart_with(move |config| config.webhooks.ca_file = Some(ca_file))
+        .await;
+    let client = CardsClient {
+        stack: &stack,
+        credential,
+        token,
+    };
+    let (_, pending, _) = client
+        .call(
+            Method::GET,
+            "/webhooks/notifications?status=undelivered",
+            None,
+        )
+        .await;
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+    receiver.up().await;
+    let delivered = receiver.wait_for(1, 20).await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0].1, "112");
+    assert_eq!(delivered[0].2, card);
+    let forged = receiver.state.received.lock().unwrap().forged.clone();
+    assert!(forged.is_empty(), "{forged:?}");
+    receiver.down();
+}
