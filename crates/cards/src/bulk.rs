@@ -239,6 +239,7 @@ async fn process(
             active: true,
             expiry: crate::handlers::default_expiry(crate::handlers::date(now)),
             idempotency_id: None,
+            public_token: None,
         };
         let details = json!({
             "cardType": request.card_type,

@@ -184,6 +184,9 @@ pub(crate) struct Issue<'a> {
     pub(crate) expiry: time::Date,
     /// The `IdempotencyKey` claim of the request creating it, if any.
     pub(crate) idempotency_id: Option<&'a str>,
+    /// The public token it must have (a replacement names its card before issuing it); a fresh
+    /// one if `None`.
+    pub(crate) public_token: Option<&'a PublicToken>,
 }
 
 /// A new card's record (PAN and CVV made and sealed, a fresh public token) and its details.
@@ -210,7 +213,10 @@ pub(crate) fn new_card(
     } else {
         CardStatus::Inactive
     };
-    let public_token = PublicToken::generate()?;
+    let public_token = match issue.public_token {
+        Some(token) => token.clone(),
+        None => PublicToken::generate()?,
+    };
     let record = CardRecord {
         public_token: public_token.to_string(),
         organisation_id: tenant.organisation_id.to_owned(),
@@ -258,6 +264,11 @@ pub(crate) async fn issue_card(
             && let Some(token) = PublicToken::parse(&card.public_token)
         {
             return Ok((token, self::details(&card)?));
+        }
+        if issue.public_token.is_some() {
+            return Err(CardsError::Conflict(
+                "the replacement's publicToken is taken: retry the request".into(),
+            ));
         }
     }
     Err(CardsError::Internal(
@@ -316,6 +327,7 @@ pub(crate) async fn create_card(
                 active: request.activate_now.unwrap_or(true),
                 expiry,
                 idempotency_id: claim.as_deref(),
+                public_token: None,
             };
             let (public_token, details) =
                 issue_card(cards, caller.tenant(), &issue, details, now).await?;

@@ -49,9 +49,9 @@ fn respond((status, body): Written) -> Response {
     }
 }
 
-/// Runs `write` once per `IdempotencyKey`. `write` gets the key's claim id, which what it creates
-/// must carry: a retry that takes over the claim of a request that died after acting finds the
-/// effect by it instead of making it again.
+/// Runs `write` once per `IdempotencyKey`. `write` gets the claim's name (the key and the body's
+/// keyed digest), which what it creates must carry: a retry that takes over the claim of a request
+/// that died after acting finds the effect by it instead of making it again.
 pub(crate) async fn idempotent<F, Fut>(
     cards: &Cards,
     caller: &Caller,
@@ -85,7 +85,9 @@ where
     if let Some(first) = claim_or_wait(cards, &claim).await? {
         return replay(&first, &claim);
     }
-    match write(Some(claim.id.clone())).await {
+    // What the effects carry: the key and the body's digest, so that a key used again after it
+    // expired, for another request, can never be taken for the first one's effects.
+    match write(Some(format!("{}|{}", claim.id, claim.request_hash))).await {
         Ok(written) => {
             let response = written.1.as_ref().map(Value::to_string).unwrap_or_default();
             let status = i64::from(written.0.as_u16());

@@ -283,6 +283,8 @@ pub struct Purse {
     pub pending: i64,
     /// The product's maximum balance, minor units.
     pub max_balance: i64,
+    /// The card that replaced this one, if any: it takes no more money.
+    pub replaced_by: Option<String>,
 }
 
 impl Purse {
@@ -325,6 +327,12 @@ pub fn status_allows(purse: &Purse, direction: Direction) -> Result<(), CardsErr
                 purse.status.name(),
                 purse.status.code()
             ),
+        ));
+    }
+    if let (Direction::Credit, Some(by)) = (direction, &purse.replaced_by) {
+        return Err(refuse(
+            "publicToken",
+            format!("the card was replaced by card {by}: no money may be loaded onto it"),
         ));
     }
     if direction == Direction::Credit
@@ -444,6 +452,22 @@ pub enum ResponseCode {
 }
 
 impl ResponseCode {
+    /// Every code.
+    pub const ALL: [Self; 7] = [
+        Self::Approved,
+        Self::DoNotHonour,
+        Self::ExpiredCard,
+        Self::InsufficientFunds,
+        Self::LostCard,
+        Self::RestrictedCard,
+        Self::StolenCard,
+    ];
+
+    /// The code with these two digits.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|known| known.code() == code)
+    }
+
     /// The two digits.
     pub fn code(self) -> &'static str {
         match self {
@@ -547,6 +571,7 @@ mod tests {
             balance,
             pending: 0,
             max_balance: 5000_00,
+            replaced_by: None,
         }
     }
 

@@ -132,6 +132,7 @@ async fn purse(store: &Database, token: &str) -> Purse {
         balance: card.balance_minor,
         pending: card.pending_minor,
         max_balance: MAX,
+        replaced_by: None,
     }
 }
 
@@ -289,6 +290,7 @@ async fn run(ops: Vec<Op>) {
                     let signed = decided.balance_delta;
                     postings.push(Posting {
                         expected_status: CardStatus::Active.code().into(),
+                        expected_version: None,
                         balance_delta: decided.balance_delta,
                         pending_delta: decided.pending_delta,
                         available_floor: decided.available_floor,
@@ -391,6 +393,7 @@ fn posting_of(decided: ledger::Decided, mut line: TransactionLine, status: &str)
     line.status_code = status.to_owned();
     Posting {
         expected_status: CardStatus::Active.code().into(),
+        expected_version: None,
         balance_delta: decided.balance_delta,
         pending_delta: decided.pending_delta,
         available_floor: decided.available_floor,

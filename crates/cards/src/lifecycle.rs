@@ -26,7 +26,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use certbound_store::{CardRecord, Posted, Posting, TransactionLine};
+use certbound_store::{CardRecord, Posted, TransactionLine};
+
+use crate::transactions::posting;
 use certbound_trust::Secret;
 use serde_json::{Value, json};
 
@@ -76,7 +78,16 @@ fn end_of_month(text: &str, today: time::Date) -> Result<time::Date, CardsError>
     Ok(date)
 }
 
+/// How long a replacement may take between naming its new card on the old one and issuing it,
+/// seconds: a mark older than this whose card was never issued (its request died, and no retry
+/// with its key came) no longer stands in the way of a new replacement.
+const REPLACING: i64 = 60;
+
 /// `POST /cards/{publicToken}/replace`.
+///
+/// The old card is marked first, in one conditional write, with the public token the new card
+/// will have: of two replacements at once exactly one marks it (the other gets 409), so one card
+/// is issued. Then the new card is issued under that token, then the balance moved.
 pub(crate) async fn replace(
     State(cards): State<Arc<Cards>>,
     caller: Caller,
@@ -99,42 +110,67 @@ pub(crate) async fn replace(
     idempotent(&cards, &caller, &headers, endpoint, &body, |claim| async move {
         let (cards, caller) = (shared, who);
         let old = owned(cards, caller, old_ref).await?;
-        let resumed = match &claim {
-            Some(claim) => cards.store.card_by_idempotency(claim).await?,
-            None => None,
-        };
-        let (new_token, new_details) = match resumed {
-            // A request with this key issued the new card and died: finish what it began.
-            Some(card) => (
-                PublicToken::parse(&card.public_token)
-                    .ok_or_else(|| CardsError::Internal("stored token".into()))?,
-                details(&card)?,
-            ),
-            None => {
+        let old_details = details(&old)?;
+        let ours = claim.is_some() && old_details["replacingClaim"].as_str() == claim.as_deref();
+        let new_token = match replaced_by(&old) {
+            // A request with this key marked the card and died: finish what it began.
+            Some(by) if ours => PublicToken::parse(&by)
+                .ok_or_else(|| CardsError::Internal("stored token".into()))?,
+            _ => {
                 if stored_status(&old)? == CardStatus::Closed {
                     return Err(CardsError::Conflict(
                         "the card is Closed (46): a closed card cannot be replaced".into(),
                     ));
                 }
-                if let Some(by) = replaced_by(&old) {
-                    return Err(CardsError::Conflict(format!(
-                        "the card was replaced already, by card {by}"
-                    )));
-                }
-                let mut old_details = details(&old)?;
-                let product_code = old_details["cardProduct"].as_str().unwrap_or_default().to_owned();
+                let dangling = match replaced_by(&old) {
+                    Some(by) => {
+                        let issued = cards.store.card(&by).await?.is_some();
+                        let since = old_details["replacingSince"].as_i64().unwrap_or(0);
+                        if issued || now - since <= REPLACING {
+                            return Err(CardsError::Conflict(format!(
+                                "the card was replaced already, by card {by}"
+                            )));
+                        }
+                        Some(by)
+                    }
+                    None => None,
+                };
+                let token = PublicToken::generate()?;
+                mark_replaced(cards, caller, old_ref, &token, claim.as_deref(), dangling.as_deref())
+                    .await?;
+                token
+            }
+        };
+        let new_details = match cards.store.card(new_token.as_str()).await? {
+            Some(card) if card.organisation_id == old.organisation_id => details(&card)?,
+            Some(_) => {
+                return Err(CardsError::Conflict(
+                    "the replacement's publicToken is taken: retry the request".into(),
+                ));
+            }
+            None => {
+                let mut new_details = old_details.clone();
+                let product_code = new_details["cardProduct"].as_str().unwrap_or_default().to_owned();
                 let product = product(cards, &product_code)
                     .ok_or_else(|| CardsError::Internal(format!("no product {product_code}")))?;
                 let expiry = match (chosen_expiry, request_ref.move_expiry_date) {
                     (Some(expiry), _) => expiry,
-                    (None, Some(true)) => old_details["expiryDate"]
+                    (None, Some(true)) => new_details["expiryDate"]
                         .as_str()
                         .and_then(parse_date)
                         .unwrap_or_else(|| default_expiry(today)),
                     (None, _) => default_expiry(today),
                 };
-                if let Value::Object(map) = &mut old_details {
-                    for made_anew in ["maskedPan", "startDate", "expiryDate", "currencyCode", "replacedBy"] {
+                if let Value::Object(map) = &mut new_details {
+                    for made_anew in [
+                        "maskedPan",
+                        "startDate",
+                        "expiryDate",
+                        "currencyCode",
+                        "replacedBy",
+                        "replacingClaim",
+                        "replacingSince",
+                    ] {
                         map.remove(made_anew);
                     }
                     map.insert("replaces".into(), Value::from(old.public_token.clone()));
@@ -144,11 +180,11 @@ pub(crate) async fn replace(
                     active: true,
                     expiry,
                     idempotency_id: claim.as_deref(),
+                    public_token: Some(&new_token),
                 };
-                issue_card(cards, caller.tenant(), &issue, old_details, now).await?
+                issue_card(cards, caller.tenant(), &issue, new_details, now).await?.1
             }
         };
-        mark_replaced(cards, caller, old_ref, &new_token).await?;
         if request_ref.move_balance == Some(true) {
             move_balance(cards, caller, old_ref, &new_token, claim.as_deref()).await?;
         }
@@ -165,18 +201,18 @@ pub(crate) async fn replace(
     .await
 }
 
-/// Stops the old card: `replacedBy` in its details, and blocked (05) unless already terminal;
-/// a status change is announced (event 103). Nothing is written twice.
+/// Marks the old card replaced by `new` (and by which request, since when) and stops it: blocked
+/// (05) unless already terminal; a status change is announced (event 103). Refused (409) if
+/// another replacement marked it meanwhile, unless that mark is `dangling` (never issued, stale).
 async fn mark_replaced(
     cards: &Cards,
     caller: &Caller,
     old: &PublicToken,
     new: &PublicToken,
+    claim: Option<&str>,
+    dangling: Option<&str>,
 ) -> Result<(), CardsError> {
     let card = owned(cards, caller, old).await?;
-    if replaced_by(&card).as_deref() == Some(new.as_str()) {
-        return Ok(());
-    }
     let target = webhooks::target_of(cards, &card).await?;
     let message = format!("Replaced by card {new}");
     let announce = |card: &CardRecord, from: CardStatus, now: i64| {
@@ -195,9 +231,22 @@ async fn mark_replaced(
         caller,
         old,
         |card, from, now| {
+            match replaced_by(card) {
+                None => {}
+                Some(by) if Some(by.as_str()) == dangling => {}
+                Some(by) => {
+                    return Err(CardsError::Conflict(format!(
+                        "the card was replaced already, by card {by}"
+                    )));
+                }
+            }
             let mut details = details(card)?;
             if let Value::Object(map) = &mut details {
                 map.insert("replacedBy".into(), Value::from(new.as_str()));
+                map.insert("replacingSince".into(), Value::from(now));
+                if let Some(claim) = claim {
+                    map.insert("replacingClaim".into(), Value::from(claim));
+                }
             }
             card.details = details.to_string();
             if !from.is_terminal() {
@@ -301,17 +350,6 @@ async fn move_balance(
     Err(CardsError::Conflict(
         "the card kept changing under this request: retry it".into(),
     ))
-}
-
-fn posting(card: &CardRecord, decided: ledger::Decided, line: TransactionLine) -> Posting {
-    Posting {
-        expected_status: card.status_code.clone(),
-        balance_delta: decided.balance_delta,
-        pending_delta: decided.pending_delta,
-        available_floor: decided.available_floor,
-        balance_ceiling: decided.balance_ceiling,
-        line,
-    }
 }
 
 /// `POST /cards/{publicToken}/renew` → 204.

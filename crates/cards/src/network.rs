@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use certbound_store::{
-    AuthorisationChange, AuthorisationRecord, CardRecord, Posted, Posting, TransactionLine,
+    AuthorisationChange, AuthorisationRecord, CardRecord, Posted, TransactionLine,
 };
 use serde_json::{Value, json};
 
@@ -23,10 +23,14 @@ use crate::auth::Caller;
 use crate::body::parse;
 use crate::handlers::{ATTEMPTS, card_token, details, owned};
 use crate::idempotency::idempotent;
-use crate::ledger::{self, Decided, ResponseCode, StatusCode as LineStatus, TypeCode, amount_json};
+use crate::ledger::{self, ResponseCode, StatusCode as LineStatus, TypeCode, amount_json};
 use crate::model::{Authorise, Clear, Merchant, PublicToken};
-use crate::transactions::purse_of;
+use crate::transactions::{posting, purse_of};
 use crate::{Cards, CardsError, webhooks};
+
+/// A presentment may exceed its authorisation (a tip, a fuel pump's final amount), up to this
+/// many times it.
+const MAX_PRESENTED: i64 = 2;
 
 /// The states of an authorisation.
 const PENDING: &str = "Pending";
@@ -91,17 +95,6 @@ fn step_line(
     }
 }
 
-fn posting(card: &CardRecord, decided: Decided, line: TransactionLine) -> Posting {
-    Posting {
-        expected_status: card.status_code.clone(),
-        balance_delta: decided.balance_delta,
-        pending_delta: decided.pending_delta,
-        available_floor: decided.available_floor,
-        balance_ceiling: decided.balance_ceiling,
-        line,
-    }
-}
-
 fn merchant_name(merchant: &Merchant) -> String {
     merchant
         .name
@@ -129,6 +122,10 @@ pub(crate) async fn authorise(
     let (shared, who, token_ref, merchant_ref) = (&cards, &caller, &token, &merchant);
     idempotent(&cards, &caller, &headers, endpoint, &body, |claim| async move {
         let (cards, caller) = (shared, who);
+        if let Some((record, line)) = already_posted(cards, claim.as_deref()).await? {
+            // A retry that took over the claim of a request that died after authorising.
+            return Ok((StatusCode::CREATED, Some(authorisation_answer(&record, &line))));
+        }
         for _ in 0..ATTEMPTS {
             let card = owned(cards, caller, token_ref).await?;
             let purse = purse_of(cards, &card)?;
@@ -208,18 +205,12 @@ pub(crate) async fn authorise(
                         json!({"public_token": card.public_token, "organisation_id": card.organisation_id,
                                "authorisation_id": id, "response_code": code.code(), "amount_minor": amount}),
                     );
-                    return Ok((
-                        StatusCode::CREATED,
-                        Some(json!({
-                            "authorisationId": id,
-                            "approved": approved,
-                            "responseCode": code.code(),
-                            "responseDescription": code.description(),
-                            "authCode": auth_code,
-                            "transactionId": line.id,
-                            "balance": balance_after(line),
-                        })),
-                    ));
+                    let record = cards
+                        .store
+                        .authorisation(&id)
+                        .await?
+                        .ok_or_else(|| CardsError::Internal("authorisation not stored".into()))?;
+                    return Ok((StatusCode::CREATED, Some(authorisation_answer(&record, line))));
                 }
                 Posted::Refused(_) => continue,
             }
@@ -229,6 +220,54 @@ pub(crate) async fn authorise(
         ))
     })
     .await
+}
+
+/// The line a request with this claim posted, and its authorisation, if it posted one.
+async fn already_posted(
+    cards: &Cards,
+    claim: Option<&str>,
+) -> Result<Option<(AuthorisationRecord, TransactionLine)>, CardsError> {
+    let Some(claim) = claim else { return Ok(None) };
+    let Some(line) = cards
+        .store
+        .transaction_lines_of_request(claim)
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let id = line.link.clone().unwrap_or_default();
+    let record = cards
+        .store
+        .authorisation(&id)
+        .await?
+        .ok_or_else(|| CardsError::Internal(format!("no authorisation {id} for its line")))?;
+    Ok(Some((record, line)))
+}
+
+/// The answer to an authorisation.
+fn authorisation_answer(record: &AuthorisationRecord, line: &TransactionLine) -> Value {
+    let code = ResponseCode::parse(&record.response_code);
+    json!({
+        "authorisationId": record.id,
+        "approved": code == Some(ResponseCode::Approved),
+        "responseCode": record.response_code,
+        "responseDescription": code.map(ResponseCode::description),
+        "authCode": record.auth_code,
+        "transactionId": line.id,
+        "balance": balance_after(line),
+    })
+}
+
+/// The answer to a clearing or a reversal.
+fn settled_answer(record: &AuthorisationRecord, line: &TransactionLine) -> Value {
+    json!({
+        "authorisationId": record.id,
+        "state": record.state,
+        "transactionId": line.id,
+        "balance": balance_after(line),
+    })
 }
 
 /// What happens to a pending authorisation.
@@ -247,6 +286,10 @@ async fn settle(
     presented: Option<&Value>,
     request_id: Option<&str>,
 ) -> Result<(StatusCode, Option<Value>), CardsError> {
+    if let Some((record, line)) = already_posted(cards, request_id).await? {
+        // A retry that took over the claim of a request that died after settling.
+        return Ok((StatusCode::OK, Some(settled_answer(&record, &line))));
+    }
     for _ in 0..ATTEMPTS {
         let card = owned(cards, caller, token).await?;
         let authorisation = cards
@@ -273,6 +316,15 @@ async fn settle(
                 .map_err(|message| CardsError::field("amount", format!("amount {message}")))?,
             None => amount,
         };
+        if presented > amount.saturating_mul(MAX_PRESENTED) {
+            return Err(CardsError::Unprocessable {
+                field: "amount".into(),
+                message: format!(
+                    "a presentment may be at most {MAX_PRESENTED} times the authorised {}",
+                    ledger::format_major(amount, &authorisation.currency)
+                ),
+            });
+        }
         let (decided, type_code, status, signed, to, what) = match how {
             Settle::Clear => (
                 ledger::clear(amount, presented),
@@ -334,15 +386,11 @@ async fn settle(
                     json!({"public_token": card.public_token, "organisation_id": card.organisation_id,
                            "authorisation_id": authorisation.id, "state": to}),
                 );
-                return Ok((
-                    StatusCode::OK,
-                    Some(json!({
-                        "authorisationId": authorisation.id,
-                        "state": to,
-                        "transactionId": line.id,
-                        "balance": balance_after(line),
-                    })),
-                ));
+                let record = AuthorisationRecord {
+                    state: to.to_owned(),
+                    ..authorisation
+                };
+                return Ok((StatusCode::OK, Some(settled_answer(&record, line))));
             }
             Posted::Refused(_) => continue,
         }

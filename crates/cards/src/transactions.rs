@@ -60,6 +60,7 @@ pub(crate) fn purse_of(cards: &Cards, card: &CardRecord) -> Result<Purse, CardsE
         balance: card.balance_minor,
         pending: card.pending_minor,
         max_balance,
+        replaced_by: details["replacedBy"].as_str().map(str::to_owned),
     })
 }
 
@@ -207,9 +208,12 @@ fn line(
     }
 }
 
-fn posting(card: &CardRecord, decided: Decided, line: TransactionLine) -> Posting {
+/// A decided posting for `card`: applied only while the card has the status it was decided on,
+/// and a credit only while the card is unchanged (so no money lands on a card being replaced).
+pub(crate) fn posting(card: &CardRecord, decided: Decided, line: TransactionLine) -> Posting {
     Posting {
         expected_status: card.status_code.clone(),
+        expected_version: (decided.balance_delta > 0).then_some(card.version),
         balance_delta: decided.balance_delta,
         pending_delta: decided.pending_delta,
         available_floor: decided.available_floor,

@@ -7,9 +7,10 @@
 //! as the change it announces (none is lost, none announces a change that did not happen),
 //! numbered in its card's order. A worker in every instance delivers the first undelivered one
 //! of each card (so a card's notifications arrive in order), leasing it so that two instances
-//! never send it at once, and retries with exponential backoff (1 s, 2 s, 4 s ... at most 5
-//! minutes apart) for a bounded time, then gives up on it (`Failed`: listed as undelivered, sent
-//! again on request). Delivery is at least once: a receiver de-duplicates by `notificationId`.
+//! never send it at once, with a bounded number in flight (and fewer per URL, so one dead
+//! receiver cannot hold up the others), and retries with exponential backoff (1 s, 2 s, 4 s ...
+//! at most 5 minutes apart) for a bounded time counted from its first attempt, then gives up on
+//! it (`Failed`: listed as undelivered, sent again on request with a new window). Delivery is at least once: a receiver de-duplicates by `notificationId`.
 //!
 //! Signed: each delivery carries `Content-Digest` (RFC 9530, SHA-256 of the body) and an HTTP
 //! Message Signature (RFC 9421) `sig1` over `@method`, `@target-uri`, `content-digest` and `date`,
@@ -256,32 +257,71 @@ pub fn signature_headers(
     ])
 }
 
+/// Deliveries in flight at once, per instance.
+const IN_FLIGHT: usize = 16;
+
+/// Deliveries in flight at once to one URL: a slow or dead receiver holds at most this many of
+/// [`IN_FLIGHT`], so the others' events keep flowing.
+const IN_FLIGHT_PER_URL: usize = 4;
+
 /// Delivers notifications until `shutdown` flips: at start, whenever a change was announced,
-/// and every [`POLL`].
+/// and every [`POLL`]; deliveries run in the background, bounded in all and per URL.
 pub(crate) async fn run(cards: Arc<Cards>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let lease = uuid::Uuid::new_v4().to_string();
+    let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let per_url: Arc<std::sync::Mutex<HashMap<String, usize>>> = Arc::default();
+    let mut deliveries = tokio::task::JoinSet::new();
     loop {
+        while deliveries.try_join_next().is_some() {}
         if *shutdown.borrow() {
+            // Deliveries under way finish (each is bounded by its timeout) and record their
+            // outcome, so no lease outlives this instance.
+            while deliveries.join_next().await.is_some() {}
             return;
         }
         let now = certbound_store::clock::now();
-        match cards.store.due_notifications(now, 32).await {
+        match cards.store.due_notifications(now, 64).await {
             Ok(due) => {
-                let mut deliveries = tokio::task::JoinSet::new();
                 for record in due {
+                    let url = record.draft.url.clone();
+                    let busy = per_url
+                        .lock()
+                        .map(|counts| counts.get(&url).copied().unwrap_or(0))
+                        .unwrap_or(IN_FLIGHT_PER_URL);
+                    if busy >= IN_FLIGHT_PER_URL {
+                        continue;
+                    }
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        break;
+                    };
                     match cards
                         .store
                         .lease_notification(&record.draft.id, &lease, now + LEASE, now)
                         .await
                     {
                         Ok(true) => {
-                            deliveries.spawn(deliver(cards.clone(), record, lease.clone()));
+                            if let Ok(mut counts) = per_url.lock() {
+                                *counts.entry(url.clone()).or_default() += 1;
+                            }
+                            let (cards, lease, per_url) =
+                                (cards.clone(), lease.clone(), per_url.clone());
+                            deliveries.spawn(async move {
+                                deliver(cards, record, lease).await;
+                                if let Ok(mut counts) = per_url.lock()
+                                    && let Some(count) = counts.get_mut(&url)
+                                {
+                                    *count = count.saturating_sub(1);
+                                    if *count == 0 {
+                                        counts.remove(&url);
+                                    }
+                                }
+                                drop(permit);
+                            });
                         }
                         Ok(false) => {}
                         Err(error) => tracing::warn!(%error, "cannot lease a webhook notification"),
                     }
                 }
-                while deliveries.join_next().await.is_some() {}
             }
             Err(error) => tracing::warn!(%error, "cannot read the webhook outbox"),
         }
@@ -289,6 +329,7 @@ pub(crate) async fn run(cards: Arc<Cards>, mut shutdown: tokio::sync::watch::Rec
             _ = shutdown.changed() => {}
             () = cards.webhook_work.notified() => {}
             () = tokio::time::sleep(POLL) => {}
+            Some(_) = deliveries.join_next(), if !deliveries.is_empty() => {}
         }
     }
 }
@@ -296,18 +337,21 @@ pub(crate) async fn run(cards: Arc<Cards>, mut shutdown: tokio::sync::watch::Rec
 async fn deliver(cards: Arc<Cards>, record: NotificationRecord, lease: String) {
     let now = certbound_store::clock::now();
     let sent = send(&cards, &record, now).await;
+    let done = certbound_store::clock::now();
     let outcome = match sent {
-        Ok(()) => Ok(now),
+        Ok(()) => Ok(()),
         Err(error) => {
             let attempts = record.attempts + 1;
-            let give_up = now - record.draft.created_at >= cards.config.webhook_retry_seconds;
+            // The window counts from the first attempt since the last resend.
+            let first = record.first_attempt_at.unwrap_or(now);
+            let give_up = done - first >= cards.config.webhook_retry_seconds;
             tracing::info!(notification_id = %record.draft.id, attempts, give_up, %error, "webhook delivery failed");
-            Err((error, now + backoff(attempts), give_up))
+            Err((error, done + backoff(attempts), give_up))
         }
     };
     if let Err(error) = cards
         .store
-        .notification_attempted(&record.draft.id, &lease, outcome)
+        .notification_attempted(&record.draft.id, &lease, now, outcome)
         .await
     {
         tracing::warn!(%error, notification_id = %record.draft.id, "cannot record a webhook delivery");
@@ -315,10 +359,15 @@ async fn deliver(cards: Arc<Cards>, record: NotificationRecord, lease: String) {
 }
 
 async fn send(cards: &Cards, record: &NotificationRecord, now: i64) -> Result<(), String> {
-    let url = reqwest::Url::parse(&record.draft.url).map_err(|error| error.to_string())?;
+    let mut url = reqwest::Url::parse(&record.draft.url).map_err(|error| error.to_string())?;
     if url.scheme() != "https" {
         return Err("the webhook URI is not https".into());
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the webhook URI carries credentials: refused".into());
+    }
+    // A fragment is never sent; the signed target is exactly what is sent.
+    url.set_fragment(None);
     let headers = signature_headers(&cards.keys, url.as_str(), record.draft.body.as_bytes(), now)
         .map_err(|error| error.to_string())?;
     let mut request = cards

@@ -119,10 +119,13 @@ pub fn verify_delivery(
         };
         base.push_str(&format!("\"{component}\": {value}\n"));
     }
-    let params = input
-        .trim()
-        .strip_prefix("sig1=")
-        .ok_or_else(|| refuse("Signature-Input does not start with sig1"))?;
+    // The parameters line is sig1's inner list as RFC 9421 serializes it, whatever other
+    // signatures the header carries, and wherever sig1 stands in it.
+    let mut params = sfv::ListSerializer::new();
+    params.members([&sfv::ListEntry::InnerList(covered.clone())]);
+    let params = params
+        .finish()
+        .ok_or_else(|| refuse("sig1 has no parameters"))?;
     base.push_str(&format!("\"@signature-params\": {params}"));
 
     let signatures: sfv::Dictionary = sfv::Parser::new(header("signature")?)

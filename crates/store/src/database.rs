@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../migrations/0013_webhooks.sql"),
     ),
+    (
+        14,
+        "webhook retry window",
+        include_str!("../migrations/0014_webhook_retry_window.sql"),
+    ),
 ];
 
 /// Infrastructure errors of the store.
@@ -1032,7 +1037,7 @@ fn update_card(record: &CardRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::a
 macro_rules! notification_columns {
     () => {
         "id, organisation_id, public_token, sequence, url, event_code, body, status, attempts, \
-         next_attempt_at, last_error, created_at, delivered_at"
+         next_attempt_at, last_error, created_at, delivered_at, first_attempt_at"
     };
 }
 
@@ -1053,6 +1058,7 @@ fn notification(row: &AnyRow) -> Result<NotificationRecord, sqlx::Error> {
         next_attempt_at: row.try_get("next_attempt_at")?,
         last_error: row.try_get("last_error")?,
         delivered_at: row.try_get("delivered_at")?,
+        first_attempt_at: row.try_get("first_attempt_at")?,
     })
 }
 
@@ -1070,7 +1076,7 @@ async fn insert_notification(
     sqlx::query(concat!(
         "INSERT INTO webhook_notifications (",
         notification_columns!(),
-        ", lease, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, 'Pending', 0, $8, NULL, $9, NULL, NULL, 0)"
+        ", lease, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, 'Pending', 0, $8, NULL, $9, NULL, NULL, NULL, 0)"
     ))
     .bind(&draft.id)
     .bind(&draft.organisation_id)
@@ -1248,6 +1254,7 @@ impl CardsStore for Database {
                 "UPDATE cards SET balance_minor = balance_minor + $1, pending_minor = pending_minor + $2, \
                  ledger_line = ledger_line + 1 WHERE public_token = $3 AND status_code = $4 \
                  AND balance_minor + $1 + pending_minor + $2 >= $5 AND balance_minor + $1 <= $6 \
+                 AND ($7 < 0 OR version = $7) \
                  RETURNING balance_minor, pending_minor, ledger_line",
             )
             .bind(posting.balance_delta)
@@ -1255,7 +1262,8 @@ impl CardsStore for Database {
             .bind(&posting.line.public_token)
             .bind(&posting.expected_status)
             .bind(posting.available_floor.unwrap_or(NO_FLOOR))
-            .bind(posting.balance_ceiling.unwrap_or(NO_CEILING));
+            .bind(posting.balance_ceiling.unwrap_or(NO_CEILING))
+            .bind(posting.expected_version.unwrap_or(-1));
             let Some(row) = query.fetch_optional(&mut *transaction).await? else {
                 transaction.rollback().await?;
                 return Ok(Posted::Refused(index));
@@ -1367,28 +1375,32 @@ impl CardsStore for Database {
         &self,
         id: &str,
         lease: &str,
-        outcome: Result<i64, (String, i64, bool)>,
+        now: i64,
+        outcome: Result<(), (String, i64, bool)>,
     ) -> Result<bool, StoreError> {
         let result = match outcome {
-            Ok(delivered_at) => sqlx::query(
-                "UPDATE webhook_notifications SET status = 'Delivered', attempts = attempts + 1, \
-                     delivered_at = $1, last_error = NULL, lease = NULL, lease_until = 0 \
-                     WHERE id = $2 AND lease = $3",
-            )
-            .bind(delivered_at)
-            .bind(id)
-            .bind(lease)
-            .execute(self.counted())
-            .await?,
+            Ok(()) => {
+                sqlx::query(
+                    "UPDATE webhook_notifications SET status = 'Delivered', attempts = attempts + 1, \
+                     delivered_at = $1, first_attempt_at = COALESCE(first_attempt_at, $1), \
+                     last_error = NULL, lease = NULL, lease_until = 0 WHERE id = $2 AND lease = $3",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(lease)
+                .execute(self.counted())
+                .await?
+            }
             Err((error, next_attempt_at, give_up)) => {
                 sqlx::query(
                     "UPDATE webhook_notifications SET status = $1, attempts = attempts + 1, \
-                     last_error = $2, next_attempt_at = $3, lease = NULL, lease_until = 0 \
-                     WHERE id = $4 AND lease = $5",
+                     last_error = $2, next_attempt_at = $3, first_attempt_at = COALESCE(first_attempt_at, $4), \
+                     lease = NULL, lease_until = 0 WHERE id = $5 AND lease = $6",
                 )
                 .bind(if give_up { "Failed" } else { "Pending" })
                 .bind(error)
                 .bind(next_attempt_at)
+                .bind(now)
                 .bind(id)
                 .bind(lease)
                 .execute(self.counted())
@@ -1424,8 +1436,8 @@ impl CardsStore for Database {
         let mut found = 0;
         for id in ids {
             found += sqlx::query(
-                "UPDATE webhook_notifications SET status = 'Pending', next_attempt_at = $1 \
-                 WHERE id = $2 AND organisation_id = $3",
+                "UPDATE webhook_notifications SET status = 'Pending', next_attempt_at = $1, \
+                 first_attempt_at = NULL WHERE id = $2 AND organisation_id = $3",
             )
             .bind(now)
             .bind(id)

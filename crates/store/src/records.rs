@@ -378,6 +378,9 @@ pub struct TransactionLine {
 pub struct Posting {
     /// The status code the decision was made on.
     pub expected_status: String,
+    /// The card version the decision was made on, for a posting that must not outlive a change
+    /// to the card (a credit onto a card being replaced); none to ignore the version.
+    pub expected_version: Option<i64>,
     /// Added to the settled balance.
     pub balance_delta: i64,
     /// Added to the pending holds.
@@ -473,6 +476,8 @@ pub struct NotificationRecord {
     pub last_error: Option<String>,
     /// When it was delivered.
     pub delivered_at: Option<i64>,
+    /// Its first delivery attempt (since its last resend): its retry window counts from here.
+    pub first_attempt_at: Option<i64>,
 }
 
 /// Builds the notifications of an act from the lines the store wrote (their balances are known
@@ -584,7 +589,8 @@ pub trait CardsStore: Send + Sync {
         &self,
         id: &str,
         lease: &str,
-        outcome: Result<i64, (String, i64, bool)>,
+        now: i64,
+        outcome: Result<(), (String, i64, bool)>,
     ) -> Result<bool, StoreError>;
     /// An organisation's notifications not delivered (pending or given up on), oldest first.
     async fn undelivered_notifications(

@@ -689,6 +689,31 @@ impl TestStack {
     }
 }
 
+/// Runs the futures concurrently, polled together in this task (they borrow the clients, so
+/// they cannot be spawned).
+pub async fn all_at_once<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|context| {
+        let mut pending = false;
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(context) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 /// Makes `config` listen on `ports` (from [`TestStack::ports`]).
 pub fn on_ports(config: &mut StackConfig, ports: [u16; 4]) {
     config.listen.directory.set_port(ports[0]);

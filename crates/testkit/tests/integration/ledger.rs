@@ -11,7 +11,7 @@
     clippy::indexing_slicing
 )] // test code
 
-use certbound_testkit::{CardsClient, TestStack, card_body};
+use certbound_testkit::{CardsClient, TestStack, all_at_once, card_body};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -414,31 +414,6 @@ async fn copies_at_once(
     answers
 }
 
-/// Runs the futures concurrently, polled together in this task (they borrow the clients, so
-/// they cannot be spawned).
-async fn all_at_once<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|context| {
-        let mut pending = false;
-        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(context) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
 /// Many concurrent unloads and transfers at two instances sharing one database can never take a
 /// card below zero: of 30 unloads of 10 from a card holding 100 (half sent to each instance),
 /// exactly 10 succeed and 20 are refused for the balance; the lines sum to the balance.
@@ -598,6 +573,21 @@ async fn purchases_through_the_simulated_network() {
     // A presentment over its hold (a tip) posts even below zero, as a network's would.
     let (_, dinner) = authorise(&client, &card, json!(80)).await;
     assert_eq!(dinner["responseCode"], "00");
+    let (status, refused) = settle(
+        &client,
+        &card,
+        &dinner,
+        "clear",
+        Some(json!({"amount": 160.01})),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["errors"]["amount"]
+            .to_string()
+            .contains("at most 2 times"),
+        "{refused}"
+    );
     let (status, tipped) = settle(
         &client,
         &card,

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )] // test code
 
-use certbound_testkit::{CardsClient, TestStack, card_body};
+use certbound_testkit::{CardsClient, TestStack, all_at_once, card_body};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -140,6 +140,21 @@ async fn a_replacement_takes_the_holder_and_the_balance_and_stops_the_old_card()
     )
     .await;
     assert_eq!(status, 409, "{refused}");
+    // Nor does it take money any more (it still pays out).
+    let (status, refused) = call(
+        &client,
+        Method::POST,
+        &format!("/cards/{old}/transactions"),
+        Some(json!({"transactionType": "Load", "amount": 1, "currencyCode": "GBP"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains(&format!("replaced by card {new}")),
+        "{refused}"
+    );
 
     // A lost card stays lost; an expiry month may be chosen; a closed card is not replaced.
     let lost = card(&client, card_body("lost")).await;
@@ -296,4 +311,32 @@ async fn renewal_and_conversion() {
     )
     .await;
     assert_eq!(status, 409);
+}
+
+/// Ten replacements of one card at once: exactly one issues a card; the others are refused.
+#[tokio::test]
+async fn concurrent_replacements_issue_one_card() {
+    let stack = TestStack::start().await;
+    let (client, _) = stack.cards_client(&["programme-manager"]).await;
+    let old = card(&client, card_body("race")).await;
+    let path = format!("/cards/{old}/replace");
+    let attempts: Vec<_> = (0..10)
+        .map(|_| call(&client, Method::POST, &path, None))
+        .collect();
+    let answers = all_at_once(attempts).await;
+    let issued: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(issued.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _)| *status == 200 || *status == 409),
+        "{answers:?}"
+    );
+    let new = issued[0]["publicToken"].as_str().unwrap();
+    let (status, _) = call(&client, Method::GET, &format!("/cards/{new}"), None).await;
+    assert_eq!(status, 200);
 }

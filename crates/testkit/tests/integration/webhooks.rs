@@ -328,6 +328,20 @@ async fn every_event_arrives_signed_in_order_and_survives_a_receiver_outage() {
             .unwrap_err()
             .contains("no key")
     );
+    // Another signature beside sig1 (a proxy's), before it: sig1 still verifies.
+    let mut two = headers.clone();
+    two.insert(
+        "signature-input".into(),
+        format!(
+            "proxy=(\"@method\");created={now}, {}",
+            headers["signature-input"]
+        ),
+    );
+    two.insert(
+        "signature".into(),
+        format!("proxy=:AAAA:, {}", headers["signature"]),
+    );
+    check(&url, &two, &body, now, &jwks).unwrap();
     assert!(
         check("https://localhost:1/elsewhere", &headers, &body, now, &jwks)
             .unwrap_err()
