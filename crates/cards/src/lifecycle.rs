@@ -297,26 +297,19 @@ async fn move_balance(
         let now = certbound_store::clock::now();
         let line =
             |card: &CardRecord, leg: i64, code: TypeCode, signed: i64, description: String| {
-                TransactionLine {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    public_token: card.public_token.clone(),
-                    organisation_id: card.organisation_id.clone(),
-                    line: 0,
-                    type_code: code.code().to_owned(),
-                    status_code: ledger::StatusCode::Settled.code().to_owned(),
-                    transaction_type: "TransferFunds".to_owned(),
-                    amount_minor: signed,
-                    currency: purse.currency.clone(),
-                    actual_balance: 0,
-                    available_balance: 0,
-                    description,
-                    note: None,
-                    link: None,
-                    processing_code: "40".to_owned(),
-                    request_id: request_id.map(str::to_owned),
+                crate::transactions::line(
+                    card,
                     leg,
-                    created_at: now,
-                }
+                    "TransferFunds",
+                    code,
+                    "40",
+                    signed,
+                    &purse.currency,
+                    description,
+                    None,
+                    request_id,
+                    now,
+                )
             };
         let mut out = line(
             &from,

@@ -61,6 +61,8 @@ fn balance_after(line: &TransactionLine) -> Value {
     })
 }
 
+/// A line of the network's (processing code 00) with its status and the authorisation it
+/// belongs to.
 #[allow(clippy::too_many_arguments)]
 fn step_line(
     card: &CardRecord,
@@ -73,26 +75,22 @@ fn step_line(
     request_id: Option<&str>,
     now: i64,
 ) -> TransactionLine {
-    TransactionLine {
-        id: uuid::Uuid::new_v4().to_string(),
-        public_token: card.public_token.clone(),
-        organisation_id: card.organisation_id.clone(),
-        line: 0,
-        type_code: type_code.code().to_owned(),
-        status_code: status.code().to_owned(),
-        transaction_type: type_code.description().to_owned(),
-        amount_minor: amount,
-        currency: currency.to_owned(),
-        actual_balance: 0,
-        available_balance: 0,
+    let mut line = crate::transactions::line(
+        card,
+        0,
+        type_code.description(),
+        type_code,
+        "00",
+        amount,
+        currency,
         description,
-        note: None,
-        link,
-        processing_code: "00".to_owned(),
-        request_id: request_id.map(str::to_owned),
-        leg: 0,
-        created_at: now,
-    }
+        None,
+        request_id,
+        now,
+    );
+    line.status_code = status.code().to_owned();
+    line.link = link;
+    line
 }
 
 fn merchant_name(merchant: &Merchant) -> String {

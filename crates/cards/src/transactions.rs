@@ -171,9 +171,10 @@ impl Act {
     }
 }
 
-/// A line for `card` (its other fields are the store's to fill).
+/// A settled line for `card`, linked to nothing (its number and balances are the store's to
+/// fill): the one constructor of the ledger's, the network's and the lifecycle's lines.
 #[allow(clippy::too_many_arguments)]
-fn line(
+pub(crate) fn line(
     card: &CardRecord,
     leg: i64,
     kind: &str,
