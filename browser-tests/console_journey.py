@@ -202,7 +202,7 @@ try:
     fill("AdminToken", ADMIN)
     submit("/console/sign-in")
     check(driver.current_url.endswith("/console/organisations"), f"after sign-in: {driver.current_url}")
-    cookie = driver.get_cookie("certbound_console")
+    cookie = driver.get_cookie("__Host-certbound_console")
     check(cookie and cookie["httpOnly"] and cookie["secure"] and cookie.get("sameSite") == "Strict",
           f"session cookie: {cookie}")
     page_done("organisations")

@@ -157,14 +157,18 @@ impl axum::extract::FromRequestParts<Arc<Directory>> for SignedIn {
 }
 
 fn csrf_refused(csrf: Option<&str>) -> Response {
-    page(
+    let forged = DirectoryError::Forbidden(
+        "the form came without its CSRF token, or with a wrong one".into(),
+    );
+    let response = page(
         StatusCode::FORBIDDEN,
         pages::problem(
             csrf,
             "Form refused",
             "The form came without its CSRF token, or with a wrong one: nothing was done. Go back, reload the page and send the form again.",
         ),
-    )
+    );
+    refusing(response, &forged)
 }
 
 fn form(body: &[u8]) -> Values {
@@ -225,11 +229,25 @@ fn failure(csrf: Option<&str>, error: DirectoryError) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR => "Internal error",
         _ => "Refused",
     };
-    let mut response = page(status, pages::problem(csrf, title, &refusal(&error).reason));
-    if let DirectoryError::Internal(detail) = error {
-        response
-            .extensions_mut()
-            .insert(certbound_http::InternalError(detail));
+    let response = page(status, pages::problem(csrf, title, &refusal(&error).reason));
+    refusing(response, &error)
+}
+
+/// Marks a page that answers a refusal, as the API's are marked: the audit trail records it
+/// (with the client's address and the trace id), and an internal error's detail is logged.
+fn refusing(mut response: Response, error: &DirectoryError) -> Response {
+    match error {
+        DirectoryError::Internal(detail) => {
+            response
+                .extensions_mut()
+                .insert(certbound_http::InternalError(detail.clone()));
+        }
+        other => {
+            response.extensions_mut().insert(certbound_http::Refusal {
+                code: other.as_str().to_owned(),
+                description: other.to_string(),
+            });
+        }
     }
     response
 }
@@ -264,21 +282,38 @@ async fn script() -> Response {
         .into_response()
 }
 
-/// The sign-in page with a fresh form token (and its cookie).
-fn sign_in_form(directory: &Directory, status: StatusCode, refusal: &Refusal) -> Response {
-    let (nonce, token) = directory.console.sign_in_form();
+/// The sign-in page with a fresh form token (and its cookie); a refusal is marked for the audit
+/// trail as `error`.
+fn sign_in_form(
+    directory: &Directory,
+    status: StatusCode,
+    refusal: &Refusal,
+    error: Option<DirectoryError>,
+) -> Response {
+    let Some((nonce, token)) = directory.console.sign_in_form(now()) else {
+        return failure(None, no_randomness());
+    };
     let mut response = page(status, pages::sign_in(&token, refusal));
     response
         .headers_mut()
         .append(header::SET_COOKIE, session::sign_in_cookie(&nonce));
-    response
+    match error {
+        Some(error) => refusing(response, &error),
+        None => response,
+    }
+}
+
+fn no_randomness() -> DirectoryError {
+    DirectoryError::TemporarilyUnavailable(
+        "the system gives no randomness for session ids: nobody can sign in until it does".into(),
+    )
 }
 
 async fn sign_in_page(State(directory): State<Arc<Directory>>, headers: HeaderMap) -> Response {
     if directory.console.find(&headers, now()).is_some() {
         return see_other("/console/organisations".to_owned());
     }
-    sign_in_form(&directory, StatusCode::OK, &Refusal::default())
+    sign_in_form(&directory, StatusCode::OK, &Refusal::default(), None)
 }
 
 async fn sign_in(
@@ -289,13 +324,14 @@ async fn sign_in(
     let values = form(&body);
     if !directory
         .console
-        .sign_in_csrf_matches(&headers, pages::value(&values, "csrf"))
+        .sign_in_csrf_matches(&headers, pages::value(&values, "csrf"), now())
     {
         let refusal = Refusal {
             field: None,
             reason: "The sign-in form came without its CSRF token, or with a wrong one (it lasts 10 minutes): sign in again with this form.".to_owned(),
         };
-        return sign_in_form(&directory, StatusCode::FORBIDDEN, &refusal);
+        let error = DirectoryError::Forbidden(refusal.reason.clone());
+        return sign_in_form(&directory, StatusCode::FORBIDDEN, &refusal, Some(error));
     }
     if !directory.is_admin_token(pages::value(&values, "AdminToken")) {
         // The refusal is recorded whether or not the trail can be written: nothing was done.
@@ -309,7 +345,8 @@ async fn sign_in(
             field: Some("AdminToken"),
             reason: "The admin token is wrong: use the one in DATA_DIR/admin.token.".to_owned(),
         };
-        return sign_in_form(&directory, StatusCode::UNAUTHORIZED, &refusal);
+        let error = DirectoryError::Unauthorized(refusal.reason.clone());
+        return sign_in_form(&directory, StatusCode::UNAUTHORIZED, &refusal, Some(error));
     }
     if let Err(error) = directory.audit.record(
         "directory",
@@ -319,7 +356,11 @@ async fn sign_in(
     ) {
         return failure(None, error.into());
     }
-    let id = directory.console.start(now());
+    // A new session replaces any the browser had: those end on the server now.
+    directory.console.end(&headers);
+    let Some(id) = directory.console.start(now()) else {
+        return failure(None, no_randomness());
+    };
     let mut response = see_other("/console/organisations".to_owned());
     let headers = response.headers_mut();
     headers.append(
@@ -407,7 +448,7 @@ async fn create_organisation(
             "/console/organisations/{}",
             organisation.organisation_id
         )),
-        Err(error) => {
+        Err(error) => refusing(
             organisations_view(
                 &directory,
                 &session,
@@ -415,8 +456,9 @@ async fn create_organisation(
                 &values,
                 &refusal(&error),
             )
-            .await
-        }
+            .await,
+            &error,
+        ),
     }
 }
 
@@ -476,6 +518,13 @@ async fn organisation_page(
         Ok::<_, DirectoryError>((organisation, statements, certificates))
     }
     .await;
+    // Reading the trail is file I/O: off the async workers.
+    let events = {
+        let (directory, organisation_id) = (directory.clone(), organisation_id.clone());
+        tokio::task::spawn_blocking(move || recent_events(&directory, &organisation_id))
+            .await
+            .unwrap_or_default()
+    };
     match loaded {
         Ok((organisation, statements, certificates)) => page(
             StatusCode::OK,
@@ -484,7 +533,7 @@ async fn organisation_page(
                 &organisation,
                 &statements,
                 &certificates,
-                &recent_events(&directory, &organisation_id),
+                &events,
             ),
         ),
         Err(error) => failure(Some(&session.csrf), error),
@@ -543,9 +592,12 @@ async fn create_application(
             "/console/organisations/{organisation_id}/softwarestatements/{}",
             statement.software_statement_id
         )),
-        Err(error) => page(
-            error.status(),
-            pages::new_application(&session.csrf, &organisation, &values, &refusal(&error)),
+        Err(error) => refusing(
+            page(
+                error.status(),
+                pages::new_application(&session.csrf, &organisation, &values, &refusal(&error)),
+            ),
+            &error,
         ),
     }
 }
@@ -786,7 +838,7 @@ async fn issue_certificate(
     .await;
     match issued {
         Ok(location) => see_other(location),
-        Err(error) => {
+        Err(error) => refusing(
             new_certificate_view(
                 &directory,
                 &session,
@@ -795,8 +847,9 @@ async fn issue_certificate(
                 error.status(),
                 &refusal(&error),
             )
-            .await
-        }
+            .await,
+            &error,
+        ),
     }
 }
 
@@ -884,9 +937,12 @@ async fn revoke(
     };
     match revoke_certificate(&directory, &place.owner, &record.id).await {
         Ok(()) => see_other(format!("{}/certificates/{}", place.base, record.id)),
-        Err(error) => page(
-            error.status(),
-            pages::revoke(&session.csrf, &place.page(), &record, &refusal(&error)),
+        Err(error) => refusing(
+            page(
+                error.status(),
+                pages::revoke(&session.csrf, &place.page(), &record, &refusal(&error)),
+            ),
+            &error,
         ),
     }
 }

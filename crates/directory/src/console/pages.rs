@@ -65,6 +65,7 @@ pub(crate) fn layout(
                         }
                     }
                 }
+                p.visually-hidden #copy-status role="status" aria-live="polite" {}
                 main #main {
                     @if !breadcrumbs.is_empty() {
                         nav aria-label="Breadcrumbs" {
@@ -94,7 +95,8 @@ fn text_field(
 ) -> Markup {
     let error = refusal.of(name);
     let described = match (hint.is_some(), error.is_some()) {
-        (_, true) => Some(format!("{name}-error")),
+        (true, true) => Some(format!("{name}-hint {name}-error")),
+        (false, true) => Some(format!("{name}-error")),
         (true, false) => Some(format!("{name}-hint")),
         (false, false) => None,
     };
@@ -114,7 +116,9 @@ fn text_field(
 fn copyable(id: &str, text: &str) -> Markup {
     html! {
         code.value #(id) { (text) }
-        button.copy type="button" data-copy-from=(id) hidden aria-label={"Copy " (id)} { "Copy" }
+        button.copy type="button" data-copy-from=(id) hidden {
+            span.copy-label { "Copy" } span.visually-hidden { " " (id) }
+        }
     }
 }
 
@@ -144,7 +148,7 @@ pub(crate) fn sign_in(csrf: &str, refusal: &Refusal) -> Markup {
                     span.hint #AdminToken-hint { "The operator's token: the file admin.token in the data directory." }
                     input type="password" id="AdminToken" name="AdminToken" required autocomplete="off"
                         aria-invalid=[error.map(|_| "true")]
-                        aria-describedby=(if error.is_some() { "AdminToken-error" } else { "AdminToken-hint" });
+                        aria-describedby=(if error.is_some() { "AdminToken-hint AdminToken-error" } else { "AdminToken-hint" });
                     @if let Some(error) = error { p.error #AdminToken-error role="alert" { (error) } }
                 }
                 button type="submit" { "Sign in" }
@@ -303,7 +307,7 @@ pub(crate) fn organisation(
             (certificates_section(&base, certificates, "Organisation certificates"))
             h2 #audit { "Recent events" }
             @if events.is_empty() {
-                p { "No event of this organisation in this instance's audit trail." }
+                p { "No event of this organisation among the latest records of this instance's audit trail." }
             } @else {
                 div.table-wrap {
                     table {
@@ -348,7 +352,7 @@ pub(crate) fn new_application(
                     span.hint #RedirectUri-hint { "One absolute https URI per line, such as https://example.com/callback." }
                     textarea id="RedirectUri" name="RedirectUri" required
                         aria-invalid=[redirect_error.map(|_| "true")]
-                        aria-describedby=(if redirect_error.is_some() { "RedirectUri-error" } else { "RedirectUri-hint" }) { (value(values, "RedirectUri")) }
+                        aria-describedby=(if redirect_error.is_some() { "RedirectUri-hint RedirectUri-error" } else { "RedirectUri-hint" }) { (value(values, "RedirectUri")) }
                     @if let Some(error) = redirect_error { p.error #RedirectUri-error role="alert" { (error) } }
                 }
                 fieldset aria-describedby=[roles_error.map(|_| "Roles-error")] {
@@ -477,7 +481,7 @@ pub(crate) fn new_certificate(
                 li {
                     "Run this command in a terminal, in an empty directory: it makes the private key (which stays with you) and the CSR."
                     pre #csr-command { (command) }
-                    button.copy type="button" data-copy-from="csr-command" hidden { "Copy the command" }
+                    button.copy type="button" data-copy-from="csr-command" hidden { span.copy-label { "Copy the command" } }
                 }
                 li { "Upload the CSR it wrote (the .csr file), or paste it." }
             }

@@ -21,16 +21,17 @@ use std::sync::{Mutex, PoisonError};
 use axum::http::{HeaderMap, HeaderValue, header};
 use subtle::ConstantTimeEq;
 
-/// The session cookie.
-pub(crate) const SESSION_COOKIE: &str = "certbound_console";
+/// The session cookie: `__Host-` so that no other site or path can set one that shadows it
+/// (browsers accept such a cookie only with `Secure`, `Path=/` and no `Domain`).
+pub(crate) const SESSION_COOKIE: &str = "__Host-certbound_console";
 /// The cookie of the sign-in form's CSRF token.
-pub(crate) const SIGN_IN_COOKIE: &str = "certbound_console_sign_in";
+pub(crate) const SIGN_IN_COOKIE: &str = "__Host-certbound_console_sign_in";
 /// A session ends after this long without a request, seconds.
 pub(crate) const IDLE: i64 = 30 * 60;
 /// A session ends this long after sign-in, seconds.
 pub(crate) const ABSOLUTE: i64 = 8 * 60 * 60;
-/// The sign-in form's cookie lives this long, seconds.
-const SIGN_IN_LIFETIME: i64 = 10 * 60;
+/// The sign-in form's cookie and token live this long, seconds.
+pub(crate) const SIGN_IN_LIFETIME: i64 = 10 * 60;
 /// The most sessions held at once.
 pub(crate) const MAX_SESSIONS: usize = 1000;
 
@@ -57,7 +58,9 @@ impl SignedIn {
 
 /// The console's sessions, one per directory instance.
 pub(crate) struct Sessions {
-    sign_in_key: aws_lc_rs::hmac::Key,
+    /// Signs the sign-in form's tokens; none if the system gave no randomness at start (then
+    /// nobody can sign in).
+    sign_in_key: Option<aws_lc_rs::hmac::Key>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
 }
 
@@ -67,23 +70,19 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
-/// 32 random bytes, base64url: session ids, CSRF tokens, the sign-in form's cookie.
-fn random_token() -> String {
+/// 32 random bytes, base64url: session ids, CSRF tokens, the sign-in form's cookie. `None` if
+/// the operating system gave no randomness: then nothing is issued (never a predictable id).
+fn random_token() -> Option<String> {
     let mut bytes = [0u8; 32];
-    // aws-lc's generator fails only if the operating system cannot give randomness; the key
-    // then stays as is and the token is refused later (its MAC cannot match a fresh key).
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    crate::b64url(&bytes)
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(crate::b64url(&bytes))
 }
 
 impl Sessions {
     /// No sessions yet, and a fresh key for the sign-in form's tokens.
     pub(crate) fn new() -> Self {
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        let sign_in_key = aws_lc_rs::hmac::Key::generate(aws_lc_rs::hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| {
-                aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, random_token().as_bytes())
-            });
+        let sign_in_key = aws_lc_rs::hmac::Key::generate(aws_lc_rs::hmac::HMAC_SHA256, &rng).ok();
         Self {
             sign_in_key,
             sessions: Mutex::new(HashMap::new()),
@@ -94,9 +93,10 @@ impl Sessions {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A new session (after a successful sign-in): its cookie value.
-    pub(crate) fn start(&self, now: i64) -> String {
-        let id = random_token();
+    /// A new session (after a successful sign-in): its cookie value; `None` without randomness.
+    pub(crate) fn start(&self, now: i64) -> Option<String> {
+        let id = random_token()?;
+        let csrf = random_token()?;
         let mut sessions = self.sessions();
         sessions.retain(|_, session| alive(session, now));
         if sessions.len() >= MAX_SESSIONS
@@ -110,55 +110,75 @@ impl Sessions {
         sessions.insert(
             crate::sha256(id.as_bytes()),
             Session {
-                csrf: random_token(),
+                csrf,
                 started: now,
                 seen: now,
             },
         );
-        id
+        Some(id)
     }
 
-    /// The session the request's cookie names, if it is alive (and then marked as seen now).
+    /// The session a cookie of the request names, if one is alive (and then marked as seen now).
     pub(crate) fn find(&self, headers: &HeaderMap, now: i64) -> Option<SignedIn> {
-        let id = cookie(headers, SESSION_COOKIE)?;
-        let key = crate::sha256(id.as_bytes());
         let mut sessions = self.sessions();
-        let session = sessions.get_mut(&key)?;
-        if !alive(session, now) {
-            sessions.remove(&key);
-            return None;
+        for id in cookies(headers, SESSION_COOKIE) {
+            let key = crate::sha256(id.as_bytes());
+            let Some(session) = sessions.get_mut(&key) else {
+                continue;
+            };
+            if !alive(session, now) {
+                sessions.remove(&key);
+                continue;
+            }
+            session.seen = now;
+            return Some(SignedIn {
+                csrf: session.csrf.clone(),
+            });
         }
-        session.seen = now;
-        Some(SignedIn {
-            csrf: session.csrf.clone(),
-        })
+        None
     }
 
-    /// Ends the request's session on the server.
+    /// Ends every session the request's cookies name, on the server.
     pub(crate) fn end(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers, SESSION_COOKIE) {
-            self.sessions().remove(&crate::sha256(id.as_bytes()));
+        let mut sessions = self.sessions();
+        for id in cookies(headers, SESSION_COOKIE) {
+            sessions.remove(&crate::sha256(id.as_bytes()));
         }
     }
 
-    /// The sign-in form's cookie value and the CSRF token its form carries.
-    pub(crate) fn sign_in_form(&self) -> (String, String) {
-        let nonce = random_token();
-        let token = self.sign_in_token(&nonce);
-        (nonce, token)
+    /// The sign-in form's cookie value (its time and a random part) and the CSRF token its form
+    /// carries; `None` without randomness.
+    pub(crate) fn sign_in_form(&self, now: i64) -> Option<(String, String)> {
+        let nonce = format!("{now}.{}", random_token()?);
+        let token = self.sign_in_token(&nonce)?;
+        Some((nonce, token))
     }
 
-    fn sign_in_token(&self, nonce: &str) -> String {
-        crate::b64url(aws_lc_rs::hmac::sign(&self.sign_in_key, nonce.as_bytes()).as_ref())
+    fn sign_in_token(&self, nonce: &str) -> Option<String> {
+        let key = self.sign_in_key.as_ref()?;
+        Some(crate::b64url(
+            aws_lc_rs::hmac::sign(key, nonce.as_bytes()).as_ref(),
+        ))
     }
 
-    /// Whether `presented` is the sign-in form's CSRF token for the request's sign-in cookie.
-    pub(crate) fn sign_in_csrf_matches(&self, headers: &HeaderMap, presented: &str) -> bool {
-        let Some(nonce) = cookie(headers, SIGN_IN_COOKIE) else {
-            return false;
-        };
-        let expected = self.sign_in_token(nonce);
-        bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+    /// Whether `presented` is the sign-in form's CSRF token for one of the request's sign-in
+    /// cookies, made within [`SIGN_IN_LIFETIME`] of `now`.
+    pub(crate) fn sign_in_csrf_matches(
+        &self,
+        headers: &HeaderMap,
+        presented: &str,
+        now: i64,
+    ) -> bool {
+        cookies(headers, SIGN_IN_COOKIE).any(|nonce| {
+            let fresh = nonce
+                .split_once('.')
+                .and_then(|(made, _)| made.parse::<i64>().ok())
+                .is_some_and(|made| (0..=SIGN_IN_LIFETIME).contains(&(now - made)));
+            let matches = self.sign_in_token(nonce).is_some_and(|expected| {
+                bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+            });
+            fresh && matches
+        })
     }
 }
 
@@ -166,25 +186,26 @@ fn alive(session: &Session, now: i64) -> bool {
     now - session.seen < IDLE && now - session.started < ABSOLUTE
 }
 
-/// The value of cookie `name` in the request, if any.
-pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// Every value of cookie `name` in the request (a browser may send several of one name).
+pub(crate) fn cookies<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
+        .filter(move |(key, value)| *key == name && !value.is_empty())
         .map(|(_, value)| value)
-        .filter(|value| !value.is_empty())
 }
 
 /// A `Set-Cookie` value for the console's cookies; `max_age` 0 deletes the cookie.
 pub(crate) fn set_cookie(name: &str, value: &str, max_age: i64) -> HeaderValue {
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}"
+        "{name}={value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}"
     ))
-    .unwrap_or_else(|_| HeaderValue::from_static("certbound_console=; Path=/console; Max-Age=0"))
+    .unwrap_or_else(|_| {
+        HeaderValue::from_static("__Host-certbound_console=; Path=/; Secure; Max-Age=0")
+    })
 }
 
 /// The sign-in form's cookie.
@@ -208,7 +229,7 @@ mod tests {
     #[test]
     fn a_session_lives_until_idle_absolute_or_signed_out() {
         let sessions = Sessions::new();
-        let id = sessions.start(1_000);
+        let id = sessions.start(1_000).unwrap();
         let headers = with_cookie(SESSION_COOKIE, &id);
         let found = sessions.find(&headers, 1_000 + IDLE - 1).unwrap();
         assert!(found.csrf_matches(&found.csrf.clone()));
@@ -216,7 +237,7 @@ mod tests {
         // Seen just now: idle counts from here.
         assert!(sessions.find(&headers, 1_000 + 2 * IDLE - 2).is_some());
         assert!(sessions.find(&headers, 1_000 + 3 * IDLE).is_none(), "idle");
-        let id = sessions.start(1_000);
+        let id = sessions.start(1_000).unwrap();
         let headers = with_cookie(SESSION_COOKIE, &id);
         let mut now = 1_000;
         while now < 1_000 + ABSOLUTE - IDLE {
@@ -227,7 +248,7 @@ mod tests {
             sessions.find(&headers, 1_000 + ABSOLUTE).is_none(),
             "absolute"
         );
-        let id = sessions.start(2_000);
+        let id = sessions.start(2_000).unwrap();
         let headers = with_cookie(SESSION_COOKIE, &id);
         sessions.end(&headers);
         assert!(sessions.find(&headers, 2_000).is_none(), "signed out");
@@ -241,9 +262,9 @@ mod tests {
     #[test]
     fn sessions_are_capped_and_the_oldest_goes() {
         let sessions = Sessions::new();
-        let first = sessions.start(1_000);
+        let first = sessions.start(1_000).unwrap();
         for n in 0..MAX_SESSIONS {
-            sessions.start(1_001 + i64::try_from(n).unwrap());
+            sessions.start(1_001 + i64::try_from(n).unwrap()).unwrap();
         }
         assert_eq!(sessions.sessions().len(), MAX_SESSIONS);
         assert!(
@@ -254,16 +275,34 @@ mod tests {
     }
 
     #[test]
-    fn the_sign_in_token_is_bound_to_its_cookie() {
+    fn the_sign_in_token_is_bound_to_its_cookie_and_expires() {
         let sessions = Sessions::new();
-        let (nonce, token) = sessions.sign_in_form();
-        let (other_nonce, _) = sessions.sign_in_form();
-        assert!(sessions.sign_in_csrf_matches(&with_cookie(SIGN_IN_COOKIE, &nonce), &token));
-        assert!(!sessions.sign_in_csrf_matches(&with_cookie(SIGN_IN_COOKIE, &other_nonce), &token));
-        assert!(!sessions.sign_in_csrf_matches(&HeaderMap::new(), &token));
-        // Another instance (another key) does not accept it.
+        let (nonce, token) = sessions.sign_in_form(1_000).unwrap();
+        let (other_nonce, _) = sessions.sign_in_form(1_000).unwrap();
+        let cookie = with_cookie(SIGN_IN_COOKIE, &nonce);
+        assert!(sessions.sign_in_csrf_matches(&cookie, &token, 1_000));
+        assert!(sessions.sign_in_csrf_matches(&cookie, &token, 1_000 + SIGN_IN_LIFETIME));
         assert!(
-            !Sessions::new().sign_in_csrf_matches(&with_cookie(SIGN_IN_COOKIE, &nonce), &token)
+            !sessions.sign_in_csrf_matches(&cookie, &token, 1_001 + SIGN_IN_LIFETIME),
+            "expired"
         );
+        let other = with_cookie(SIGN_IN_COOKIE, &other_nonce);
+        assert!(!sessions.sign_in_csrf_matches(&other, &token, 1_000));
+        assert!(!sessions.sign_in_csrf_matches(&HeaderMap::new(), &token, 1_000));
+        // Another instance (another key) does not accept it.
+        assert!(!Sessions::new().sign_in_csrf_matches(&cookie, &token, 1_000));
+    }
+
+    #[test]
+    fn a_shadowing_cookie_does_not_hide_the_real_session() {
+        let sessions = Sessions::new();
+        let id = sessions.start(1_000).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{SESSION_COOKIE}=planted; {SESSION_COOKIE}={id}"))
+                .unwrap(),
+        );
+        assert!(sessions.find(&headers, 1_000).is_some());
     }
 }

@@ -159,11 +159,14 @@ fn assert_cookie_is_locked_down(cookie: &str) {
         "HttpOnly",
         "Secure",
         "SameSite=Strict",
-        "Path=/console",
+        "Path=/;",
         "Max-Age=",
     ] {
         assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
     }
+    // __Host-: no other site or path can set a cookie of that name to shadow it.
+    assert!(cookie.starts_with("__Host-"), "{cookie}");
+    assert!(!cookie.contains("Domain="), "{cookie}");
 }
 
 /// The API's `error_description` for the same request, to compare with the console's words.
@@ -215,7 +218,15 @@ async fn sign_in_takes_the_admin_token_and_sign_out_ends_the_session_on_the_serv
         wrong.body
     );
     assert!(wrong.body.contains("The admin token is wrong"));
-    assert!(!browser.cookies.contains_key("certbound_console"));
+    // Recorded in the audit trail as the admin API's refusals are: address, path, reason.
+    let trail = std::fs::read_to_string(stack.data_dir().join("audit.jsonl")).unwrap();
+    assert!(
+        trail.lines().any(|line| line.contains("\"refused\"")
+            && line.contains("/console/sign-in")
+            && line.contains("unauthorized")),
+        "{trail}"
+    );
+    assert!(!browser.cookies.contains_key("__Host-certbound_console"));
 
     // The right token without the form's CSRF token: refused.
     let token = stack.stack.admin_token.clone();
@@ -223,7 +234,7 @@ async fn sign_in_takes_the_admin_token_and_sign_out_ends_the_session_on_the_serv
         .post("/console/sign-in", &[("AdminToken", &token)])
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
-    assert!(!browser.cookies.contains_key("certbound_console"));
+    assert!(!browser.cookies.contains_key("__Host-certbound_console"));
 
     let signed_in = browser.sign_in().await;
     assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
@@ -231,10 +242,10 @@ async fn sign_in_takes_the_admin_token_and_sign_out_ends_the_session_on_the_serv
     let session = signed_in
         .set_cookies()
         .into_iter()
-        .find(|cookie| cookie.starts_with("certbound_console="))
+        .find(|cookie| cookie.starts_with("__Host-certbound_console="))
         .unwrap();
     assert_cookie_is_locked_down(&session);
-    let kept = browser.cookies["certbound_console"].clone();
+    let kept = browser.cookies["__Host-certbound_console"].clone();
 
     let list = browser.get("/console/organisations").await;
     assert_eq!(list.status, StatusCode::OK);
@@ -254,7 +265,9 @@ async fn sign_in_takes_the_admin_token_and_sign_out_ends_the_session_on_the_serv
         .post("/console/sign-out", &[("csrf", &list.csrf())])
         .await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
-    browser.cookies.insert("certbound_console".to_owned(), kept);
+    browser
+        .cookies
+        .insert("__Host-certbound_console".to_owned(), kept);
     let after = browser.get("/console/organisations").await;
     assert_eq!(after.status, StatusCode::SEE_OTHER);
     assert_eq!(after.location(), "/console/sign-in");
