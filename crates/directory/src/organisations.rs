@@ -209,6 +209,19 @@ fn https_uri(field: &'static str, value: &str) -> Result<url::Url, DirectoryErro
     Ok(uri)
 }
 
+/// Where the Cards API POSTs events: the URI it signs (RFC 9421 `@target-uri`) is the one it
+/// sends, so no credentials (never sent as such) and no fragment (never sent at all).
+fn webhook_uri(value: &str) -> Result<(), DirectoryError> {
+    let uri = https_uri("ApiWebhookUri", value)?;
+    if !uri.username().is_empty() || uri.password().is_some() || uri.fragment().is_some() {
+        return Err(DirectoryError::field(
+            "ApiWebhookUri",
+            format!("ApiWebhookUri must carry no credentials and no #fragment, got `{value}`"),
+        ));
+    }
+    Ok(())
+}
+
 const IMAGE_TYPES: &[&str] = &[
     ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".ico", ".bmp",
 ];
@@ -389,6 +402,9 @@ pub(crate) async fn new_software_statement(
         Ok(value)
     };
     let api_webhook_uri = optional_uri("ApiWebhookUri")?;
+    if let Some(uri) = &api_webhook_uri {
+        webhook_uri(uri)?;
+    }
     let origin_uri = optional_uri("OriginUri")?;
     let now = certbound_store::clock::now();
     let id = uuid::Uuid::new_v4().to_string();
@@ -482,6 +498,29 @@ mod tests {
         assert!(logo_uri("https://example.com/logo").is_err());
         assert!(logo_uri("http://example.com/logo.png").is_err());
         assert!(logo_uri("/logo.png").is_err());
+    }
+
+    #[test]
+    fn webhook_uris_carry_no_credentials_or_fragment() {
+        assert!(webhook_uri("https://pm.example.com/events?x=1").is_ok());
+        for refused in [
+            "https://user:secret@pm.example.com/events",
+            "https://user@pm.example.com/events",
+            "https://pm.example.com/events#part",
+            "http://pm.example.com/events",
+        ] {
+            let error = webhook_uri(refused).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    DirectoryError::InvalidField {
+                        field: "ApiWebhookUri",
+                        ..
+                    }
+                ),
+                "{refused}: {error:?}"
+            );
+        }
     }
 
     #[test]

@@ -502,3 +502,34 @@ async fn undelivered_notifications_survive_a_restart() {
     assert!(forged.is_empty(), "{forged:?}");
     receiver.down();
 }
+
+/// A webhook URI the Cards API could not sign exactly as it sends it is refused when the software
+/// statement is made: no credentials, no fragment (400, by field).
+#[tokio::test]
+async fn a_webhook_uri_with_credentials_or_a_fragment_is_refused() {
+    let stack = TestStack::start().await;
+    let organisation = stack.organisation("Test Company 1").await;
+    for uri in [
+        "https://user:secret@pm.example.com/events",
+        "https://pm.example.com/events#pm1",
+    ] {
+        let mut body = certbound_testkit::software_statement_body(&["programme-manager"]);
+        body["ApiWebhookUri"] = json!(uri);
+        let response = stack
+            .admin(
+                Method::POST,
+                &format!("/organisations/{organisation}/softwarestatements"),
+            )
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{uri}");
+        let refusal: Value = response.json().await.unwrap();
+        assert_eq!(refusal["error"], "invalid_request");
+        assert_eq!(
+            refusal["error_description"],
+            format!("ApiWebhookUri must carry no credentials and no #fragment, got `{uri}`")
+        );
+    }
+}
