@@ -111,6 +111,11 @@ pub(crate) fn stored_status(card: &CardRecord) -> Result<CardStatus, CardsError>
         .ok_or_else(|| CardsError::Internal("unknown stored status".into()))
 }
 
+/// The refusal of a write that lost the race for its card every time it tried (409).
+pub(crate) fn kept_changing() -> CardsError {
+    CardsError::Conflict("the card kept changing under this request: retry it".into())
+}
+
 /// How often a write re-reads a card that another write changed under it before giving up.
 pub(crate) const ATTEMPTS: usize = 8;
 
@@ -155,9 +160,7 @@ pub(crate) async fn change_card_announcing<T>(
             return Ok((card, outcome));
         }
     }
-    Err(CardsError::Conflict(
-        "the card kept changing under this request: retry it".into(),
-    ))
+    Err(kept_changing())
 }
 
 pub(crate) fn details(card: &CardRecord) -> Result<Value, CardsError> {

@@ -26,7 +26,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use certbound_store::{CardRecord, Posted, TransactionLine};
+use certbound_store::{CardRecord, Posted};
 
 use crate::transactions::posting;
 use certbound_trust::Secret;
@@ -329,20 +329,12 @@ async fn move_balance(
         into.link = Some(out.id.clone());
         let postings = [posting(&from, debit, out), posting(&to, credit, into)];
         let targets = webhooks::targets_of(cards, &[&from, &to]).await?;
-        let announce =
-            |lines: &[TransactionLine]| webhooks::transaction_confirmations(&targets, lines, None);
-        match cards
-            .store
-            .post_with(&postings, None, Some(&announce))
-            .await?
-        {
+        match crate::transactions::post_announced(cards, &postings, None, &targets, None).await? {
             Posted::Done(_) => return Ok(()),
             Posted::Refused(_) => continue,
         }
     }
-    Err(CardsError::Conflict(
-        "the card kept changing under this request: retry it".into(),
-    ))
+    Err(crate::handlers::kept_changing())
 }
 
 /// `POST /cards/{publicToken}/renew` → 204.

@@ -21,11 +21,11 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::body::parse;
-use crate::handlers::{ATTEMPTS, card_token, details, owned};
+use crate::handlers::{ATTEMPTS, card_token, details, kept_changing, owned, parse_date};
 use crate::idempotency::idempotent;
-use crate::ledger::{self, ResponseCode, StatusCode as LineStatus, TypeCode, amount_json};
+use crate::ledger::{self, ResponseCode, StatusCode as LineStatus, TypeCode};
 use crate::model::{Authorise, Clear, Merchant, PublicToken};
-use crate::transactions::{posting, purse_of};
+use crate::transactions::{balance_after, post_announced, posting, purse_of};
 use crate::{Cards, CardsError, webhooks};
 
 /// A presentment may exceed its authorisation (a tip, a fuel pump's final amount), up to this
@@ -40,25 +40,10 @@ const DECLINED: &str = "Declined";
 
 /// Whether the card's expiry date is before `now`'s day.
 fn expired(card: &CardRecord, now: i64) -> Result<bool, CardsError> {
-    let details = details(card)?;
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    let Some(expiry) = details["expiryDate"]
+    Ok(details(card)?["expiryDate"]
         .as_str()
-        .and_then(|text| time::Date::parse(text, &format).ok())
-    else {
-        return Ok(false);
-    };
-    Ok(expiry < crate::handlers::date(now))
-}
-
-/// The balance after a line, as answers carry it.
-fn balance_after(line: &TransactionLine) -> Value {
-    json!({
-        "currencyCode": line.currency,
-        "cardBalance": amount_json(line.actual_balance, &line.currency),
-        "pendingAmount": amount_json(line.available_balance - line.actual_balance, &line.currency),
-        "availableBalance": amount_json(line.available_balance, &line.currency),
-    })
+        .and_then(parse_date)
+        .is_some_and(|expiry| expiry < crate::handlers::date(now)))
 }
 
 /// A line of the network's (processing code 00) with its status and the authorisation it
@@ -178,22 +163,11 @@ pub(crate) async fn authorise(
             };
             let postings = [posting(&card, decided, line)];
             let targets = webhooks::targets_of(cards, &[&card]).await?;
-            let announce = |lines: &[TransactionLine]| {
-                webhooks::transaction_confirmations(&targets, lines, Some(code.code()))
-            };
-            match cards
-                .store
-                .post_with(
-                    &postings,
-                    Some(&AuthorisationChange::Insert(record)),
-                    Some(&announce),
-                )
+            let insert = AuthorisationChange::Insert(record.clone());
+            match post_announced(cards, &postings, Some(&insert), &targets, Some(code.code()))
                 .await?
             {
                 Posted::Done(lines) => {
-                    if !targets.is_empty() {
-                        cards.webhook_work.notify_one();
-                    }
                     let line = lines.first().ok_or_else(|| CardsError::Internal("no line posted".into()))?;
                     tracing::info!(public_token = %card.public_token, authorisation_id = %id, response_code = code.code(), "sandbox authorisation");
                     let _ = cards.audit.record(
@@ -203,19 +177,12 @@ pub(crate) async fn authorise(
                         json!({"public_token": card.public_token, "organisation_id": card.organisation_id,
                                "authorisation_id": id, "response_code": code.code(), "amount_minor": amount}),
                     );
-                    let record = cards
-                        .store
-                        .authorisation(&id)
-                        .await?
-                        .ok_or_else(|| CardsError::Internal("authorisation not stored".into()))?;
                     return Ok((StatusCode::CREATED, Some(authorisation_answer(&record, line))));
                 }
                 Posted::Refused(_) => continue,
             }
         }
-        Err(CardsError::Conflict(
-            "the card kept changing under this request: retry it".into(),
-        ))
+        Err(kept_changing())
     })
     .await
 }
@@ -359,21 +326,9 @@ async fn settle(
             now,
         };
         let targets = webhooks::targets_of(cards, &[&card]).await?;
-        let announce =
-            |lines: &[TransactionLine]| webhooks::transaction_confirmations(&targets, lines, None);
-        match cards
-            .store
-            .post_with(
-                &[posting(&card, decided, line)],
-                Some(&change),
-                Some(&announce),
-            )
-            .await?
-        {
+        let postings = [posting(&card, decided, line)];
+        match post_announced(cards, &postings, Some(&change), &targets, None).await? {
             Posted::Done(lines) => {
-                if !targets.is_empty() {
-                    cards.webhook_work.notify_one();
-                }
                 let line = lines
                     .first()
                     .ok_or_else(|| CardsError::Internal("no line posted".into()))?;
@@ -393,9 +348,7 @@ async fn settle(
             Posted::Refused(_) => continue,
         }
     }
-    Err(CardsError::Conflict(
-        "the card kept changing under this request: retry it".into(),
-    ))
+    Err(kept_changing())
 }
 
 async fn settle_call(

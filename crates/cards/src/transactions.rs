@@ -14,13 +14,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use certbound_store::{CardRecord, Posted, Posting, TransactionLine};
+use certbound_store::{AuthorisationChange, CardRecord, Posted, Posting, TransactionLine};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::body::parse;
-use crate::handlers::{ATTEMPTS, card_token, details, owned, product, rfc3339, stored_status};
+use crate::handlers::{
+    ATTEMPTS, card_token, details, kept_changing, owned, product, rfc3339, stored_status,
+};
 use crate::idempotency::idempotent;
 use crate::ledger::{
     self, Decided, Direction, Purse, StatusCode as LineStatus, TransactionType, TypeCode,
@@ -341,25 +343,12 @@ async fn post_act(
     for _ in 0..ATTEMPTS {
         let now = certbound_store::clock::now();
         let (postings, targets) = decide(cards, caller, from, act, request_id, now).await?;
-        let announce =
-            |lines: &[TransactionLine]| webhooks::transaction_confirmations(&targets, lines, None);
-        match cards
-            .store
-            .post_with(&postings, None, Some(&announce))
-            .await?
-        {
-            Posted::Done(lines) => {
-                if !targets.is_empty() {
-                    cards.webhook_work.notify_one();
-                }
-                return Ok(lines);
-            }
+        match post_announced(cards, &postings, None, &targets, None).await? {
+            Posted::Done(lines) => return Ok(lines),
             Posted::Refused(_) => continue,
         }
     }
-    Err(CardsError::Conflict(
-        "the card kept changing under this request: retry it".into(),
-    ))
+    Err(kept_changing())
 }
 
 /// The answer to a posting: its lines, and the balance of the card it was asked on.
@@ -380,15 +369,41 @@ fn answer(from: &PublicToken, lines: &[TransactionLine]) -> Value {
         .iter()
         .rev()
         .find(|line| line.public_token == from.as_str())
-        .map_or(Value::Null, |line| {
-            json!({
-                "currencyCode": line.currency,
-                "cardBalance": amount_json(line.actual_balance, &line.currency),
-                "pendingAmount": amount_json(line.available_balance - line.actual_balance, &line.currency),
-                "availableBalance": amount_json(line.available_balance, &line.currency),
-            })
-        });
+        .map_or(Value::Null, balance_after);
     json!({"transaction": transaction, "balance": balance})
+}
+
+/// A card's balance as a line left it, as answers carry it.
+pub(crate) fn balance_after(line: &TransactionLine) -> Value {
+    json!({
+        "currencyCode": line.currency,
+        "cardBalance": amount_json(line.actual_balance, &line.currency),
+        "pendingAmount": amount_json(line.available_balance - line.actual_balance, &line.currency),
+        "availableBalance": amount_json(line.available_balance, &line.currency),
+    })
+}
+
+/// Posts an act with event 112 for each line of a card that has a webhook (`targets`), in the
+/// same transaction, and wakes the delivery worker when it wrote any: the one way the ledger,
+/// the network and the life cycle post.
+pub(crate) async fn post_announced(
+    cards: &Cards,
+    postings: &[Posting],
+    authorisation: Option<&AuthorisationChange>,
+    targets: &HashMap<String, String>,
+    response_code: Option<&str>,
+) -> Result<Posted, CardsError> {
+    let announce = |lines: &[TransactionLine]| {
+        webhooks::transaction_confirmations(targets, lines, response_code)
+    };
+    let posted = cards
+        .store
+        .post_with(postings, authorisation, Some(&announce))
+        .await?;
+    if matches!(posted, Posted::Done(_)) && !targets.is_empty() {
+        cards.webhook_work.notify_one();
+    }
+    Ok(posted)
 }
 
 /// `POST /cards/{publicToken}/transactions`.

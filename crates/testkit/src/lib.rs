@@ -563,6 +563,15 @@ pub struct CardsClient<'a> {
 }
 
 impl CardsClient<'_> {
+    /// The same client (certificate and token) calling another instance.
+    pub fn at<'b>(&self, stack: &'b TestStack) -> CardsClient<'b> {
+        CardsClient {
+            stack,
+            credential: self.credential.clone(),
+            token: self.token.clone(),
+        }
+    }
+
     /// A call with an optional JSON body: (status, JSON body or null, headers).
     pub async fn call(
         &self,

@@ -422,11 +422,7 @@ async fn concurrent_debits_at_two_instances_never_overdraw() {
     let first = TestStack::start().await;
     let second = first.another_instance().await;
     let (here, _) = first.cards_client(ROLES).await;
-    let there = CardsClient {
-        stack: &second,
-        credential: here.credential.clone(),
-        token: here.token.clone(),
-    };
+    let there = here.at(&second);
     let card = new_card(&here).await;
     let sink = new_card(&here).await;
     assert_eq!(
@@ -706,11 +702,7 @@ async fn concurrent_authorisations_at_two_instances_never_hold_more_than_is_ther
     let first = TestStack::start().await;
     let second = first.another_instance().await;
     let (here, _) = first.cards_client(ROLES).await;
-    let there = CardsClient {
-        stack: &second,
-        credential: here.credential.clone(),
-        token: here.token.clone(),
-    };
+    let there = here.at(&second);
     let card = new_card(&here).await;
     post(
         &here,
