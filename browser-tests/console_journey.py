@@ -28,7 +28,7 @@ import uuid
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 BASE, DATA, BIN, WORK, SHOTS, AUTHZ, CARDS = sys.argv[1:8]
@@ -108,11 +108,24 @@ def fill(field_id, text):
     element.send_keys(text)
 
 
+def gone(element):
+    """A wait condition: `element` no longer belongs to the page. Chromium reports that either as
+    a stale element or (some versions) as an inspector error saying the node is not in the
+    document; both mean the page was replaced."""
+    def check(_):
+        try:
+            element.is_enabled()
+            return False
+        except (StaleElementReferenceException, WebDriverException):
+            return True
+    return check
+
+
 def navigating(click):
     """Clicks, then waits until the next page has replaced this one and finished loading."""
     old = driver.find_element(By.TAG_NAME, "html")
     click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 10).until(gone(old))
     WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
