@@ -131,7 +131,11 @@ pub(crate) async fn open(
     }
     let from_env = std::env::var("CERTBOUND_MASTER_KEY").ok();
     let master = master_key(&config.data_dir, from_env.as_deref())?;
-    let database = Arc::new(Database::connect(&config.database_url()).await?);
+    let mut database = Database::connect(&config.database_url()).await?;
+    // The stack is the embedded database's only server (it remembers cards): a second `up` on
+    // the same SQLite file is refused here; instances that share a database use PostgreSQL.
+    database.serve_alone()?;
+    let database = Arc::new(database);
     let material = match trust_material(&database, &master, &config.public_host).await {
         Err(BootstrapError::MasterKey(message))
             if config.data_dir.join("master.key.new").exists() =>

@@ -88,6 +88,7 @@ impl RunningStack {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        self.database.stop_serving();
     }
 }
 
@@ -497,6 +498,10 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         tasks.spawn(cards.clone().run_webhook_worker(watcher.clone()));
         let lookups = cards.clone();
         caches.push(Box::new(move || lookups.cache_lookups()));
+        let store = database.clone();
+        caches.push(Box::new(move || {
+            vec![("cards_records", store.card_lookups())]
+        }));
         tasks.spawn(serve(
             listener,
             acceptor(

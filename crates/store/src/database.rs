@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+use crate::card_memory::{CardMemory, Lookup, Touched};
 use crate::records::{
     AccessTokenRecord, Announce, AuthorisationChange, AuthorisationRecord, AuthzStore, BulkCard,
     BulkJobRecord, CardRecord, CardsStore, CertificateRecord, ClientRecord, DirectoryStore,
@@ -94,6 +95,17 @@ pub enum StoreError {
     /// changed.
     #[error("{0}")]
     Reseal(String),
+    /// Another process serves this embedded database (or its lock file cannot be taken).
+    #[error(
+        "the SQLite database {path} is in use by another certbound process ({reason}): stop it, \
+         or run several instances on PostgreSQL (--database-url postgres://...)"
+    )]
+    InUse {
+        /// The database file.
+        path: String,
+        /// What the lock said.
+        reason: String,
+    },
 }
 
 /// Where a sealed value lives, for [`Database::reseal_all`]: its table, row and column.
@@ -142,6 +154,13 @@ pub struct Database {
     used_jti: crate::group_commit::GroupCommit,
     /// Acquisitions that found the pool exhausted.
     waits: std::sync::Arc<PoolWaits>,
+    /// Cards read, remembered until written: only once [`Database::serve_alone`] made this
+    /// process the embedded database's only server (see [`crate::card_memory`]).
+    card_memory: Option<std::sync::Arc<CardMemory>>,
+    /// The SQLite file, if the database is one.
+    sqlite_file: Option<std::path::PathBuf>,
+    /// The lock that keeps other processes from serving this SQLite file, while held.
+    alone: std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 /// Counts the times a query had to wait for a connection: none was idle and the pool was at its
@@ -171,6 +190,15 @@ fn random_instance_name() -> String {
         return format!("pid-{}", std::process::id());
     }
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The file of a `sqlite:` URL (`sqlite://PATH?options`), or none for an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.into())
 }
 
 /// How often expired rows are pruned, seconds.
@@ -249,6 +277,11 @@ impl Database {
             _feed: feed,
             used_jti: Default::default(),
             waits: Default::default(),
+            card_memory: None,
+            sqlite_file: (backend == Backend::Sqlite)
+                .then(|| sqlite_file(url))
+                .flatten(),
+            alone: Default::default(),
         };
         database.migrate().await?;
         Ok(database)
@@ -271,6 +304,85 @@ impl Database {
         &self.pool
     }
 
+    /// Makes this process the only server of an embedded (SQLite) database, so that it may
+    /// remember card records (see [`crate::card_memory`]): an exclusive lock on `<file>.lock`
+    /// (0600, beside the database), held while this store lives, refuses a second server of the
+    /// same file with [`StoreError::InUse`]. Tools that read beside a running server (backups)
+    /// do not call this. On PostgreSQL, which any number of instances share, it does nothing.
+    pub fn serve_alone(&mut self) -> Result<(), StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
+        if let Some(file) = &self.sqlite_file {
+            let mut name = file.clone().into_os_string();
+            name.push(".lock");
+            let in_use = |reason: String| StoreError::InUse {
+                path: file.display().to_string(),
+                reason,
+            };
+            let lock = {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .mode(0o600)
+                    .open(&name)
+                    .map_err(|error| in_use(format!("{}: {error}", name.to_string_lossy())))?
+            };
+            lock.try_lock().map_err(|error| match error {
+                std::fs::TryLockError::WouldBlock => {
+                    in_use(format!("{} is locked", name.to_string_lossy()))
+                }
+                std::fs::TryLockError::Error(error) => {
+                    in_use(format!("{}: {error}", name.to_string_lossy()))
+                }
+            })?;
+            *self
+                .alone
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lock);
+        }
+        self.card_memory = Some(Default::default());
+        Ok(())
+    }
+
+    /// This process stops serving the database (its stack has shut down): the lock taken by
+    /// [`Database::serve_alone`] is released, even while handles of this store live on in
+    /// tasks that are still ending, so the same file can be served again at once.
+    pub fn stop_serving(&self) {
+        drop(
+            self.alone
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+    }
+
+    /// Cards found in this process's memory and read from the database since the start (none on
+    /// PostgreSQL, which keeps no card memory).
+    pub fn card_lookups(&self) -> (u64, u64) {
+        self.card_memory
+            .as_ref()
+            .map_or((0, 0), |memory| memory.lookups())
+    }
+
+    /// Runs `write`, a write of the `touched` cards, forgetting them from the card memory once
+    /// it has ended (and, if it is abandoned half way, until its transaction surely has).
+    async fn writing_cards<T>(
+        &self,
+        touched: Touched<'_>,
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let Some(memory) = &self.card_memory else {
+            return write.await;
+        };
+        let writing = memory.writing(&self.pool, touched);
+        let result = write.await;
+        writing.ended();
+        result
+    }
+
     /// Queries that had to wait for a connection since the start (the pool was exhausted).
     pub fn pool_waits(&self) -> u64 {
         self.waits.count.load(std::sync::atomic::Ordering::Relaxed)
@@ -281,6 +393,11 @@ impl Database {
     /// every value is sealed anew or, on the first failure, nothing changed. The number of
     /// values resealed.
     pub async fn reseal_all(&self, reseal: &Reseal<'_>) -> Result<u64, StoreError> {
+        self.writing_cards(Touched::All, self.reseal_all_now(reseal))
+            .await
+    }
+
+    async fn reseal_all_now(&self, reseal: &Reseal<'_>) -> Result<u64, StoreError> {
         let apply = |value: SealedValue<'_>, sealed: &str| {
             reseal(value, sealed).map_err(|error| {
                 StoreError::Reseal(format!(
@@ -1167,31 +1284,9 @@ fn bulk_job(row: &AnyRow) -> Result<BulkJobRecord, sqlx::Error> {
     })
 }
 
-#[async_trait]
-impl CardsStore for Database {
-    async fn insert_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
-        let result = insert_card(record).execute(self.counted()).await?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    async fn card(&self, public_token: &str) -> Result<Option<CardRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            card_columns!(),
-            ", balance_minor, pending_minor FROM cards WHERE public_token = $1"
-        ))
-        .bind(public_token)
-        .fetch_optional(self.counted())
-        .await?;
-        Ok(row.as_ref().map(card).transpose()?)
-    }
-
-    async fn update_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
-        let result = update_card(record).execute(self.counted()).await?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    async fn post_with(
+impl Database {
+    /// [`CardsStore::post_with`] itself, while [`Database::writing_cards`] watches it.
+    async fn post_now(
         &self,
         postings: &[Posting],
         authorisation: Option<&AuthorisationChange>,
@@ -1312,23 +1407,88 @@ impl CardsStore for Database {
         transaction.commit().await?;
         Ok(Posted::Done(lines))
     }
+}
+
+#[async_trait]
+impl CardsStore for Database {
+    // A new card changes no remembered one (a remembered card exists, and its token is unique),
+    // so inserts leave the card memory alone; so does `record_bulk_card`.
+    async fn insert_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
+        let result = insert_card(record).execute(self.counted()).await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn card(&self, public_token: &str) -> Result<Option<CardRecord>, StoreError> {
+        let ticket = match self
+            .card_memory
+            .as_ref()
+            .map(|memory| memory.lookup(public_token))
+        {
+            Some(Lookup::Known(card)) => return Ok(Some(card)),
+            Some(Lookup::Unknown(ticket)) => Some(ticket),
+            None => None,
+        };
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            card_columns!(),
+            ", balance_minor, pending_minor FROM cards WHERE public_token = $1"
+        ))
+        .bind(public_token)
+        .fetch_optional(self.counted())
+        .await?;
+        let found = row.as_ref().map(card).transpose()?;
+        if let (Some(memory), Some(ticket), Some(found)) = (&self.card_memory, ticket, &found) {
+            memory.remember(ticket, found);
+        }
+        Ok(found)
+    }
+
+    async fn update_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
+        let touched = [record.public_token.as_str()];
+        self.writing_cards(Touched::Cards(&touched), async {
+            let result = update_card(record).execute(self.counted()).await?;
+            Ok(result.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn post_with(
+        &self,
+        postings: &[Posting],
+        authorisation: Option<&AuthorisationChange>,
+        announce: Option<Announce<'_>>,
+    ) -> Result<Posted, StoreError> {
+        let touched: Vec<&str> = postings
+            .iter()
+            .map(|posting| posting.line.public_token.as_str())
+            .collect();
+        self.writing_cards(
+            Touched::Cards(&touched),
+            self.post_now(postings, authorisation, announce),
+        )
+        .await
+    }
 
     async fn update_card_announcing(
         &self,
         record: &CardRecord,
         notifications: &[NotificationDraft],
     ) -> Result<bool, StoreError> {
-        let mut transaction = self.counted().begin().await?;
-        let result = update_card(record).execute(&mut *transaction).await?;
-        if result.rows_affected() != 1 {
-            transaction.rollback().await?;
-            return Ok(false);
-        }
-        for draft in notifications {
-            insert_notification(&mut transaction, draft).await?;
-        }
-        transaction.commit().await?;
-        Ok(true)
+        let touched = [record.public_token.as_str()];
+        self.writing_cards(Touched::Cards(&touched), async {
+            let mut transaction = self.counted().begin().await?;
+            let result = update_card(record).execute(&mut *transaction).await?;
+            if result.rows_affected() != 1 {
+                transaction.rollback().await?;
+                return Ok(false);
+            }
+            for draft in notifications {
+                insert_notification(&mut transaction, draft).await?;
+            }
+            transaction.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn due_notifications(

@@ -5,6 +5,7 @@
 //! Protocol decisions do not live here: the store answers questions and performs atomic
 //! operations (use a `jti` once, revoke a certificate), nothing more.
 
+mod card_memory;
 mod change_feed;
 pub mod clock;
 mod database;

@@ -227,6 +227,24 @@ impl TestStack {
         (self.dir, self.database_url)
     }
 
+    /// A new data dir holding this stack's master key, as another instance on the same database
+    /// needs.
+    pub fn data_dir_for_another_instance(&self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            self.data_dir().join("master.key"),
+            dir.path().join("master.key"),
+        )
+        .unwrap();
+        dir
+    }
+
+    /// Whether several instances can serve the stack's database: PostgreSQL. An embedded
+    /// SQLite file has one server (a second is refused; see `instances.rs`).
+    pub fn shared_database(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+
     /// How many cards the organisation has, read from the database (cards made and hidden from
     /// the client count too).
     pub async fn cards_of(&self, organisation_id: &str) -> i64 {
@@ -620,12 +638,7 @@ impl TestStack {
     /// Another instance on this one's database (its own data dir with the same master key), as
     /// behind one load balancer: it shares this one's public authorization server issuer.
     pub async fn another_instance(&self) -> TestStack {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            self.data_dir().join("master.key"),
-            dir.path().join("master.key"),
-        )
-        .unwrap();
+        let dir = self.data_dir_for_another_instance();
         let issuer = self.stack.authz_url.clone();
         TestStack::start_with(dir, Some(self.database_url.clone()), |config| {
             config.authz_issuer = issuer;

@@ -420,6 +420,9 @@ async fn copies_at_once(
 #[tokio::test]
 async fn concurrent_debits_at_two_instances_never_overdraw() {
     let first = TestStack::start().await;
+    if !first.shared_database() {
+        return; // one server per SQLite file: two instances need PostgreSQL
+    }
     let second = first.another_instance().await;
     let (here, _) = first.cards_client(ROLES).await;
     let there = here.at(&second);
@@ -674,25 +677,19 @@ async fn purchases_through_the_simulated_network() {
     assert!(body["errors"]["merchant.mcc"].is_array(), "{body}");
 }
 
-/// Sets a card's expiry date to yesterday, in the database (the API refuses past dates).
+/// Sets a card's expiry date to a past day, through the running stack's store (the API refuses
+/// past dates; a write beside the store would bypass the card memory an embedded store keeps).
 async fn expire(stack: &TestStack, card: &str) {
-    use sqlx::Row as _;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&stack.database_url).await.unwrap();
-    let row = sqlx::query("SELECT details FROM cards WHERE public_token = $1")
-        .bind(card)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let mut details: Value = serde_json::from_str(&row.try_get::<String, _>(0).unwrap()).unwrap();
+    use certbound_store::CardsStore as _;
+    let store = &stack.stack.database;
+    let mut record = store.card(card).await.unwrap().unwrap();
+    let mut details: Value = serde_json::from_str(&record.details).unwrap();
     details["expiryDate"] = json!("2020-01-31");
-    sqlx::query("UPDATE cards SET details = $1 WHERE public_token = $2")
-        .bind(details.to_string())
-        .bind(card)
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    record.details = details.to_string();
+    assert!(
+        store.update_card(&record).await.unwrap(),
+        "the card changed meanwhile"
+    );
 }
 
 /// Concurrent authorisations at two instances never hold more than is available: of 20 of 10
@@ -700,6 +697,9 @@ async fn expire(stack: &TestStack, card: &str) {
 #[tokio::test]
 async fn concurrent_authorisations_at_two_instances_never_hold_more_than_is_there() {
     let first = TestStack::start().await;
+    if !first.shared_database() {
+        return; // one server per SQLite file: two instances need PostgreSQL
+    }
     let second = first.another_instance().await;
     let (here, _) = first.cards_client(ROLES).await;
     let there = here.at(&second);
@@ -750,4 +750,50 @@ async fn the_network_can_be_turned_off() {
     let card = new_card(&client).await;
     let (status, _) = authorise(&client, &card, json!(1)).await;
     assert_eq!(status, 404);
+}
+
+/// On SQLite the stack remembers the cards it read (DESIGN.md section 7's hot path): a second
+/// read of a card comes from memory, and every write shows in the next read at once — a load
+/// (the ledger's write), a status change (the card's own write), an update through the store.
+#[tokio::test]
+async fn a_remembered_card_shows_every_write_at_once() {
+    let stack = TestStack::start().await;
+    let (client, _) = stack.cards_client(ROLES).await;
+    let card = new_card(&client).await;
+    let show = || async {
+        let (status, body, _) = client
+            .call(Method::GET, &format!("/cards/{card}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let (hits_before, _) = stack.stack.database.card_lookups();
+    show().await;
+    show().await;
+    let (hits, _) = stack.stack.database.card_lookups();
+    if stack.shared_database() {
+        assert_eq!(hits, 0, "PostgreSQL keeps no card memory");
+    } else {
+        assert!(hits > hits_before, "the second read came from memory");
+    }
+    let (status, body) = post(
+        &client,
+        &card,
+        json!({"transactionType": "Load", "amount": 25, "currencyCode": "GBP"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(show().await["balance"]["availableBalance"], json!(25.0));
+    let (status, body, _) = client
+        .call(
+            Method::PUT,
+            &format!("/cards/{card}/status"),
+            Some(json!({"cardStatusCode": "41"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(show().await["cardStatusCode"], "41");
+    expire(&stack, &card).await;
+    assert_eq!(show().await["cardDetails"]["expiryDate"], "2020-01-31");
+    stack.stop().await;
 }

@@ -200,12 +200,7 @@ async fn one_idempotency_key_at_two_instances_makes_one_card() {
         first.stop().await;
         return;
     }
-    let second_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        first.data_dir().join("master.key"),
-        second_dir.path().join("master.key"),
-    )
-    .unwrap();
+    let second_dir = first.data_dir_for_another_instance();
     let issuer = first.authz("");
     let second = TestStack::start_with(second_dir, Some(first.database_url.clone()), |config| {
         config.authz_issuer = Some(issuer.clone());
