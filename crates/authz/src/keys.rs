@@ -177,7 +177,10 @@ async fn build(store: &dyn AuthzStore, master: &MasterKey, now: i64) -> Result<R
             let pkcs8 = master
                 .open(&sealed_name(&record.kid), &record.sealed)
                 .map_err(|error| AuthzError::Internal(error.to_string()))?;
-            signing = Some(SigningKey::es256_pkcs8(&record.kid, &pkcs8));
+            signing = Some(
+                SigningKey::es256_pkcs8(&record.kid, &pkcs8)
+                    .map_err(|error| AuthzError::Internal(error.to_string()))?,
+            );
         }
     }
     Ok(Ring {

@@ -63,7 +63,7 @@ fn benches(c: &mut Criterion) {
     });
 
     let token_key = PrivateKey::generate(SigningKeyKind::EcdsaP256).unwrap();
-    let token_signer = SigningKey::es256_pkcs8("kid", token_key.pkcs8_der());
+    let token_signer = SigningKey::es256_pkcs8("kid", token_key.pkcs8_der()).unwrap();
     let jwk = token_key.public_jwk("kid", "sig", "ES256").unwrap();
     let token_public =
         VerificationKey::from_jwk_json(&serde_json::to_value(&jwk).unwrap()).unwrap();

@@ -45,7 +45,8 @@ pub(crate) fn token(
     });
     let key = certbound_pki::PrivateKey::generate(certbound_pki::SigningKeyKind::EcdsaP256)
         .map_err(|error| error.to_string())?;
-    let signer = SigningKey::es256_pkcs8("bench", key.pkcs8_der());
+    let signer =
+        SigningKey::es256_pkcs8("bench", key.pkcs8_der()).map_err(|error| error.to_string())?;
     let claims = json!({"iss": audience, "sub": client_id, "aud": [client_id], "scp": ["cards.read"], "cnf": {"x5t#S256": "x"}, "exp": now + 600, "iat": now, "nbf": now, "jti": "j", "tid": "t", "client_id": client_id, "org_id": "o", "software_id": "s"});
     let sign = time(2000, || {
         let _ = certbound_jose::sign(&claims, &signer, "JWT");

@@ -254,7 +254,7 @@ mod tests {
 
     fn fixture() -> Fixture {
         let private = PrivateKey::generate(SigningKeyKind::EcdsaP256).unwrap();
-        let signer = SigningKey::es256_pkcs8("k1", private.pkcs8_der());
+        let signer = SigningKey::es256_pkcs8("k1", private.pkcs8_der()).unwrap();
         // The public half, through a JWK as a keystore would publish it.
         let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
             &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -416,7 +416,7 @@ mod tests {
         let stranger = PrivateKey::generate(SigningKeyKind::EcdsaP256).unwrap();
         let token = sign(
             &claims(),
-            &SigningKey::es256_pkcs8("k1", stranger.pkcs8_der()),
+            &SigningKey::es256_pkcs8("k1", stranger.pkcs8_der()).unwrap(),
             "JWT",
         )
         .unwrap();
