@@ -427,22 +427,20 @@ impl AuditLog {
         request: axum::extract::Request,
         next: axum::middleware::Next,
     ) -> Response {
-        let method = request.method().to_string();
-        let path = request.uri().path().to_owned();
-        let address = request
-            .extensions()
-            .get::<ClientAddress>()
-            .map(|address| address.0.ip().to_string());
+        // Kept as they are (each a copy or a reference count); made text only for a refusal.
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let address = request.extensions().get::<ClientAddress>().copied();
         let thumbprint = request
             .extensions()
             .get::<PeerCertificate>()
-            .map(|peer| peer.thumbprint.to_string());
+            .map(|peer| peer.thumbprint.clone());
         let route = request
             .extensions()
             .get::<axum::extract::MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |route| route.as_str().to_owned());
+            .cloned();
         let started = std::time::Instant::now();
-        let trace_id = uuid::Uuid::new_v4().to_string();
+        let trace_id = crate::new_trace_id();
         // Every log line written while answering carries the part and the trace id.
         let span = tracing::info_span!("request", part, trace_id = %trace_id);
         let mut response = TRACE_ID
@@ -453,13 +451,16 @@ impl AuditLog {
             .await;
         self.metrics.observe_request(
             part,
-            &route,
+            route
+                .as_ref()
+                .map_or("unmatched", axum::extract::MatchedPath::as_str),
             response.status().as_u16(),
             started.elapsed().as_secs_f64(),
         );
         if let Ok(value) = axum::http::HeaderValue::from_str(&trace_id) {
             response.headers_mut().insert("x-trace-id", value);
         }
+        let path = uri.path();
         if let Some(InternalError(detail)) = response.extensions().get::<InternalError>() {
             tracing::error!(part, %trace_id, %method, %path, detail, "internal error");
         }
@@ -474,10 +475,10 @@ impl AuditLog {
                     "status": response.status().as_u16(),
                     "reason": refusal.code,
                     "description": refusal.description,
-                    "method": method,
+                    "method": method.as_str(),
                     "path": path,
-                    "address": address,
-                    "thumbprint": thumbprint,
+                    "address": address.map(|address| address.0.ip().to_string()),
+                    "thumbprint": thumbprint.as_deref(),
                     "trace_id": trace_id,
                 }),
             );
