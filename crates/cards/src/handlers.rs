@@ -383,26 +383,29 @@ pub(crate) async fn show_card(
 ) -> Result<Json<Value>, CardsError> {
     caller.require("cards.read")?;
     let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
-    let details = details(&card)?;
+    let mut details = details(&card)?;
     let status = stored_status(&card)?;
+    let balance = crate::transactions::balance_json(&card, &details);
+    // The details are this answer's alone: their values move into it rather than being copied.
+    let mut take = |name: &str| details.get_mut(name).map_or(Value::Null, Value::take);
     Ok(Json(json!({
-        "cardType": details["cardType"],
+        "cardType": take("cardType"),
         "publicToken": card.public_token,
         "status": status.name(),
         "cardStatusCode": status.code(),
         "cardStatusDescription": status.description(),
-        "balance": crate::transactions::balance_json(&card, &details),
+        "balance": balance,
         "cardDetails": {
-            "cardProduct": details["cardProduct"],
-            "customerReference": details["customerReference"],
-            "maskedPan": details["maskedPan"],
-            "embossName": details["embossName"],
-            "startDate": details["startDate"],
-            "expiryDate": details["expiryDate"],
-            "designId": details["designId"],
-            "cardHolder": details["cardHolder"],
-            "address": details["address"],
-            "fulfilment": details["fulfilment"],
+            "cardProduct": take("cardProduct"),
+            "customerReference": take("customerReference"),
+            "maskedPan": take("maskedPan"),
+            "embossName": take("embossName"),
+            "startDate": take("startDate"),
+            "expiryDate": take("expiryDate"),
+            "designId": take("designId"),
+            "cardHolder": take("cardHolder"),
+            "address": take("address"),
+            "fulfilment": take("fulfilment"),
         },
     })))
 }
