@@ -7,11 +7,6 @@
 //! commit runs to its end even if the request that started it is cancelled (its client went
 //! away), and the task ends once the queue is empty: no task outlives the work.
 //!
-//! Under load (the last commit carried more than one `jti`) the task lingers before a commit:
-//! it yields to the runtime, letting requests that are being verified reach the queue, for as
-//! long as each yield brings new arrivals (at most [`LINGER`] yields). A commit costs a disk sync
-//! whatever it carries, so a fuller batch costs less per token; alone, a request never waits.
-//!
 //! Two copies of one `jti` in one batch are one insert: the first waiting copy is told it was
 //! first, every other copy that it was not — the same answer separate commits would give.
 
@@ -25,9 +20,6 @@ use crate::StoreError;
 
 /// The most `jti`s one statement inserts (two parameters each, far below SQLite's limit).
 const MOST: usize = 256;
-
-/// The most yields a commit lingers for arrivals.
-const LINGER: usize = 16;
 
 struct Waiting {
     id: String,
@@ -101,19 +93,7 @@ impl Drop for Draining {
 
 async fn drain(queue: Arc<Mutex<Queue>>, pool: AnyPool) {
     let _draining = Draining(queue.clone());
-    let mut last_batch = 0;
     loop {
-        if last_batch > 1 {
-            let mut waiting = lock(&queue).waiting.len();
-            for _ in 0..LINGER {
-                tokio::task::yield_now().await;
-                let now_waiting = lock(&queue).waiting.len();
-                if now_waiting <= waiting || now_waiting >= MOST {
-                    break;
-                }
-                waiting = now_waiting;
-            }
-        }
         let batch: Vec<Waiting> = {
             let mut queue = lock(&queue);
             if queue.waiting.is_empty() {
@@ -122,7 +102,6 @@ async fn drain(queue: Arc<Mutex<Queue>>, pool: AnyPool) {
             let take = queue.waiting.len().min(MOST);
             queue.waiting.drain(..take).collect()
         };
-        last_batch = batch.len();
         match insert(&pool, &batch).await {
             Ok(inserted) => {
                 let mut answered = HashSet::new();
