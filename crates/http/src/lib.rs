@@ -133,7 +133,9 @@ pub(crate) fn new_trace_id() -> String {
     let mut bytes = [0u8; 16];
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {
         let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        bytes = ((u128::from(count) << 64) | u128::from(std::process::id())).to_be_bytes();
+        // The count in the last eight bytes, where the version and variant bits leave it whole
+        // but for its two highest bits.
+        bytes = ((u128::from(std::process::id()) << 96) | u128::from(count)).to_be_bytes();
     }
     uuid::Builder::from_random_bytes(bytes)
         .into_uuid()

@@ -129,13 +129,12 @@ pub(crate) async fn open(
             .open(&database)
             .map_err(file_error(&database))?;
     }
+    // The stack is the embedded database's only server (it remembers cards): a second `up` on
+    // the same SQLite file is refused here, before anything is made or migrated; instances that
+    // share a database use PostgreSQL.
+    let database = Arc::new(Database::connect_serving(&config.database_url()).await?);
     let from_env = std::env::var("CERTBOUND_MASTER_KEY").ok();
     let master = master_key(&config.data_dir, from_env.as_deref())?;
-    let mut database = Database::connect(&config.database_url()).await?;
-    // The stack is the embedded database's only server (it remembers cards): a second `up` on
-    // the same SQLite file is refused here; instances that share a database use PostgreSQL.
-    database.serve_alone()?;
-    let database = Arc::new(database);
     let material = match trust_material(&database, &master, &config.public_host).await {
         Err(BootstrapError::MasterKey(message))
             if config.data_dir.join("master.key.new").exists() =>
@@ -431,8 +430,10 @@ pub async fn rotate_master_key(
     let (new, new_encoded) =
         MasterKey::generate().map_err(|error| BootstrapError::MasterKey(error.to_string()))?;
     let pending = config.data_dir.join("master.key.new");
+    // Every server of an embedded database must be stopped: one still running would write its
+    // remembered, old-key card secrets back over the resealed ones.
+    let database = Database::connect_serving(&config.database_url()).await?;
     write_private(&pending, format!("{}\n", new_encoded.as_str()).as_bytes())?;
-    let database = Database::connect(&config.database_url()).await?;
     let reseal = |value: certbound_store::SealedValue<'_>, sealed: &str| {
         let name = match (value.table, value.column) {
             ("token_signing_keys", _) => certbound_authz::keys::sealed_name(value.id),

@@ -92,6 +92,17 @@ impl RunningStack {
     }
 }
 
+/// Releases the embedded database's lock when a start fails after it was taken.
+struct ReleaseOnFailure(Option<Arc<certbound_store::Database>>);
+
+impl Drop for ReleaseOnFailure {
+    fn drop(&mut self) {
+        if let Some(database) = self.0.take() {
+            database.stop_serving();
+        }
+    }
+}
+
 /// The router of each listener that runs here.
 #[derive(Clone, Debug, Default)]
 pub struct Routers {
@@ -294,6 +305,9 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
     }
     let mut caches: Vec<crate::ops::CacheLookups> = Vec::new();
     let (database, master_key, material) = crate::bootstrap::open(&config).await?;
+    // Should anything below fail, the embedded database is free again at once (a start in the
+    // same process may follow), whatever handles of the store are still ending.
+    let mut release = ReleaseOnFailure(Some(database.clone()));
     let limits = Limits::of(&config);
     let audit_path = config.data_dir.join("audit.jsonl");
     let rotation = certbound_http::Rotation {
@@ -521,6 +535,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         database: database.clone(),
         caches,
     });
+    release.0 = None;
     if let Some(url) = &ops_url {
         tracing::info!(%url, "operations listener: /metrics, /livez, /readyz");
     }

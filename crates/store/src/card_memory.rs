@@ -85,6 +85,10 @@ impl Drop for Writing {
             let pool = self.pool.clone();
             runtime.spawn(async move {
                 while let Err(error) = fence(&pool).await {
+                    if pool.is_closed() {
+                        // The store is closing: the memory stays off for good.
+                        return;
+                    }
                     tracing::warn!(%error, "card memory: fence after an abandoned write failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }

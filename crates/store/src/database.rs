@@ -154,11 +154,9 @@ pub struct Database {
     used_jti: crate::group_commit::GroupCommit,
     /// Acquisitions that found the pool exhausted.
     waits: std::sync::Arc<PoolWaits>,
-    /// Cards read, remembered until written: only once [`Database::serve_alone`] made this
+    /// Cards read, remembered until written: only when [`Database::connect_serving`] made this
     /// process the embedded database's only server (see [`crate::card_memory`]).
     card_memory: Option<std::sync::Arc<CardMemory>>,
-    /// The SQLite file, if the database is one.
-    sqlite_file: Option<std::path::PathBuf>,
     /// The lock that keeps other processes from serving this SQLite file, while held.
     alone: std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
@@ -190,6 +188,33 @@ fn random_instance_name() -> String {
         return format!("pid-{}", std::process::id());
     }
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Takes the exclusive lock that makes this process the only server of the SQLite `file`.
+fn lock_alone(file: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut name = file.to_path_buf().into_os_string();
+    name.push(".lock");
+    let in_use = |reason: String| StoreError::InUse {
+        path: file.display().to_string(),
+        reason,
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&name)
+        .map_err(|error| in_use(format!("{}: {error}", name.to_string_lossy())))?;
+    lock.try_lock().map_err(|error| match error {
+        std::fs::TryLockError::WouldBlock => {
+            in_use(format!("{} is locked", name.to_string_lossy()))
+        }
+        std::fs::TryLockError::Error(error) => {
+            in_use(format!("{}: {error}", name.to_string_lossy()))
+        }
+    })?;
+    Ok(lock)
 }
 
 /// The file of a `sqlite:` URL (`sqlite://PATH?options`), or none for an in-memory database.
@@ -278,9 +303,6 @@ impl Database {
             used_jti: Default::default(),
             waits: Default::default(),
             card_memory: None,
-            sqlite_file: (backend == Backend::Sqlite)
-                .then(|| sqlite_file(url))
-                .flatten(),
             alone: Default::default(),
         };
         database.migrate().await?;
@@ -304,51 +326,36 @@ impl Database {
         &self.pool
     }
 
-    /// Makes this process the only server of an embedded (SQLite) database, so that it may
-    /// remember card records (see [`crate::card_memory`]): an exclusive lock on `<file>.lock`
-    /// (0600, beside the database), held while this store lives, refuses a second server of the
-    /// same file with [`StoreError::InUse`]. Tools that read beside a running server (backups)
-    /// do not call this. On PostgreSQL, which any number of instances share, it does nothing.
-    pub fn serve_alone(&mut self) -> Result<(), StoreError> {
-        if self.backend != Backend::Sqlite {
-            return Ok(());
-        }
-        if let Some(file) = &self.sqlite_file {
-            let mut name = file.clone().into_os_string();
-            name.push(".lock");
-            let in_use = |reason: String| StoreError::InUse {
-                path: file.display().to_string(),
-                reason,
-            };
-            let lock = {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .mode(0o600)
-                    .open(&name)
-                    .map_err(|error| in_use(format!("{}: {error}", name.to_string_lossy())))?
-            };
-            lock.try_lock().map_err(|error| match error {
-                std::fs::TryLockError::WouldBlock => {
-                    in_use(format!("{} is locked", name.to_string_lossy()))
-                }
-                std::fs::TryLockError::Error(error) => {
-                    in_use(format!("{}: {error}", name.to_string_lossy()))
-                }
-            })?;
-            *self
+    /// Connects as the only server of an embedded (SQLite) database, so that it may remember
+    /// card records (see [`crate::card_memory`]): an exclusive lock on `<file>.lock` (0600,
+    /// beside the database) is taken before the database is opened or migrated, and held until
+    /// [`Database::stop_serving`] or the last handle of this store goes; a second server of the
+    /// same file, or a tool that rewrites it (`master-key rotate`), is refused with
+    /// [`StoreError::InUse`]. Tools that read beside a running server (backups) use
+    /// [`Database::connect`]. On PostgreSQL, which any number of instances share, this is
+    /// [`Database::connect`].
+    pub async fn connect_serving(url: &str) -> Result<Self, StoreError> {
+        let lock = match url
+            .starts_with("sqlite:")
+            .then(|| sqlite_file(url))
+            .flatten()
+        {
+            Some(file) => Some(lock_alone(&file)?),
+            None => None,
+        };
+        let mut database = Self::connect(url).await?;
+        if database.backend == Backend::Sqlite {
+            *database
                 .alone
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lock);
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = lock;
+            database.card_memory = Some(Default::default());
         }
-        self.card_memory = Some(Default::default());
-        Ok(())
+        Ok(database)
     }
 
     /// This process stops serving the database (its stack has shut down): the lock taken by
-    /// [`Database::serve_alone`] is released, even while handles of this store live on in
+    /// [`Database::connect_serving`] is released, even while handles of this store live on in
     /// tasks that are still ending, so the same file can be served again at once.
     pub fn stop_serving(&self) {
         drop(
@@ -466,8 +473,8 @@ impl Database {
                 }
                 let mut columns = columns.into_iter();
                 sqlx::query(
-                    "UPDATE cards SET pan_sealed = $1, cvv_sealed = $2, pin_sealed = $3 \
-                     WHERE public_token = $4",
+                    "UPDATE cards SET pan_sealed = $1, cvv_sealed = $2, pin_sealed = $3, \
+                     version = version + 1 WHERE public_token = $4",
                 )
                 .bind(columns.next().flatten())
                 .bind(columns.next().flatten())
@@ -1445,8 +1452,12 @@ impl CardsStore for Database {
 
     async fn update_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
         let touched = [record.public_token.as_str()];
+        // In a transaction, so that SQLite's write lock is held from the statement to its end
+        // (what the card memory's fence after an abandoned write relies on).
         self.writing_cards(Touched::Cards(&touched), async {
-            let result = update_card(record).execute(self.counted()).await?;
+            let mut transaction = self.counted().begin().await?;
+            let result = update_card(record).execute(&mut *transaction).await?;
+            transaction.commit().await?;
             Ok(result.rows_affected() == 1)
         })
         .await

@@ -14,7 +14,8 @@ use certbound_testkit::TestStack;
 use reqwest::Method;
 
 /// On SQLite, a second server of the same file is refused with what to do instead, and the
-/// file can be served again once the first has shut down.
+/// file can be served again once the first has shut down; a master key rotation beside it is
+/// refused as well.
 #[tokio::test]
 async fn a_second_server_of_one_sqlite_file_is_refused() {
     let first = TestStack::start().await;
@@ -32,6 +33,19 @@ async fn a_second_server_of_one_sqlite_file_is_refused() {
             && refused.contains("--database-url postgres://"),
         "{refused}"
     );
+    // A master key rotation, which rewrites every card's sealed secrets, is refused too while the
+    // server runs (its remembered cards would write the old secrets back), and changes nothing.
+    let own = certbound_testkit::config(&first.data_dir(), Some(first.database_url.clone()));
+    let refused = certbound_server::rotate_master_key(&own, certbound_testkit::now())
+        .await
+        .map(|_| ())
+        .expect_err("a master key rotation ran beside the server")
+        .to_string();
+    assert!(
+        refused.contains("is in use by another certbound process"),
+        "{refused}"
+    );
+    assert!(!first.data_dir().join("master.key.new").exists());
     let (_kept, _) = first.stop().await;
     let again = certbound_server::start(config)
         .await
