@@ -335,14 +335,7 @@ impl Database {
     /// [`Database::connect`]. On PostgreSQL, which any number of instances share, this is
     /// [`Database::connect`].
     pub async fn connect_serving(url: &str) -> Result<Self, StoreError> {
-        let lock = match url
-            .starts_with("sqlite:")
-            .then(|| sqlite_file(url))
-            .flatten()
-        {
-            Some(file) => Some(lock_alone(&file)?),
-            None => None,
-        };
+        let lock = sqlite_file(url).map(|file| lock_alone(&file)).transpose()?;
         let mut database = Self::connect(url).await?;
         if database.backend == Backend::Sqlite {
             *database
@@ -1450,17 +1443,10 @@ impl CardsStore for Database {
         Ok(found)
     }
 
+    // The announcing write with nothing to announce: in a transaction, so that SQLite's write
+    // lock is held from the statement to its end (what the card memory's fence relies on).
     async fn update_card(&self, record: &CardRecord) -> Result<bool, StoreError> {
-        let touched = [record.public_token.as_str()];
-        // In a transaction, so that SQLite's write lock is held from the statement to its end
-        // (what the card memory's fence after an abandoned write relies on).
-        self.writing_cards(Touched::Cards(&touched), async {
-            let mut transaction = self.counted().begin().await?;
-            let result = update_card(record).execute(&mut *transaction).await?;
-            transaction.commit().await?;
-            Ok(result.rows_affected() == 1)
-        })
-        .await
+        self.update_card_announcing(record, &[]).await
     }
 
     async fn post_with(
