@@ -226,6 +226,16 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.into())
 }
 
+/// The file of a SQLite `url` as sqlx opens it (percent-decoded), `None` for PostgreSQL and for
+/// a database in memory.
+fn sqlite_file_exactly(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
+    if sqlite_file(url).is_none() || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    Ok(Some(options.get_filename().to_path_buf()))
+}
+
 /// How often expired rows are pruned, seconds.
 const PRUNE_INTERVAL: i64 = 60;
 
@@ -245,6 +255,10 @@ impl Database {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(4)
+                    // A connection to a file cannot have been lost while idle: sqlx's check of
+                    // each connection taken from the pool (a trip to its thread and back before
+                    // every query) finds nothing here.
+                    .test_before_acquire(false)
                     .after_connect(|connection, _| {
                         Box::pin(async move {
                             // WAL with synchronous=FULL: an acknowledged write survives kill -9
@@ -293,7 +307,7 @@ impl Database {
                 local_changes.clone(),
             ))
         });
-        let database = Self {
+        let mut database = Self {
             pool,
             backend,
             last_prune: Default::default(),
@@ -306,6 +320,9 @@ impl Database {
             alone: Default::default(),
         };
         database.migrate().await?;
+        if let Some(file) = sqlite_file_exactly(url)? {
+            database.used_jti = crate::group_commit::GroupCommit::on_thread(&file)?;
+        }
         Ok(database)
     }
 

@@ -3,23 +3,41 @@
 //! Requests that arrive while a commit is in flight wait in a queue; the next commit takes all of
 //! them (up to [`MOST`]) in one statement, and each answers only after that commit.
 //!
-//! The first request to find no commit in flight spawns the task that drains the queue, so a
-//! commit runs to its end even if the request that started it is cancelled (its client went
-//! away), and the task ends once the queue is empty: no task outlives the work.
+//! Who commits depends on the database:
+//! - An embedded (SQLite) file: a thread of the store's own ([`GroupCommit::on_thread`]), with its
+//!   own connection to the file, sleeps until a request queues an id, then commits what waits and
+//!   answers each request. Each batch is one hand-off to that thread and one answer back: no task
+//!   of the runtime in between, no pool, and no sqlx worker thread (where every query is a
+//!   hand-off of its own, and a pooled one two more: sqlx checks a connection when it is taken
+//!   and again, from a task of its own, when it is given back). The connection only ever writes
+//!   `used_jti`, so its page cache keeps that table's pages.
+//! - PostgreSQL (and SQLite in memory, which a second connection cannot share): the first request
+//!   to find no commit in flight spawns the task that drains the queue, on a connection taken out
+//!   of the pool once and kept between drains.
+//!
+//! Either way a commit runs to its end even if the request that queued it is cancelled (its
+//! client went away); the task ends once the queue is empty, the thread when the store's last
+//! handle is dropped (after answering what waits). A connection whose statement failed is
+//! dropped and the next drain takes a fresh one; the pooled one goes too once the pool is
+//! closed, and a store whose pool is closed queues nothing: closing the store ends its commits.
 //!
 //! Two copies of one `jti` in one batch are one insert: the first waiting copy is told it was
 //! first, every other copy that it was not — the same answer separate commits would give.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::oneshot;
 
 use crate::StoreError;
 
 /// The most `jti`s one statement inserts (two parameters each, far below SQLite's limit).
 const MOST: usize = 256;
+
+/// How long the commit thread's connection waits for another connection's write to end.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Waiting {
     id: String,
@@ -30,38 +48,105 @@ struct Waiting {
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Waiting>,
-    /// Whether a task is draining the queue.
+    /// Whether a task or the thread is committing (the thread sleeps while this is false).
     draining: bool,
+    /// The drain task's connection, between drains (the draining task holds it meanwhile).
+    connection: Option<AnyConnection>,
+    /// The commit thread has ended, or is to end once the queue is empty.
+    closed: bool,
+}
+
+/// The queue and the commit thread's bell.
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    bell: Condvar,
 }
 
 /// The queue of `jti`s waiting for their commit. Cloned with the store; one per database.
 #[derive(Clone, Default)]
 pub(crate) struct GroupCommit {
-    queue: Arc<Mutex<Queue>>,
+    shared: Arc<Shared>,
+    /// Set when a thread of the store commits (an embedded file); tells it to end once the
+    /// store's last handle is gone.
+    thread: Option<Arc<Thread>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").finish_non_exhaustive()
+        f.debug_struct("GroupCommit")
+            .field("thread", &self.thread.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
-    queue.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
+    shared.queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Ends the commit thread when the last handle of the store is dropped.
+struct Thread(Arc<Shared>);
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        lock(&self.0).closed = true;
+        self.0.bell.notify_one();
+    }
 }
 
 impl GroupCommit {
+    /// Commits on a thread of its own, with its own connection to the SQLite database `file`
+    /// (`synchronous=FULL`, as every connection of the store).
+    pub(crate) fn on_thread(file: &Path) -> Result<Self, StoreError> {
+        let failed = |error: rusqlite::Error| {
+            StoreError::GroupCommit(format!(
+                "cannot open {} for the used jti commits: {error}",
+                file.display()
+            ))
+        };
+        let connection = rusqlite::Connection::open_with_flags(
+            file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(failed)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(failed)?;
+        let shared = Arc::new(Shared::default());
+        let thread = shared.clone();
+        std::thread::Builder::new()
+            .name("certbound-jti".into())
+            .spawn(move || commit_on_thread(&thread, &connection))
+            .map_err(|error| {
+                StoreError::GroupCommit(format!("cannot start the used jti commits: {error}"))
+            })?;
+        Ok(Self {
+            thread: Some(Arc::new(Thread(shared.clone()))),
+            shared,
+        })
+    }
+
     /// Records `id` as used until `expires_at`, committed together with whatever else waits:
-    /// `true` if this was its first use.
+    /// `true` if this was its first use. `pool` is the store's: its commits when no thread of
+    /// the store makes them, and a closed pool refuses either way.
     pub(crate) async fn use_once(
         &self,
         pool: &AnyPool,
         id: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
+        if pool.is_closed() {
+            return Err(StoreError::Database(sqlx::Error::PoolClosed));
+        }
         let (reply, answer) = oneshot::channel();
         let lead = {
-            let mut queue = lock(&self.queue);
+            let mut queue = lock(&self.shared);
+            if queue.closed {
+                return Err(StoreError::GroupCommit(
+                    "the used jti commits have stopped".into(),
+                ));
+            }
             queue.waiting.push(Waiting {
                 id: id.to_owned(),
                 expires_at,
@@ -70,7 +155,11 @@ impl GroupCommit {
             !std::mem::replace(&mut queue.draining, true)
         };
         if lead {
-            tokio::spawn(drain(self.queue.clone(), pool.clone()));
+            if self.thread.is_some() {
+                self.shared.bell.notify_one();
+            } else {
+                tokio::spawn(drain(self.shared.clone(), pool.clone()));
+            }
         }
         match answer.await {
             Ok(Ok(first)) => Ok(first),
@@ -82,58 +171,244 @@ impl GroupCommit {
     }
 }
 
-/// Lets the next request drain the queue should this task end early.
-struct Draining(Arc<Mutex<Queue>>);
-
-impl Drop for Draining {
-    fn drop(&mut self) {
-        lock(&self.0).draining = false;
+/// The next batch, or `None` once the queue is empty (the drain has then ended, said under the
+/// lock that found it empty, so that an id queued just after always starts another).
+fn next_batch(queue: &mut Queue) -> Option<Vec<Waiting>> {
+    if queue.waiting.is_empty() {
+        queue.draining = false;
+        return None;
     }
+    let take = queue.waiting.len().min(MOST);
+    Some(queue.waiting.drain(..take).collect())
 }
 
-async fn drain(queue: Arc<Mutex<Queue>>, pool: AnyPool) {
-    let _draining = Draining(queue.clone());
-    loop {
-        let batch: Vec<Waiting> = {
-            let mut queue = lock(&queue);
-            if queue.waiting.is_empty() {
-                return;
+/// Tells each request of `batch` its answer: whether its id was inserted, once per id.
+fn answer(batch: Vec<Waiting>, outcome: Result<HashSet<String>, String>) {
+    match outcome {
+        Ok(inserted) => {
+            let mut answered = HashSet::new();
+            for waiting in batch {
+                let first = inserted.contains(&waiting.id) && answered.insert(waiting.id);
+                let _ = waiting.reply.send(Ok(first));
             }
-            let take = queue.waiting.len().min(MOST);
-            queue.waiting.drain(..take).collect()
-        };
-        match insert(&pool, &batch).await {
-            Ok(inserted) => {
-                let mut answered = HashSet::new();
-                for waiting in batch {
-                    let first = inserted.contains(&waiting.id) && answered.insert(waiting.id);
-                    let _ = waiting.reply.send(Ok(first));
-                }
-            }
-            Err(error) => {
-                let message = error.to_string();
-                for waiting in batch {
-                    let _ = waiting.reply.send(Err(message.clone()));
-                }
+        }
+        Err(message) => {
+            for waiting in batch {
+                let _ = waiting.reply.send(Err(message.clone()));
             }
         }
     }
 }
 
-/// One statement (one commit): the ids it inserted; ids already used are not among them.
-async fn insert(pool: &AnyPool, batch: &[Waiting]) -> Result<HashSet<String>, sqlx::Error> {
+/// `INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id` of `rows` ids, its parameters written
+/// by `parameter` (numbered from 1).
+fn insert_sql(rows: usize, parameter: impl Fn(usize) -> String) -> String {
     let mut sql = String::from("INSERT INTO used_jti (id, expires_at) VALUES ");
-    for n in 0..batch.len() {
+    for n in 0..rows {
         if n > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!("(${}, ${})", 2 * n + 1, 2 * n + 2));
+        sql.push_str(&format!(
+            "({}, {})",
+            parameter(2 * n + 1),
+            parameter(2 * n + 2)
+        ));
     }
     sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    sql
+}
+
+/// The commit thread: sleeps until an id is queued, commits what waits, answers, and ends once
+/// the store is gone and the queue empty. Should it end any other way (a panic), what waits
+/// and what is queued later is refused instead of left waiting.
+fn commit_on_thread(shared: &Shared, connection: &rusqlite::Connection) {
+    struct Ended<'a>(&'a Shared);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            let waiting = {
+                let mut queue = lock(self.0);
+                queue.closed = true;
+                std::mem::take(&mut queue.waiting)
+            };
+            answer(waiting, Err("the used jti commits have stopped".into()));
+        }
+    }
+    let _ended = Ended(shared);
+    let mut queue = lock(shared);
+    loop {
+        let Some(batch) = next_batch(&mut queue) else {
+            if queue.closed {
+                return;
+            }
+            queue = shared
+                .bell
+                .wait(queue)
+                .unwrap_or_else(PoisonError::into_inner);
+            continue;
+        };
+        drop(queue);
+        let outcome = insert_on(connection, &batch).map_err(|error| error.to_string());
+        answer(batch, outcome);
+        queue = lock(shared);
+    }
+}
+
+/// One statement (one commit) on the thread's connection: the ids it inserted.
+fn insert_on(
+    connection: &rusqlite::Connection,
+    batch: &[Waiting],
+) -> Result<HashSet<String>, rusqlite::Error> {
+    let mut statement = connection.prepare_cached(&insert_sql(batch.len(), |n| format!("?{n}")))?;
+    let parameters = batch.iter().flat_map(|waiting| {
+        [
+            rusqlite::types::Value::Text(waiting.id.clone()),
+            rusqlite::types::Value::Integer(waiting.expires_at),
+        ]
+    });
+    statement
+        .query_map(rusqlite::params_from_iter(parameters), |row| {
+            row.get::<_, String>(0)
+        })?
+        .collect()
+}
+
+/// Lets the next request drain the queue should this task end early (the runtime shutting
+/// down); a drain that found the queue empty says so itself ([`next_batch`]).
+struct Draining(Option<Arc<Shared>>);
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            lock(&shared).draining = false;
+        }
+    }
+}
+
+/// The drain task (no thread of the store): commits batches on the kept connection until the
+/// queue is empty.
+async fn drain(shared: Arc<Shared>, pool: AnyPool) {
+    let mut draining = Draining(Some(shared.clone()));
+    let mut connection = lock(&shared).connection.take();
+    loop {
+        let batch = {
+            let mut queue = lock(&shared);
+            let Some(batch) = next_batch(&mut queue) else {
+                draining.0 = None;
+                if !pool.is_closed() {
+                    queue.connection = connection;
+                }
+                return;
+            };
+            batch
+        };
+        let kept = match connection.take() {
+            Some(kept) if !pool.is_closed() => Ok(kept),
+            _ => pool.acquire().await.map(sqlx::pool::PoolConnection::detach),
+        };
+        let outcome = match kept {
+            Ok(mut kept) => {
+                let inserted = insert(&mut kept, &batch).await;
+                if inserted.is_ok() {
+                    connection = Some(kept);
+                }
+                inserted
+            }
+            Err(error) => Err(error),
+        };
+        answer(batch, outcome.map_err(|error| error.to_string()));
+    }
+}
+
+/// One statement (one commit) on the drain task's connection: the ids it inserted.
+async fn insert(
+    connection: &mut AnyConnection,
+    batch: &[Waiting],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let sql = insert_sql(batch.len(), |n| format!("${n}"));
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for waiting in batch {
         query = query.bind(waiting.id.clone()).bind(waiting.expires_at);
     }
-    let rows = query.fetch_all(pool).await?;
+    let rows = query.fetch_all(connection).await?;
     rows.iter().map(|row| row.try_get::<String, _>(0)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Database;
+
+    /// A migrated SQLite file in a temporary directory, and its store.
+    async fn embedded() -> (tempfile::TempDir, std::path::PathBuf, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("test.db");
+        let database = Database::connect(&format!("sqlite://{}?mode=rwc", file.display()))
+            .await
+            .unwrap();
+        (dir, file, database)
+    }
+
+    /// On an embedded file the store's own thread commits: copies of one id queued together are
+    /// one first use, the answer is on disk (a second thread's connection finds the id used),
+    /// and the thread ends once the last handle is dropped, refusing from then on.
+    #[tokio::test]
+    async fn the_commit_thread_answers_once_per_id_and_ends_with_the_store() {
+        let (_dir, file, database) = embedded().await;
+        let pool = database.pool().clone();
+        let commit = GroupCommit::on_thread(&file).unwrap();
+        let copies = (0..8).map(|_| {
+            let (commit, pool) = (commit.clone(), pool.clone());
+            tokio::spawn(async move { commit.use_once(&pool, "thread|one", 2_000_000_000).await })
+        });
+        let mut firsts = 0;
+        for copy in copies.collect::<Vec<_>>() {
+            firsts += usize::from(copy.await.unwrap().unwrap());
+        }
+        assert_eq!(firsts, 1);
+
+        let shared = commit.shared.clone();
+        drop(commit);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&shared) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the commit thread did not end"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(lock(&shared).closed);
+
+        let another = GroupCommit::on_thread(&file).unwrap();
+        assert!(
+            !another
+                .use_once(&pool, "thread|one", 2_000_000_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            another
+                .use_once(&pool, "thread|two", 2_000_000_000)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// A store whose pool is closed (its stack has shut down) records no used `jti`, whoever
+    /// commits: nothing is answered after the store was closed.
+    #[tokio::test]
+    async fn a_closed_store_records_no_jti() {
+        let (_dir, file, database) = embedded().await;
+        let on_thread = GroupCommit::on_thread(&file).unwrap();
+        let on_pool = GroupCommit::default();
+        database.pool().close().await;
+        for commit in [on_thread, on_pool] {
+            let refused = commit
+                .use_once(database.pool(), "closed|one", 2_000_000_000)
+                .await;
+            assert!(
+                matches!(refused, Err(StoreError::Database(sqlx::Error::PoolClosed))),
+                "{refused:?}"
+            );
+        }
+    }
 }
