@@ -1982,7 +1982,8 @@ impl TokenStandingStore for Database {
 impl ReplayStore for Database {
     async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         self.prune(now).await?;
-        self.used_jti.use_once(self.counted(), id, expires_at).await
+        // Not `counted`: the commits take no connection from the pool but their first.
+        self.used_jti.use_once(&self.pool, id, expires_at).await
     }
 }
 

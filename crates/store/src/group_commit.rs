@@ -17,9 +17,18 @@
 //!
 //! Either way a commit runs to its end even if the request that queued it is cancelled (its
 //! client went away); the task ends once the queue is empty, the thread when the store's last
-//! handle is dropped (after answering what waits). A connection whose statement failed is
-//! dropped and the next drain takes a fresh one; the pooled one goes too once the pool is
-//! closed, and a store whose pool is closed queues nothing: closing the store ends its commits.
+//! handle is dropped (after answering what waits). A store whose pool is closed queues nothing:
+//! closing the store ends its commits.
+//!
+//! The drain task's connection has left the pool's care (its check before use, its timeouts), so
+//! the task takes that care itself: a connection idle for longer than [`KEPT_IDLE`] (the server
+//! may have restarted, a firewall may have dropped it) is given up for a fresh one from the pool,
+//! which checks it; a statement gets at most [`COMMIT_TIMEOUT`], after which its batch is refused
+//! (nobody is told their id was first) and the connection dropped, as after any failed statement.
+//!
+//! The thread's connection does not checkpoint when it closes (the pool's connections do): it
+//! closes whenever the store's last handle goes, which may be well after the pool was closed and
+//! the files were handed on (copied, served by another store); closing changes nothing on disk.
 //!
 //! Two copies of one `jti` in one batch are one insert: the first waiting copy is told it was
 //! first, every other copy that it was not — the same answer separate commits would give.
@@ -39,6 +48,15 @@ const MOST: usize = 256;
 /// How long the commit thread's connection waits for another connection's write to end.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The longest a commit on the drain task's connection may take before its batch is refused.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the drain task's connection may have been idle and still be used without a check.
+const KEPT_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Batch sizes whose prepared statement the commit thread keeps.
+const STATEMENTS_KEPT: usize = 64;
+
 struct Waiting {
     id: String,
     expires_at: i64,
@@ -50,8 +68,9 @@ struct Queue {
     waiting: Vec<Waiting>,
     /// Whether a task or the thread is committing (the thread sleeps while this is false).
     draining: bool,
-    /// The drain task's connection, between drains (the draining task holds it meanwhile).
-    connection: Option<AnyConnection>,
+    /// The drain task's connection and when it was last used, between drains (the draining
+    /// task holds it meanwhile).
+    connection: Option<(AnyConnection, std::time::Instant)>,
     /// The commit thread has ended, or is to end once the queue is empty.
     closed: bool,
 }
@@ -113,6 +132,13 @@ impl GroupCommit {
         connection
             .pragma_update(None, "synchronous", "FULL")
             .map_err(failed)?;
+        connection
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
+            .map_err(failed)?;
+        connection.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
         let shared = Arc::new(Shared::default());
         let thread = shared.clone();
         std::thread::Builder::new()
@@ -272,14 +298,20 @@ fn insert_on(
         .collect()
 }
 
-/// Lets the next request drain the queue should this task end early (the runtime shutting
-/// down); a drain that found the queue empty says so itself ([`next_batch`]).
+/// Should the drain task end early (its runtime shutting down), refuses what waits and lets the
+/// next request start a drain; a drain that found the queue empty says so itself
+/// ([`next_batch`]).
 struct Draining(Option<Arc<Shared>>);
 
 impl Drop for Draining {
     fn drop(&mut self) {
         if let Some(shared) = self.0.take() {
-            lock(&shared).draining = false;
+            let waiting = {
+                let mut queue = lock(&shared);
+                queue.draining = false;
+                std::mem::take(&mut queue.waiting)
+            };
+            answer(waiting, Err("the commit stopped before it answered".into()));
         }
     }
 }
@@ -302,20 +334,26 @@ async fn drain(shared: Arc<Shared>, pool: AnyPool) {
             batch
         };
         let kept = match connection.take() {
-            Some(kept) if !pool.is_closed() => Ok(kept),
+            Some((kept, used)) if !pool.is_closed() && used.elapsed() <= KEPT_IDLE => Ok(kept),
             _ => pool.acquire().await.map(sqlx::pool::PoolConnection::detach),
         };
         let outcome = match kept {
             Ok(mut kept) => {
-                let inserted = insert(&mut kept, &batch).await;
-                if inserted.is_ok() {
-                    connection = Some(kept);
+                match tokio::time::timeout(COMMIT_TIMEOUT, insert(&mut kept, &batch)).await {
+                    Ok(Ok(inserted)) => {
+                        connection = Some((kept, std::time::Instant::now()));
+                        Ok(inserted)
+                    }
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!(
+                        "the commit took longer than {} s",
+                        COMMIT_TIMEOUT.as_secs()
+                    )),
                 }
-                inserted
             }
-            Err(error) => Err(error),
+            Err(error) => Err(error.to_string()),
         };
-        answer(batch, outcome.map_err(|error| error.to_string()));
+        answer(batch, outcome);
     }
 }
 
@@ -391,6 +429,42 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    /// Copies of one id in one batch: the first copy is told it was first, every other copy
+    /// that it was not; an id the statement did not insert is first for nobody; a failed
+    /// statement is an error for every request of its batch.
+    #[test]
+    fn a_batch_answers_each_inserted_id_first_once() {
+        let batch = |ids: &[&str]| -> (Vec<Waiting>, Vec<oneshot::Receiver<_>>) {
+            ids.iter()
+                .map(|id| {
+                    let (reply, answer) = oneshot::channel();
+                    let id = (*id).to_owned();
+                    (
+                        Waiting {
+                            id,
+                            expires_at: 1,
+                            reply,
+                        },
+                        answer,
+                    )
+                })
+                .unzip()
+        };
+        let (waiting, answers) = batch(&["a", "b", "a", "c", "a"]);
+        answer(waiting, Ok(["a".to_owned(), "b".to_owned()].into()));
+        let firsts: Vec<bool> = answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(firsts, [true, true, false, false, false]);
+
+        let (waiting, answers) = batch(&["a", "b"]);
+        answer(waiting, Err("disk full".into()));
+        for mut answer in answers {
+            assert_eq!(answer.try_recv().unwrap(), Err("disk full".to_owned()));
+        }
     }
 
     /// A store whose pool is closed (its stack has shut down) records no used `jti`, whoever
