@@ -217,19 +217,18 @@ fn lock_alone(file: &std::path::Path) -> Result<std::fs::File, StoreError> {
     Ok(lock)
 }
 
-/// The file of a `sqlite:` URL (`sqlite://PATH?options`), or none for an in-memory database.
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url
+/// The file of a `sqlite:` URL (`sqlite://PATH?options`) as sqlx opens it (percent-decoded),
+/// `None` for PostgreSQL and for a database in memory. The server's lock and the used-jti
+/// commits' connection both name the file this way, so they find the one sqlx opened.
+fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
+    let Some(rest) = url
         .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(None);
+    };
     let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.into())
-}
-
-/// The file of a SQLite `url` as sqlx opens it (percent-decoded), `None` for PostgreSQL and for
-/// a database in memory.
-fn sqlite_file_exactly(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
-    if sqlite_file(url).is_none() || url.contains("mode=memory") {
+    if path.is_empty() || path.starts_with(":memory:") || url.contains("mode=memory") {
         return Ok(None);
     }
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
@@ -320,7 +319,7 @@ impl Database {
             alone: Default::default(),
         };
         database.migrate().await?;
-        if let Some(file) = sqlite_file_exactly(url)? {
+        if let Some(file) = sqlite_file(url)? {
             database.used_jti = crate::group_commit::GroupCommit::on_thread(&file)?;
         }
         Ok(database)
@@ -352,7 +351,9 @@ impl Database {
     /// [`Database::connect`]. On PostgreSQL, which any number of instances share, this is
     /// [`Database::connect`].
     pub async fn connect_serving(url: &str) -> Result<Self, StoreError> {
-        let lock = sqlite_file(url).map(|file| lock_alone(&file)).transpose()?;
+        let lock = sqlite_file(url)?
+            .map(|file| lock_alone(&file))
+            .transpose()?;
         let mut database = Self::connect(url).await?;
         if database.backend == Backend::Sqlite {
             *database

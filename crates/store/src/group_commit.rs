@@ -57,6 +57,12 @@ const KEPT_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Batch sizes whose prepared statement the commit thread keeps.
 const STATEMENTS_KEPT: usize = 64;
 
+/// The refusal of an id queued after the commit thread ended.
+const STOPPED: &str = "the used jti commits have stopped";
+
+/// The refusal of an id whose commit ended before it answered.
+const UNANSWERED: &str = "the commit stopped before it answered";
+
 struct Waiting {
     id: String,
     expires_at: i64,
@@ -169,9 +175,7 @@ impl GroupCommit {
         let lead = {
             let mut queue = lock(&self.shared);
             if queue.closed {
-                return Err(StoreError::GroupCommit(
-                    "the used jti commits have stopped".into(),
-                ));
+                return Err(StoreError::GroupCommit(STOPPED.into()));
             }
             queue.waiting.push(Waiting {
                 id: id.to_owned(),
@@ -190,9 +194,7 @@ impl GroupCommit {
         match answer.await {
             Ok(Ok(first)) => Ok(first),
             Ok(Err(message)) => Err(StoreError::GroupCommit(message)),
-            Err(_) => Err(StoreError::GroupCommit(
-                "the commit stopped before it answered".into(),
-            )),
+            Err(_) => Err(StoreError::GroupCommit(UNANSWERED.into())),
         }
     }
 }
@@ -226,6 +228,17 @@ fn answer(batch: Vec<Waiting>, outcome: Result<HashSet<String>, String>) {
     }
 }
 
+/// Ends a committer that stopped early: `mark` records how, under the queue's lock, and every
+/// request still waiting is refused with `message` (none is left waiting for a commit).
+fn refuse_waiting(shared: &Shared, mark: impl FnOnce(&mut Queue), message: &str) {
+    let waiting = {
+        let mut queue = lock(shared);
+        mark(&mut queue);
+        std::mem::take(&mut queue.waiting)
+    };
+    answer(waiting, Err(message.to_owned()));
+}
+
 /// `INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id` of `rows` ids, its parameters written
 /// by `parameter` (numbered from 1).
 fn insert_sql(rows: usize, parameter: impl Fn(usize) -> String) -> String {
@@ -251,12 +264,7 @@ fn commit_on_thread(shared: &Shared, connection: &rusqlite::Connection) {
     struct Ended<'a>(&'a Shared);
     impl Drop for Ended<'_> {
         fn drop(&mut self) {
-            let waiting = {
-                let mut queue = lock(self.0);
-                queue.closed = true;
-                std::mem::take(&mut queue.waiting)
-            };
-            answer(waiting, Err("the used jti commits have stopped".into()));
+            refuse_waiting(self.0, |queue| queue.closed = true, STOPPED);
         }
     }
     let _ended = Ended(shared);
@@ -285,16 +293,12 @@ fn insert_on(
     batch: &[Waiting],
 ) -> Result<HashSet<String>, rusqlite::Error> {
     let mut statement = connection.prepare_cached(&insert_sql(batch.len(), |n| format!("?{n}")))?;
-    let parameters = batch.iter().flat_map(|waiting| {
-        [
-            rusqlite::types::Value::Text(waiting.id.clone()),
-            rusqlite::types::Value::Integer(waiting.expires_at),
-        ]
-    });
+    let parameters: Vec<&dyn rusqlite::ToSql> = batch
+        .iter()
+        .flat_map(|waiting| [&waiting.id as &dyn rusqlite::ToSql, &waiting.expires_at])
+        .collect();
     statement
-        .query_map(rusqlite::params_from_iter(parameters), |row| {
-            row.get::<_, String>(0)
-        })?
+        .query_map(parameters.as_slice(), |row| row.get::<_, String>(0))?
         .collect()
 }
 
@@ -306,12 +310,7 @@ struct Draining(Option<Arc<Shared>>);
 impl Drop for Draining {
     fn drop(&mut self) {
         if let Some(shared) = self.0.take() {
-            let waiting = {
-                let mut queue = lock(&shared);
-                queue.draining = false;
-                std::mem::take(&mut queue.waiting)
-            };
-            answer(waiting, Err("the commit stopped before it answered".into()));
+            refuse_waiting(&shared, |queue| queue.draining = false, UNANSWERED);
         }
     }
 }
