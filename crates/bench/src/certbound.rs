@@ -262,6 +262,22 @@ impl Stack {
         Ok(generators)
     }
 
+    /// One generator per client: `GET /cards/{publicToken}` over the client's mutual-TLS
+    /// connection (keep-alive) with a bearer token that is not a token: each answer a 401, each
+    /// refusal a record in the audit trail.
+    pub(crate) async fn refused_generators(&self) -> Result<Vec<Generator>, String> {
+        let mut generators: Vec<Generator> = Vec::new();
+        for (index, client) in self.clients.iter().enumerate() {
+            let session = Session::open(client.session.dir()).map_err(|error| error.to_string())?;
+            let url = self.at(index, &format!("{}/cards/123456789", session.profile.cards));
+            let http = http_client(&self.ca_pem, Some(&client.identity_pem), true)?;
+            generators.push(Box::new(move || {
+                Some(http.get(&url).bearer_auth("not-a-token"))
+            }));
+        }
+        Ok(generators)
+    }
+
     /// One generator per client: `GET /cards/{publicToken}` with a bound token, keep-alive.
     pub(crate) async fn cards_generators(&self) -> Result<Vec<Generator>, String> {
         let mut generators: Vec<Generator> = Vec::new();

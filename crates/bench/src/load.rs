@@ -8,6 +8,24 @@ use serde_json::{Value, json};
 /// A task's source of requests; `None` when its pre-generated inputs run out.
 pub(crate) type Generator = Box<dyn FnMut() -> Option<reqwest::RequestBuilder> + Send>;
 
+/// The answer a scenario's requests should get; any other counts as an error.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Expected {
+    /// A 2xx.
+    Success,
+    /// This status (a scenario of refusals).
+    Status(u16),
+}
+
+impl Expected {
+    fn matches(self, status: reqwest::StatusCode) -> bool {
+        match self {
+            Self::Success => status.is_success(),
+            Self::Status(expected) => status.as_u16() == expected,
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone)]
 pub(crate) struct Stats {
@@ -54,6 +72,7 @@ pub(crate) async fn run(
     generators: Vec<Generator>,
     duration: Duration,
     rate: Option<f64>,
+    expected: Expected,
 ) -> Stats {
     let start = Instant::now();
     let deadline = start + duration;
@@ -85,7 +104,7 @@ pub(crate) async fn run(
                         let body = response.bytes().await;
                         latencies
                             .push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
-                        if !status.is_success() || body.is_err() {
+                        if !expected.matches(status) || body.is_err() {
                             errors += 1;
                             if first_error.is_none() {
                                 first_error = Some(format!(

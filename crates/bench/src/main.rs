@@ -34,7 +34,9 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     connections: usize,
     /// Scenarios, comma separated: token-keepalive, token-newconn, handshake (a new mutual-TLS
-    /// connection per `/healthz`: the floor of token-newconn), cards, register. `register`
+    /// connection per `/healthz`: the floor of token-newconn), cards, refused (`GET /cards/..`
+    /// with a token that is not one: a 401 and its audit record, what a flood of bad requests
+    /// costs), register. `refused` and `register`
     /// is not a default: each registration needs its own software statement and a fresh SSA,
     /// so it runs out of prepared requests long before the duration (a smoke test, not a
     /// measurement).
@@ -118,10 +120,11 @@ async fn measure(
     generators: Vec<Generator>,
     duration: Duration,
     rate: Option<f64>,
+    expected: load::Expected,
 ) -> (Stats, f64) {
     let cpu = || pids.iter().map(|pid| cpu_seconds(*pid)).sum::<f64>();
     let before = cpu();
-    let stats = load::run(generators, duration, rate).await;
+    let stats = load::run(generators, duration, rate, expected).await;
     let after = cpu();
     let per_request = if stats.requests > 0 {
         (after - before) * 1e6 / stats.requests as f64
@@ -286,14 +289,20 @@ async fn run(args: Args) -> Result<bool, String> {
             ),
             "handshake" => (stack.handshake_generators()?, None),
             "cards" => (stack.cards_generators().await?, Some("cards")),
+            "refused" => (stack.refused_generators().await?, None),
             "register" => (stack.register_generators(args.registrations).await?, None),
             other => {
                 return Err(format!(
-                    "unknown scenario `{other}`: use token-keepalive, token-newconn, handshake, cards, register"
+                    "unknown scenario `{other}`: use token-keepalive, token-newconn, handshake, cards, refused, register"
                 ));
             }
         };
-        let (stats, cpu) = measure(&pids, generators, duration, args.rate).await;
+        let expected = if scenario == "refused" {
+            load::Expected::Status(401)
+        } else {
+            load::Expected::Success
+        };
+        let (stats, cpu) = measure(&pids, generators, duration, args.rate, expected).await;
         let floor_us = match floor {
             Some("token") => Some(stack.token_floor()? * 1e6),
             Some(_) => Some(stack.cards_floor().await? * 1e6),

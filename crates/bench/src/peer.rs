@@ -136,6 +136,7 @@ pub(crate) async fn run(stack: &Stack, args: &Args, work: &Path) -> Result<Vec<R
             generators,
             Duration::from_secs(args.duration),
             args.rate,
+            crate::load::Expected::Success,
         )
         .await;
         rows.push(Row {

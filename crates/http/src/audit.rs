@@ -11,11 +11,29 @@
 //! ([`AuditLog::lost_records`]) and reported in the server log (at most one line per 10 s, with
 //! the count). What happens to the action it records is [`OnFailure`]'s choice: security-relevant
 //! actions (issuance, revocation) are refused while the trail cannot be written by default.
+//!
+//! Two paths to the file, by what a record is for:
+//! - A record of an action ([`AuditLog::record`]) is written before the action, on the request's
+//!   own path (one `write` to the page cache), because its outcome decides whether the action may
+//!   happen: with [`OnFailure::Refuse`] nothing happens that the trail does not show, from the
+//!   first record that fails (a queue would let the first actions after a disk filled go
+//!   unrecorded).
+//! - A record of a refusal (the edge's [`AuditLog::refusals`]) decides nothing, and refusals are
+//!   what a flood of bad requests makes: it goes off the request path, into a bounded queue
+//!   ([`QUEUE_BOUND`] records) that the trail's own thread writes out, several records per `write`.
+//!   A full queue is never a reason to drop one: the request then writes its record itself.
+//!   [`AuditLog::flush`] waits until everything queued before it is in the file (graceful
+//!   shutdown calls it, and so does [`AuditLog::recent`]); the thread also writes out what is
+//!   queued before it ends, when the trail's last handle is dropped. On a crash (`kill -9`, a
+//!   panic that aborts) the refusal records still queued are lost, uncounted: at most
+//!   [`QUEUE_BOUND`], usually none, as the thread is woken by each record. The records of actions
+//!   are in the page cache before the action, so a crash of the process loses none of them; a
+//!   crash of the machine may lose what the kernel had not written back (the trail is not synced).
 
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use axum::response::Response;
 
@@ -82,22 +100,71 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// What [`Sink::write_lines`] could not write: how many lines, and the last error.
+#[derive(Debug, Default)]
+struct Unwritten {
+    lines: u64,
+    error: Option<std::io::Error>,
+}
+
+impl Unwritten {
+    fn add(&mut self, lines: u64, error: std::io::Error) {
+        self.lines += lines;
+        self.error = Some(error);
+    }
+}
+
 impl Sink {
-    fn write(&mut self, line: &[u8], now: i64) -> std::io::Result<()> {
-        let too_big = self.size > 0 && self.size + line.len() as u64 > self.rotation.max_bytes;
-        let too_old = self
-            .started
-            .is_some_and(|started| now - started >= self.rotation.max_age_seconds);
-        if too_big || too_old {
-            self.rotate()?;
+    /// Appends `lines` (each one whole record with its time), in as few writes as rotation
+    /// allows: the lines before a rotation in one, the lines after it in the next.
+    fn write_lines(&mut self, lines: &[(Vec<u8>, i64)]) -> Unwritten {
+        let mut unwritten = Unwritten::default();
+        let mut chunk = Vec::new();
+        let mut in_chunk = 0;
+        let mut chunk_started = None;
+        for (line, now) in lines {
+            let pending = self.size + chunk.len() as u64;
+            let too_big = pending > 0 && pending + line.len() as u64 > self.rotation.max_bytes;
+            let too_old = self
+                .started
+                .or(chunk_started)
+                .is_some_and(|started| now - started >= self.rotation.max_age_seconds);
+            if too_big || too_old {
+                if let Err(error) = self.append(&chunk, chunk_started) {
+                    unwritten.add(in_chunk, error);
+                }
+                chunk.clear();
+                in_chunk = 0;
+                chunk_started = None;
+                if let Err(error) = self.rotate() {
+                    unwritten.add(1, error);
+                    continue;
+                }
+            }
+            chunk.extend_from_slice(line);
+            in_chunk += 1;
+            chunk_started.get_or_insert(*now);
         }
-        if let Err(error) = self.file.write_all(line) {
-            // Part of the line may be on disk: cut back to the last whole line.
+        if let Err(error) = self.append(&chunk, chunk_started) {
+            unwritten.add(in_chunk, error);
+        }
+        unwritten
+    }
+
+    /// Appends whole lines in one write; `started` is the first one's time.
+    fn append(&mut self, lines: &[u8], started: Option<i64>) -> std::io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.file.write_all(lines) {
+            // Part of the lines may be on disk: cut back to the last whole line before them.
             let _ = self.file.set_len(self.size);
             return Err(error);
         }
-        self.size += line.len() as u64;
-        self.started.get_or_insert(now);
+        self.size += lines.len() as u64;
+        if let Some(started) = started {
+            self.started.get_or_insert(started);
+        }
         Ok(())
     }
 
@@ -119,6 +186,17 @@ impl Sink {
         self.started = None;
         Ok(())
     }
+}
+
+/// A record: its time, part and event, then `fields` (bounded, without nulls).
+fn line(part: &str, event: &str, now: i64, fields: serde_json::Value) -> serde_json::Value {
+    let mut line = serde_json::json!({"ts": now, "part": part, "event": event});
+    if let (serde_json::Value::Object(line), serde_json::Value::Object(fields)) =
+        (&mut line, bounded(fields))
+    {
+        line.extend(fields.into_iter().filter(|(_, value)| !value.is_null()));
+    }
+    line
 }
 
 /// Cuts every string in `value` to [`MAX_FIELD`] bytes (at a character boundary), noting the
@@ -152,9 +230,223 @@ fn bounded(value: serde_json::Value) -> serde_json::Value {
 #[derive(Clone, Debug, Default)]
 pub struct AuditLog {
     sink: Option<Arc<Mutex<Sink>>>,
+    /// The thread that writes refusal records off the request path (with `sink`).
+    writer: Option<Arc<Writer>>,
     on_failure: OnFailure,
     lost: Arc<Lost>,
     metrics: Metrics,
+}
+
+/// The most refusal records waiting for the trail's thread; a request that finds the queue full
+/// writes its record itself.
+pub(crate) const QUEUE_BOUND: usize = 4096;
+
+/// Records waiting for the trail's thread, and whether it is writing some.
+#[derive(Debug, Default)]
+struct Queued {
+    records: Vec<(serde_json::Value, i64)>,
+    writing: bool,
+    /// The thread waits for `work`: the next record rings it (no system call otherwise).
+    asleep: bool,
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<Queued>,
+    /// Rung when a record is queued or the queue closes.
+    work: Condvar,
+    /// Rung when the thread has written all that was queued.
+    idle: Condvar,
+}
+
+/// The trail's thread. Dropping the last handle closes the queue and waits for the thread to
+/// write out what it holds.
+#[derive(Debug)]
+struct Writer {
+    queue: Arc<Queue>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    fn start(sink: Arc<Mutex<Sink>>, losses: Losses) -> std::io::Result<Self> {
+        let queue = Arc::new(Queue::default());
+        let drained = queue.clone();
+        let thread = std::thread::Builder::new()
+            .name("certbound-audit".into())
+            .spawn(move || drain(&drained, &sink, &losses))?;
+        Ok(Self {
+            queue,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues `record`; gives it back if the queue is full or closed.
+    fn queue(&self, record: serde_json::Value, now: i64) -> Result<(), (serde_json::Value, i64)> {
+        let Ok(mut state) = self.queue.state.lock() else {
+            return Err((record, now));
+        };
+        if state.closed || state.records.len() >= QUEUE_BOUND {
+            return Err((record, now));
+        }
+        state.records.push((record, now));
+        let asleep = std::mem::take(&mut state.asleep);
+        drop(state);
+        if asleep {
+            self.queue.work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits until every record queued before this call is written (or counted as lost).
+    fn flush(&self) {
+        let Ok(mut state) = self.queue.state.lock() else {
+            return;
+        };
+        while !state.closed && (state.writing || !state.records.is_empty()) {
+            state = match self.queue.idle.wait(state) {
+                Ok(state) => state,
+                Err(_) => return,
+            };
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.queue.state.lock() {
+            state.closed = true;
+        }
+        self.queue.work.notify_one();
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut thread| thread.take()) {
+            // The thread writes out what was queued, then ends; a panic in it was reported.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The trail's thread: writes what is queued, a batch per `write` (resting [`REST`] after a
+/// [`FLOOD`]),
+/// until the queue closes and is empty. Should it end otherwise (a panic), the queue is closed so that nothing waits for it
+/// and requests write their records themselves.
+fn drain(queue: &Queue, sink: &Mutex<Sink>, losses: &Losses) {
+    struct CloseOnExit<'a>(&'a Queue);
+    impl Drop for CloseOnExit<'_> {
+        fn drop(&mut self) {
+            if let Ok(mut state) = self.0.state.lock() {
+                state.closed = true;
+                state.writing = false;
+            }
+            self.0.idle.notify_all();
+        }
+    }
+    let _close = CloseOnExit(queue);
+    loop {
+        let batch = {
+            let Ok(mut state) = queue.state.lock() else {
+                return;
+            };
+            loop {
+                if !state.records.is_empty() {
+                    state.asleep = false;
+                    state.writing = true;
+                    break std::mem::take(&mut state.records);
+                }
+                if state.closed {
+                    return;
+                }
+                state.asleep = true;
+                state = match queue.work.wait(state) {
+                    Ok(state) => state,
+                    Err(_) => return,
+                };
+            }
+        };
+        let flood = batch.len() >= FLOOD;
+        let lines: Vec<(Vec<u8>, i64)> = batch
+            .into_iter()
+            .map(|(record, now)| (line_bytes(&record), now))
+            .collect();
+        let now = lines.last().map_or(0, |(_, now)| *now);
+        let unwritten = match sink.lock() {
+            Ok(mut sink) => sink.write_lines(&lines),
+            Err(_) => Unwritten {
+                lines: lines.len() as u64,
+                error: Some(poisoned()),
+            },
+        };
+        if let Some(error) = unwritten.error {
+            losses.count(unwritten.lines, &error, "refused", now);
+        }
+        let Ok(mut state) = queue.state.lock() else {
+            return;
+        };
+        state.writing = false;
+        if state.records.is_empty() {
+            queue.idle.notify_all();
+        }
+        if flood && !state.closed {
+            // Rest a moment, not rung: during a flood of refusals the next batch gathers
+            // meanwhile at the cost of a push each, where waking the thread per record costs more
+            // CPU than the writes it saves. Out of a flood every record rings the thread, so a
+            // refusal is in the file a moment after its answer.
+            let Ok((_rested, _)) = queue.work.wait_timeout(state, REST) else {
+                return;
+            };
+        }
+    }
+}
+
+/// How long the trail's thread rests after a [`FLOOD`] batch before it takes the next.
+const REST: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A batch of this many records or more means a flood of refusals.
+const FLOOD: usize = 8;
+
+/// A record as its line in the file.
+fn line_bytes(record: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = record.to_string().into_bytes();
+    bytes.push(b'\n');
+    bytes
+}
+
+fn poisoned() -> std::io::Error {
+    std::io::Error::other("the audit trail's lock is poisoned")
+}
+
+/// Where lost records are counted and reported.
+#[derive(Clone, Debug)]
+struct Losses {
+    lost: Arc<Lost>,
+    metrics: Metrics,
+    policy: OnFailure,
+}
+
+impl Losses {
+    /// Counts `lines` records of `event` lost to `error`, reporting it in the server log at most
+    /// once per [`LOST_REPORTED_EVERY`] seconds.
+    fn count(&self, lines: u64, error: &std::io::Error, event: &str, now: i64) {
+        if lines == 0 {
+            return;
+        }
+        let lost = self.lost.count.fetch_add(lines, Ordering::Relaxed) + lines;
+        self.metrics.audit_records_lost(lines);
+        let reported = i64::try_from(self.lost.reported.load(Ordering::Relaxed)).unwrap_or(0);
+        if (lost == lines || now >= reported + LOST_REPORTED_EVERY)
+            && self
+                .lost
+                .reported
+                .compare_exchange(
+                    u64::try_from(reported).unwrap_or(0),
+                    u64::try_from(now).unwrap_or(0),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::error!(%error, lost, event, policy = ?self.policy, "AUDIT RECORDS LOST: the audit trail cannot be written");
+        }
+    }
 }
 
 /// Records that could not be written, and when that was last reported.
@@ -252,7 +544,7 @@ impl AuditLog {
         }
         let file = open_append(path)?;
         let size = file.metadata()?.len();
-        Ok(Self {
+        let mut audit = Self {
             sink: Some(Arc::new(Mutex::new(Sink {
                 path: path.to_path_buf(),
                 file,
@@ -260,10 +552,31 @@ impl AuditLog {
                 started: None,
                 rotation,
             }))),
+            writer: None,
             on_failure,
             lost,
             metrics: Metrics::default(),
-        })
+        };
+        audit.start_writer()?;
+        Ok(audit)
+    }
+
+    /// Starts the trail's thread (again: the one before, if any, writes out its queue and ends),
+    /// counting in this trail's metrics.
+    fn start_writer(&mut self) -> std::io::Result<()> {
+        if let Some(sink) = &self.sink {
+            self.writer = None;
+            self.writer = Some(Arc::new(Writer::start(sink.clone(), self.losses())?));
+        }
+        Ok(())
+    }
+
+    fn losses(&self) -> Losses {
+        Losses {
+            lost: self.lost.clone(),
+            metrics: self.metrics.clone(),
+            policy: self.on_failure,
+        }
     }
 
     /// Counts every record, and every request at the edge, in `metrics` (records lost before
@@ -271,7 +584,19 @@ impl AuditLog {
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         metrics.audit_records_lost(self.lost_records());
         self.metrics = metrics;
+        if let Err(error) = self.start_writer() {
+            // Without its thread the trail writes every record on the request path.
+            tracing::error!(%error, "the audit trail's thread did not start: refusals are recorded on the request path");
+        }
         self
+    }
+
+    /// Waits until every refusal record queued before this call is in the file (or counted as
+    /// lost). Graceful shutdown calls it after the last request was answered.
+    pub fn flush(&self) {
+        if let Some(writer) = &self.writer {
+            writer.flush();
+        }
     }
 
     /// The metrics this trail counts in.
@@ -295,6 +620,7 @@ impl AuditLog {
         else {
             return Vec::new();
         };
+        self.flush();
         let mut found = Vec::new();
         for file in [path.clone(), PathBuf::from(format!("{}.1", path.display()))] {
             let Ok(tail) = read_tail(&file, RECENT_WINDOW) else {
@@ -339,9 +665,20 @@ impl AuditLog {
     }
 
     /// [`AuditLog::record`] of something that has happened already (a refusal): counted in the
-    /// metrics whether or not its line could be written, and never an `Err`.
+    /// metrics whether or not its line could be written, never an `Err`, and written off the
+    /// request path by the trail's thread (by the caller if its queue is full).
     fn record_done(&self, part: &str, event: &str, now: i64, fields: serde_json::Value) {
-        let _ = self.write(part, event, now, fields, OnFailure::Continue);
+        let line = line(part, event, now, fields);
+        self.metrics.observe_event(part, event, &line);
+        // A refusal that cannot be written is counted (in `append` or by the thread); there is
+        // no action to hold back.
+        let Some(writer) = &self.writer else {
+            let _ = self.append(&line, event, now);
+            return;
+        };
+        if let Err((line, now)) = writer.queue(line, now) {
+            let _ = self.append(&line, event, now);
+        }
     }
 
     fn write(
@@ -352,49 +689,38 @@ impl AuditLog {
         fields: serde_json::Value,
         on_failure: OnFailure,
     ) -> Result<(), AuditUnavailable> {
-        let mut line = serde_json::json!({"ts": now, "part": part, "event": event});
-        if let (serde_json::Value::Object(line), serde_json::Value::Object(fields)) =
-            (&mut line, bounded(fields))
-        {
-            line.extend(fields.into_iter().filter(|(_, value)| !value.is_null()));
-        }
-        let Some(sink) = &self.sink else {
-            self.metrics.observe_event(part, event, &line);
-            return Ok(());
-        };
-        let mut bytes = line.to_string().into_bytes();
-        bytes.push(b'\n');
-        let written = match sink.lock() {
-            Ok(mut sink) => sink.write(&bytes, now),
-            Err(_) => Err(std::io::Error::other("the audit trail's lock is poisoned")),
-        };
+        let line = line(part, event, now, fields);
+        let written = self.append(&line, event, now);
         // Counted when it happens: an action refused for want of its record did not happen.
         if written.is_ok() || on_failure == OnFailure::Continue {
             self.metrics.observe_event(part, event, &line);
         }
-        let Err(error) = written else {
+        match (written, on_failure) {
+            (Err(error), OnFailure::Refuse) => Err(AuditUnavailable(error.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends `line` on the caller's path; a line that could not be written is counted and
+    /// reported.
+    fn append(&self, line: &serde_json::Value, event: &str, now: i64) -> std::io::Result<()> {
+        let Some(sink) = &self.sink else {
             return Ok(());
         };
-        let lost = self.lost.count.fetch_add(1, Ordering::Relaxed) + 1;
-        self.metrics.audit_records_lost(1);
-        let reported = i64::try_from(self.lost.reported.load(Ordering::Relaxed)).unwrap_or(0);
-        if (lost == 1 || now >= reported + LOST_REPORTED_EVERY)
-            && self
-                .lost
-                .reported
-                .compare_exchange(
-                    u64::try_from(reported).unwrap_or(0),
-                    u64::try_from(now).unwrap_or(0),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            tracing::error!(%error, lost, event, policy = ?self.on_failure, "AUDIT RECORDS LOST: the audit trail cannot be written");
-        }
-        match on_failure {
-            OnFailure::Continue => Ok(()),
-            OnFailure::Refuse => Err(AuditUnavailable(error.to_string())),
+        let lines = [(line_bytes(line), now)];
+        let unwritten = match sink.lock() {
+            Ok(mut sink) => sink.write_lines(&lines),
+            Err(_) => Unwritten {
+                lines: 1,
+                error: Some(poisoned()),
+            },
+        };
+        match unwritten.error {
+            None => Ok(()),
+            Some(error) => {
+                self.losses().count(unwritten.lines, &error, event, now);
+                Err(error)
+            }
         }
     }
 
@@ -532,6 +858,111 @@ mod tests {
         assert!(found.windows(2).all(|pair| pair[0] > pair[1]), "{found:?}");
         assert_eq!(audit.recent(1, of_a).len(), 1);
         assert!(AuditLog::disabled().recent(10, of_a).is_empty());
+    }
+
+    fn refusal(audit: &AuditLog, n: i64) {
+        audit.record_done(
+            "cards",
+            "refused",
+            n,
+            serde_json::json!({"reason": "invalid_token", "n": n}),
+        );
+    }
+
+    /// Refusals reach the file through the trail's thread: all of them, whole, once flushed; and
+    /// everything still queued when the last handle goes is written before the drop returns.
+    #[test]
+    fn refusals_are_written_off_the_request_path_and_none_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = AuditLog::open(&path).unwrap();
+        for n in 0..500 {
+            refusal(&audit, n);
+        }
+        audit.flush();
+        let written: Vec<_> = lines(&path).iter().map(|r| r["n"].as_i64()).collect();
+        assert_eq!(written, (0..500).map(Some).collect::<Vec<_>>());
+        assert!(audit.recent(1, |record| record["n"] == 500).is_empty());
+        refusal(&audit, 500);
+        assert_eq!(
+            audit.recent(1, |record| record["n"] == 500).len(),
+            1,
+            "recent() reads what was queued before it"
+        );
+        for n in 501..2000 {
+            refusal(&audit, n);
+        }
+        let copy = audit.clone();
+        drop(audit);
+        drop(copy);
+        assert_eq!(
+            lines(&path).len(),
+            2000,
+            "written out when the trail closed"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            2000
+        );
+    }
+
+    /// A full queue is never a reason to drop a refusal: the request writes it itself.
+    #[test]
+    fn a_full_queue_makes_the_request_write_its_own_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = AuditLog::open(&path).unwrap();
+        let writer = audit.writer.clone().unwrap();
+        // Hold the file so the thread stops at it with its first batch.
+        let sink = audit.sink.clone().unwrap();
+        let held = sink.lock().unwrap();
+        refusal(&audit, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !writer.queue.state.lock().unwrap().writing {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread took no batch"
+            );
+            std::thread::yield_now();
+        }
+        for n in 1..=QUEUE_BOUND as i64 {
+            refusal(&audit, n);
+        }
+        assert_eq!(
+            writer.queue.state.lock().unwrap().records.len(),
+            QUEUE_BOUND
+        );
+        let overflow = {
+            let audit = audit.clone();
+            std::thread::spawn(move || refusal(&audit, QUEUE_BOUND as i64 + 1))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !overflow.is_finished(),
+            "the overflow waits for the file, not the queue"
+        );
+        drop(held);
+        overflow.join().unwrap();
+        audit.flush();
+        let mut written: Vec<_> = lines(&path)
+            .iter()
+            .map(|r| r["n"].as_i64().unwrap())
+            .collect();
+        written.sort_unstable();
+        assert_eq!(written, (0..=QUEUE_BOUND as i64 + 1).collect::<Vec<_>>());
+        assert_eq!(audit.lost_records(), 0);
+    }
+
+    /// Refusals that cannot be written are counted as lost, as the thread finds out.
+    #[test]
+    fn refusals_the_thread_cannot_write_are_counted() {
+        let full = Path::new("/dev/full");
+        let audit = AuditLog::open_rotating(full, Rotation::default(), OnFailure::Refuse).unwrap();
+        for n in 0..5 {
+            refusal(&audit, n);
+        }
+        audit.flush();
+        assert_eq!(audit.lost_records(), 5);
     }
 
     #[test]

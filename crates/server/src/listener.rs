@@ -81,13 +81,22 @@ pub struct RunningStack {
     pub routers: Routers,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    audit: certbound_http::AuditLog,
 }
 
 impl RunningStack {
+    /// Waits until every refusal record queued for the audit trail's thread is in
+    /// `DATA_DIR/audit.jsonl`.
+    pub fn flush_audit(&self) {
+        self.audit.flush();
+    }
+
     /// Stops accepting, drains in-flight requests (up to the grace period), and returns.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // The refusal records still queued for the audit trail's thread: nothing is lost.
+        self.audit.flush();
         self.database.stop_serving();
     }
 }
@@ -553,6 +562,7 @@ pub async fn start(config: StackConfig) -> Result<RunningStack, StartError> {
         routers,
         shutdown,
         tasks,
+        audit,
     })
 }
 

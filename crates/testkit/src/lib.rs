@@ -263,6 +263,13 @@ impl TestStack {
         self.dir.path().to_path_buf()
     }
 
+    /// `DATA_DIR/audit.jsonl` as it stands once the refusal records queued for the trail's thread
+    /// are written.
+    pub fn audit_trail(&self) -> String {
+        self.stack.flush_audit();
+        std::fs::read_to_string(self.data_dir().join("audit.jsonl")).unwrap_or_default()
+    }
+
     /// A directory public-port URL.
     pub fn public(&self, path: &str) -> String {
         format!(

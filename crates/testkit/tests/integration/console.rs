@@ -219,7 +219,7 @@ async fn sign_in_takes_the_admin_token_and_sign_out_ends_the_session_on_the_serv
     );
     assert!(wrong.body.contains("The admin token is wrong"));
     // Recorded in the audit trail as the admin API's refusals are: address, path, reason.
-    let trail = std::fs::read_to_string(stack.data_dir().join("audit.jsonl")).unwrap();
+    let trail = stack.audit_trail();
     assert!(
         trail.lines().any(|line| line.contains("\"refused\"")
             && line.contains("/console/sign-in")

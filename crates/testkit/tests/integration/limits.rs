@@ -264,7 +264,7 @@ async fn oversized_bodies_are_413_on_every_part() {
         assert_eq!(in_body, header, "{body}");
         ids.push(header);
     }
-    let audit = std::fs::read_to_string(stack.data_dir().join("audit.jsonl")).unwrap();
+    let audit = stack.audit_trail();
     for trace_id in &ids {
         assert!(
             audit
