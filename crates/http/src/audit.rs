@@ -21,12 +21,17 @@
 //! - A record of a refusal (the edge's [`AuditLog::refusals`]) decides nothing, and refusals are
 //!   what a flood of bad requests makes: it goes off the request path, into a bounded queue
 //!   ([`QUEUE_BOUND`] records) that the trail's own thread writes out, several records per `write`.
-//!   A full queue is never a reason to drop one: the request then writes its record itself.
+//!   A full queue is never a reason to drop one: the request then writes its record itself
+//!   (before records still queued: in a flood the file's order is not quite the order of the
+//!   refusals; each record carries its time and trace id).
 //!   [`AuditLog::flush`] waits until everything queued before it is in the file (graceful
 //!   shutdown calls it, and so does [`AuditLog::recent`]); the thread also writes out what is
 //!   queued before it ends, when the trail's last handle is dropped. On a crash (`kill -9`, a
-//!   panic that aborts) the refusal records still queued are lost, uncounted: at most
-//!   [`QUEUE_BOUND`], usually none, as the thread is woken by each record. The records of actions
+//!   panic that aborts) the refusal records not yet written are lost, uncounted: at most twice
+//!   [`QUEUE_BOUND`] (a batch being written and a full queue), usually none, as out of a flood
+//!   each record wakes the thread (in a flood, it rests [`REST`] between batches: about that long
+//!   of refusals). Should the thread itself end early (a panic in it), what it leaves is counted
+//!   as lost and requests write their own records from then on. The records of actions
 //!   are in the page cache before the action, so a crash of the process loses none of them; a
 //!   crash of the machine may lose what the kernel had not written back (the trail is not synced).
 
@@ -245,7 +250,14 @@ pub(crate) const QUEUE_BOUND: usize = 4096;
 #[derive(Debug, Default)]
 struct Queued {
     records: Vec<(serde_json::Value, i64)>,
-    writing: bool,
+    /// Records the thread took and is writing.
+    writing: usize,
+    /// Records ever queued, and ever written out or counted as lost: a flush waits for the
+    /// second to reach what the first was when it began, however many come after.
+    queued: u64,
+    done: u64,
+    /// Callers waiting in [`Writer::flush`].
+    flushing: usize,
     /// The thread waits for `work`: the next record rings it (no system call otherwise).
     asleep: bool,
     closed: bool,
@@ -290,6 +302,7 @@ impl Writer {
             return Err((record, now));
         }
         state.records.push((record, now));
+        state.queued += 1;
         let asleep = std::mem::take(&mut state.asleep);
         drop(state);
         if asleep {
@@ -303,12 +316,20 @@ impl Writer {
         let Ok(mut state) = self.queue.state.lock() else {
             return;
         };
-        while !state.closed && (state.writing || !state.records.is_empty()) {
+        let target = state.queued;
+        if state.closed || state.done >= target {
+            return;
+        }
+        state.flushing += 1;
+        // Cut a rest short: the records are wanted now.
+        self.queue.work.notify_one();
+        while !state.closed && state.done < target {
             state = match self.queue.idle.wait(state) {
                 Ok(state) => state,
                 Err(_) => return,
             };
         }
+        state.flushing -= 1;
     }
 }
 
@@ -330,17 +351,29 @@ impl Drop for Writer {
 /// until the queue closes and is empty. Should it end otherwise (a panic), the queue is closed so that nothing waits for it
 /// and requests write their records themselves.
 fn drain(queue: &Queue, sink: &Mutex<Sink>, losses: &Losses) {
-    struct CloseOnExit<'a>(&'a Queue);
+    /// Closes the queue however the thread ends; what it leaves unwritten (after a panic: the
+    /// batch in hand and what is queued) is counted as lost.
+    struct CloseOnExit<'a>(&'a Queue, &'a Losses);
     impl Drop for CloseOnExit<'_> {
         fn drop(&mut self) {
-            if let Ok(mut state) = self.0.state.lock() {
-                state.closed = true;
-                state.writing = false;
-            }
+            let left = match self.0.state.lock() {
+                Ok(mut state) => {
+                    state.closed = true;
+                    let left = state.records.len() + std::mem::take(&mut state.writing);
+                    state.records.clear();
+                    state.done += left as u64;
+                    left as u64
+                }
+                Err(_) => 0,
+            };
             self.0.idle.notify_all();
+            if left > 0 {
+                let error = std::io::Error::other("the audit trail's thread ended early");
+                self.1.count(left, &error, "refused", 0);
+            }
         }
     }
-    let _close = CloseOnExit(queue);
+    let _close = CloseOnExit(queue, losses);
     loop {
         let batch = {
             let Ok(mut state) = queue.state.lock() else {
@@ -349,7 +382,7 @@ fn drain(queue: &Queue, sink: &Mutex<Sink>, losses: &Losses) {
             loop {
                 if !state.records.is_empty() {
                     state.asleep = false;
-                    state.writing = true;
+                    state.writing = state.records.len();
                     break std::mem::take(&mut state.records);
                 }
                 if state.closed {
@@ -381,11 +414,11 @@ fn drain(queue: &Queue, sink: &Mutex<Sink>, losses: &Losses) {
         let Ok(mut state) = queue.state.lock() else {
             return;
         };
-        state.writing = false;
-        if state.records.is_empty() {
+        state.done += std::mem::take(&mut state.writing) as u64;
+        if state.flushing > 0 {
             queue.idle.notify_all();
         }
-        if flood && !state.closed {
+        if flood && !state.closed && state.flushing == 0 {
             // Rest a moment, not rung: during a flood of refusals the next batch gathers
             // meanwhile at the cost of a push each, where waking the thread per record costs more
             // CPU than the writes it saves. Out of a flood every record rings the thread, so a
@@ -895,15 +928,58 @@ mod tests {
         let copy = audit.clone();
         drop(audit);
         drop(copy);
+        let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
-            lines(&path).len(),
+            text.lines().count(),
             2000,
             "written out when the trail closed"
         );
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap().lines().count(),
-            2000
+        assert!(
+            text.lines()
+                .all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()),
+            "whole lines only"
         );
+    }
+
+    /// A flush waits for what was queued before it, not for a flood to end.
+    #[test]
+    fn a_flush_returns_during_a_flood() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = AuditLog::open(&path).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = {
+            let (audit, stop) = (audit.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                let mut n = 1_000_000;
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                    // At one time, so that the trail does not rotate by age.
+                    audit.record_done("cards", "refused", 1, serde_json::json!({"n": n}));
+                    n += 1;
+                }
+                std::time::Instant::now() < until
+            })
+        };
+        for n in 0..100 {
+            refusal(&audit, n);
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        audit.flush();
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            flood.join().unwrap(),
+            "the flush waited for the flood to end"
+        );
+        // Every one, though not in order: a request that found the queue full wrote its own
+        // while the thread was writing a batch.
+        let mut ours: Vec<i64> = lines(&path)
+            .iter()
+            .filter_map(|record| record["n"].as_i64())
+            .filter(|n| *n < 1_000_000)
+            .collect();
+        ours.sort_unstable();
+        assert_eq!(ours, (0..100).collect::<Vec<_>>());
     }
 
     /// A full queue is never a reason to drop a refusal: the request writes it itself.
@@ -918,7 +994,7 @@ mod tests {
         let held = sink.lock().unwrap();
         refusal(&audit, 0);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !writer.queue.state.lock().unwrap().writing {
+        while writer.queue.state.lock().unwrap().writing == 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the thread took no batch"
