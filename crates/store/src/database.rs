@@ -159,6 +159,40 @@ pub struct Database {
     card_memory: Option<std::sync::Arc<CardMemory>>,
     /// The lock that keeps other processes from serving this SQLite file, while held.
     alone: std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>,
+    /// The SQLite file (none in memory or on PostgreSQL).
+    file: Option<std::path::PathBuf>,
+}
+
+/// Adds every record of the used jti log beside `file` to `used_jti` of the SQLite database
+/// `copy` (a backup just made): a restored store then refuses those jtis as the original did.
+fn copy_log_into(file: &std::path::Path, copy: &std::path::Path) -> Result<(), StoreError> {
+    let failed = |error: &dyn std::fmt::Display| {
+        StoreError::GroupCommit(format!(
+            "cannot copy the used jti log beside {} into {}: {error}",
+            file.display(),
+            copy.display()
+        ))
+    };
+    let records = crate::jti_log::records_beside(file).map_err(|error| failed(&error))?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut connection = rusqlite::Connection::open(copy).map_err(|error| failed(&error))?;
+    let transaction = connection.transaction().map_err(|error| failed(&error))?;
+    {
+        let mut insert = transaction
+            .prepare(
+                "INSERT INTO used_jti (id, expires_at) VALUES (?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)",
+            )
+            .map_err(|error| failed(&error))?;
+        for (key, expires_at) in &records {
+            insert
+                .execute(rusqlite::params![crate::jti_log::row_id(key), expires_at])
+                .map_err(|error| failed(&error))?;
+        }
+    }
+    transaction.commit().map_err(|error| failed(&error))
 }
 
 /// Counts the times a query had to wait for a connection: none was idle and the pool was at its
@@ -317,10 +351,11 @@ impl Database {
             waits: Default::default(),
             card_memory: None,
             alone: Default::default(),
+            file: sqlite_file(url)?,
         };
         database.migrate().await?;
-        if let Some(file) = sqlite_file(url)? {
-            database.used_jti = crate::group_commit::GroupCommit::on_thread(&file)?;
+        if let Some(file) = &database.file {
+            database.used_jti = crate::group_commit::GroupCommit::on_thread(file)?;
         }
         Ok(database)
     }
@@ -351,9 +386,8 @@ impl Database {
     /// [`Database::connect`]. On PostgreSQL, which any number of instances share, this is
     /// [`Database::connect`].
     pub async fn connect_serving(url: &str) -> Result<Self, StoreError> {
-        let lock = sqlite_file(url)?
-            .map(|file| lock_alone(&file))
-            .transpose()?;
+        let file = sqlite_file(url)?;
+        let lock = file.as_deref().map(lock_alone).transpose()?;
         let mut database = Self::connect(url).await?;
         if database.backend == Backend::Sqlite {
             *database
@@ -362,6 +396,28 @@ impl Database {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = lock;
             database.card_memory = Some(Default::default());
         }
+        if let Some(file) = file {
+            // The used jtis go to this process's log (it alone writes the file now), which
+            // starts from the log's records and the table's rows.
+            let rows = sqlx::query("SELECT id, expires_at FROM used_jti")
+                .fetch_all(&database.pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get::<String, _>("id")?,
+                        row.try_get::<i64, _>("expires_at")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let log = crate::jti_log::JtiLog::open(&file, rows).map_err(|error| {
+                StoreError::GroupCommit(format!(
+                    "cannot open the used jti log beside {}: {error}",
+                    file.display()
+                ))
+            })?;
+            database.used_jti = crate::group_commit::GroupCommit::on_log(log)?;
+        }
         Ok(database)
     }
 
@@ -369,6 +425,8 @@ impl Database {
     /// [`Database::connect_serving`] is released, even while handles of this store live on in
     /// tasks that are still ending, so the same file can be served again at once.
     pub fn stop_serving(&self) {
+        // Nothing of this store writes the used jti log once another may serve the file.
+        self.used_jti.stop();
         drop(
             self.alone
                 .lock()
@@ -506,6 +564,14 @@ impl Database {
             .bind(path.display().to_string())
             .execute(self.counted())
             .await?;
+        // The used jtis of the process serving the file are in its log, not in the copy: they
+        // go into the copy's `used_jti` (read after the copy was made, so none is missed).
+        if let Some(file) = self.file.clone() {
+            let copy = path.to_path_buf();
+            tokio::task::spawn_blocking(move || copy_log_into(&file, &copy))
+                .await
+                .map_err(|error| StoreError::GroupCommit(error.to_string()))??;
+        }
         Ok(())
     }
 
@@ -1984,7 +2050,9 @@ impl ReplayStore for Database {
     async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         self.prune(now).await?;
         // Not `counted`: the commits take no connection from the pool but their first.
-        self.used_jti.use_once(&self.pool, id, expires_at).await
+        self.used_jti
+            .use_once(&self.pool, id, expires_at, now)
+            .await
     }
 }
 

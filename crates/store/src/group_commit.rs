@@ -4,7 +4,11 @@
 //! them (up to [`MOST`]) in one statement, and each answers only after that commit.
 //!
 //! Who commits depends on the database:
-//! - An embedded (SQLite) file: a thread of the store's own ([`GroupCommit::on_thread`]), with its
+//! - The process serving an embedded (SQLite) file (`Database::connect_serving`): a thread of
+//!   the store's own ([`GroupCommit::on_log`]) writes each batch to that process's log of used
+//!   ids ([`crate::jti_log`]), one block write per batch; [`GroupCommit::stop`] ends it before
+//!   the file's lock is let go.
+//! - Any other store of an embedded (SQLite) file: a thread of the store's own ([`GroupCommit::on_thread`]), with its
 //!   own connection to the file, sleeps until a request queues an id, then commits what waits and
 //!   answers each request. Each batch is one hand-off to that thread and one answer back: no task
 //!   of the runtime in between, no pool, and no sqlx worker thread (where every query is a
@@ -66,6 +70,8 @@ const UNANSWERED: &str = "the commit stopped before it answered";
 struct Waiting {
     id: String,
     expires_at: i64,
+    /// The caller's clock when it asked (the log forgets expired ids by it).
+    now: i64,
     reply: oneshot::Sender<Result<bool, String>>,
 }
 
@@ -109,14 +115,39 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
     shared.queue.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Ends the commit thread when the last handle of the store is dropped.
-struct Thread(Arc<Shared>);
+/// Ends the commit thread when the last handle of the store is dropped, or when the store stops
+/// serving its file ([`GroupCommit::stop`]).
+struct Thread {
+    shared: Arc<Shared>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
 
 impl Drop for Thread {
     fn drop(&mut self) {
-        lock(&self.0).closed = true;
-        self.0.bell.notify_one();
+        lock(&self.shared).closed = true;
+        self.shared.bell.notify_one();
     }
+}
+
+/// Starts the commit thread, committing each batch with `commit`.
+fn start_thread(
+    commit: impl FnMut(&[Waiting]) -> Result<HashSet<String>, String> + Send + 'static,
+) -> Result<GroupCommit, StoreError> {
+    let shared = Arc::new(Shared::default());
+    let thread = shared.clone();
+    let handle = std::thread::Builder::new()
+        .name("certbound-jti".into())
+        .spawn(move || commit_on_thread(&thread, commit))
+        .map_err(|error| {
+            StoreError::GroupCommit(format!("cannot start the used jti commits: {error}"))
+        })?;
+    Ok(GroupCommit {
+        thread: Some(Arc::new(Thread {
+            shared: shared.clone(),
+            handle: Mutex::new(Some(handle)),
+        })),
+        shared,
+    })
 }
 
 impl GroupCommit {
@@ -145,18 +176,47 @@ impl GroupCommit {
             )
             .map_err(failed)?;
         connection.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
-        let shared = Arc::new(Shared::default());
-        let thread = shared.clone();
-        std::thread::Builder::new()
-            .name("certbound-jti".into())
-            .spawn(move || commit_on_thread(&thread, &connection))
-            .map_err(|error| {
-                StoreError::GroupCommit(format!("cannot start the used jti commits: {error}"))
-            })?;
-        Ok(Self {
-            thread: Some(Arc::new(Thread(shared.clone()))),
-            shared,
+        start_thread(move |batch| insert_on(&connection, batch).map_err(|error| error.to_string()))
+    }
+
+    /// Commits on a thread of its own to `log` (the serving process's log of used ids beside the
+    /// SQLite file, see [`crate::jti_log`]).
+    pub(crate) fn on_log(mut log: crate::jti_log::JtiLog) -> Result<Self, StoreError> {
+        start_thread(move |batch| {
+            let ids: Vec<(&str, i64)> = batch
+                .iter()
+                .map(|waiting| (waiting.id.as_str(), waiting.expires_at))
+                .collect();
+            let now = batch.iter().map(|waiting| waiting.now).max().unwrap_or(0);
+            let firsts = log
+                .use_batch(&ids, now)
+                .map_err(|error| format!("the used jti log cannot be written: {error}"))?;
+            Ok(batch
+                .iter()
+                .zip(firsts)
+                .filter(|(_, first)| *first)
+                .map(|(waiting, _)| waiting.id.clone())
+                .collect())
         })
+    }
+
+    /// Ends the commit thread now: what waits is committed, what is queued later refused, and
+    /// this returns once the thread has ended (so that nothing of this store writes its log
+    /// after the file is served by another). A store without a thread is left as it is.
+    pub(crate) fn stop(&self) {
+        let Some(thread) = &self.thread else {
+            return;
+        };
+        lock(&self.shared).closed = true;
+        self.shared.bell.notify_one();
+        let handle = thread
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
     }
 
     /// Records `id` as used until `expires_at`, committed together with whatever else waits:
@@ -167,6 +227,7 @@ impl GroupCommit {
         pool: &AnyPool,
         id: &str,
         expires_at: i64,
+        now: i64,
     ) -> Result<bool, StoreError> {
         if pool.is_closed() {
             return Err(StoreError::Database(sqlx::Error::PoolClosed));
@@ -180,6 +241,7 @@ impl GroupCommit {
             queue.waiting.push(Waiting {
                 id: id.to_owned(),
                 expires_at,
+                now,
                 reply,
             });
             !std::mem::replace(&mut queue.draining, true)
@@ -260,7 +322,10 @@ fn insert_sql(rows: usize, parameter: impl Fn(usize) -> String) -> String {
 /// The commit thread: sleeps until an id is queued, commits what waits, answers, and ends once
 /// the store is gone and the queue empty. Should it end any other way (a panic), what waits
 /// and what is queued later is refused instead of left waiting.
-fn commit_on_thread(shared: &Shared, connection: &rusqlite::Connection) {
+fn commit_on_thread(
+    shared: &Shared,
+    mut commit: impl FnMut(&[Waiting]) -> Result<HashSet<String>, String>,
+) {
     struct Ended<'a>(&'a Shared);
     impl Drop for Ended<'_> {
         fn drop(&mut self) {
@@ -281,7 +346,7 @@ fn commit_on_thread(shared: &Shared, connection: &rusqlite::Connection) {
             continue;
         };
         drop(queue);
-        let outcome = insert_on(connection, &batch).map_err(|error| error.to_string());
+        let outcome = commit(&batch);
         answer(batch, outcome);
         queue = lock(shared);
     }
@@ -385,6 +450,63 @@ mod tests {
         (dir, file, database)
     }
 
+    /// The process serving an embedded file keeps the used ids in its log: an id used before is
+    /// refused after the server stopped and another started (as after a restart or a `kill -9`,
+    /// the log's files are all it has), ids in `used_jti` (an earlier version's) are honoured,
+    /// and once the store stops serving it refuses instead of writing the log another serves.
+    #[tokio::test]
+    async fn the_serving_store_keeps_used_ids_in_its_log() {
+        use crate::ReplayStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("served.db");
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let earlier = Database::connect(&url).await.unwrap();
+        assert!(earlier.use_once("table|one", 2_000, 1_000).await.unwrap());
+        earlier.pool().close().await;
+        drop(earlier);
+
+        let serving = Database::connect_serving(&url).await.unwrap();
+        for (id, first) in [
+            ("log|one", true),
+            ("log|one", false),
+            ("log|two", true),
+            ("table|one", false),
+        ] {
+            assert_eq!(
+                serving.use_once(id, 2_000, 1_000).await.unwrap(),
+                first,
+                "{id}"
+            );
+        }
+        serving.stop_serving();
+        let refused = serving.use_once("log|three", 2_000, 1_000).await;
+        assert!(
+            matches!(&refused, Err(StoreError::GroupCommit(message)) if message == STOPPED),
+            "{refused:?}"
+        );
+
+        let next = Database::connect_serving(&url).await.unwrap();
+        for (id, first) in [
+            ("log|one", false),
+            ("log|two", false),
+            ("table|one", false),
+            ("log|three", true),
+        ] {
+            assert_eq!(
+                next.use_once(id, 2_000, 1_000).await.unwrap(),
+                first,
+                "{id}"
+            );
+        }
+        next.stop_serving();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("served.db.jti-"))
+            .collect();
+        assert_eq!(names.len(), 2, "a segment per start: {names:?}");
+    }
+
     /// On an embedded file the store's own thread commits: copies of one id queued together are
     /// one first use, the answer is on disk (a second thread's connection finds the id used),
     /// and the thread ends once the last handle is dropped, refusing from then on.
@@ -395,7 +517,11 @@ mod tests {
         let commit = GroupCommit::on_thread(&file).unwrap();
         let copies = (0..8).map(|_| {
             let (commit, pool) = (commit.clone(), pool.clone());
-            tokio::spawn(async move { commit.use_once(&pool, "thread|one", 2_000_000_000).await })
+            tokio::spawn(async move {
+                commit
+                    .use_once(&pool, "thread|one", 2_000_000_000, 1_000)
+                    .await
+            })
         });
         let mut firsts = 0;
         for copy in copies.collect::<Vec<_>>() {
@@ -418,13 +544,13 @@ mod tests {
         let another = GroupCommit::on_thread(&file).unwrap();
         assert!(
             !another
-                .use_once(&pool, "thread|one", 2_000_000_000)
+                .use_once(&pool, "thread|one", 2_000_000_000, 1_000)
                 .await
                 .unwrap()
         );
         assert!(
             another
-                .use_once(&pool, "thread|two", 2_000_000_000)
+                .use_once(&pool, "thread|two", 2_000_000_000, 1_000)
                 .await
                 .unwrap()
         );
@@ -444,6 +570,7 @@ mod tests {
                         Waiting {
                             id,
                             expires_at: 1,
+                            now: 0,
                             reply,
                         },
                         answer,
@@ -476,7 +603,7 @@ mod tests {
         database.pool().close().await;
         for commit in [on_thread, on_pool] {
             let refused = commit
-                .use_once(database.pool(), "closed|one", 2_000_000_000)
+                .use_once(database.pool(), "closed|one", 2_000_000_000, 1_000)
                 .await;
             assert!(
                 matches!(refused, Err(StoreError::Database(sqlx::Error::PoolClosed))),

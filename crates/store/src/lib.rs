@@ -10,6 +10,7 @@ mod change_feed;
 pub mod clock;
 mod database;
 mod group_commit;
+mod jti_log;
 mod memory;
 mod records;
 mod sealed;

@@ -38,23 +38,20 @@ impl Up {
 }
 
 fn up(data: &Path) -> Up {
+    up_at(data, [0; 5])
+}
+
+/// `certbound up` on `ports` (directory, directory mTLS, authz, cards, ops; 0 for any free one).
+fn up_at(data: &Path, ports: [u16; 5]) -> Up {
+    let address = |n: usize| format!("127.0.0.1:{}", ports[n]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_certbound"))
         .arg("up")
-        .args([
-            "--listen-directory",
-            "127.0.0.1:0",
-            "--listen-directory-mtls",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--listen-authz",
-            "127.0.0.1:0",
-            "--listen-cards",
-            "127.0.0.1:0",
-            "--listen-ops",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(["--listen-directory", &address(0)])
+        .args(["--listen-directory-mtls", &address(1)])
+        .args(["--listen-authz", &address(2)])
+        .args(["--listen-cards", &address(3)])
+        .args(["--listen-ops", &address(4)])
+        .arg("--data-dir")
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -88,6 +85,30 @@ fn certbound(args: &[&str], dir: &Path) -> Output {
         .unwrap()
 }
 
+/// `certbound onboard` against `stack` (data dir `data`) with `roles`, into `work/out`.
+fn onboard(stack: &Up, data: &Path, work: &Path, roles: &str, out: &str) -> Output {
+    certbound(
+        &[
+            "onboard",
+            "--directory",
+            &stack.url("directory"),
+            "--authz",
+            &stack.url("authz"),
+            "--cards",
+            &stack.url("cards"),
+            "--admin-token-file",
+            data.join("admin.token").to_str().unwrap(),
+            "--ca",
+            data.join("ca.pem").to_str().unwrap(),
+            "--roles",
+            roles,
+            "--out",
+            out,
+        ],
+        work,
+    )
+}
+
 fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -95,33 +116,90 @@ fn text(output: &Output) -> (String, String) {
     )
 }
 
+/// Issue 13: the assertion of an acknowledged token is refused after `kill -9` and a restart
+/// (the used `jti` was durable before the token was answered), on the same ports (so the
+/// assertion's audience still names the issuer and the refusal can only be the replay).
+#[test]
+fn an_acknowledged_assertion_is_refused_after_kill_9_and_a_restart() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let ports: [u16; 5] = std::array::from_fn(|_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    });
+    let mut stack = up_at(&data, ports);
+    let output = onboard(&stack, &data, work.path(), "card-reader", "client");
+    assert!(output.status.success(), "{:?}", text(&output));
+    let profile = work.path().join("client");
+    let session = certbound_client::Session::open(&profile).unwrap();
+    let issuer = session.profile.authz.clone();
+    let client_id = session.profile.client_id.clone().unwrap();
+    let assertion = session.assertion(&issuer).unwrap();
+    let discovery: serde_json::Value = serde_json::from_slice(
+        &Command::new("curl")
+            .args(["-s", "--fail", "--cacert"])
+            .arg(data.join("ca.pem"))
+            .arg(format!("{issuer}/.well-known/openid-configuration"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let endpoint = discovery["mtls_endpoint_aliases"]["token_endpoint"]
+        .as_str()
+        .or(discovery["token_endpoint"].as_str())
+        .unwrap()
+        .to_owned();
+    let file = |value: &Option<String>| profile.join(value.as_deref().unwrap());
+    let token_request = || -> serde_json::Value {
+        let output = Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(data.join("ca.pem"))
+            .arg("--cert")
+            .arg(file(&session.profile.transport_certificate))
+            .arg("--key")
+            .arg(file(&session.profile.transport_key))
+            .args(["-d", "grant_type=client_credentials"])
+            .args(["--data-urlencode", &format!("client_id={client_id}")])
+            .args([
+                "-d",
+                "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ])
+            .args(["-d", &format!("client_assertion={assertion}")])
+            .arg(&endpoint)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", text(&output)))
+    };
+    let issued = token_request();
+    assert!(issued["access_token"].is_string(), "{issued}");
+
+    // kill -9: no shutdown, no flush, nothing but what was on disk when the token was answered.
+    Command::new("kill")
+        .args(["-KILL", &stack.child.id().to_string()])
+        .status()
+        .unwrap();
+    stack.child.wait().unwrap();
+    drop(stack);
+    let _restarted = up_at(&data, ports);
+    let replayed = token_request();
+    assert_eq!(replayed["error"], "invalid_client", "{replayed}");
+    assert_eq!(
+        replayed["error_description"], "client assertion jti has already been used",
+        "{replayed}"
+    );
+}
+
 #[test]
 fn onboard_token_call_and_pkcs12_through_the_binary() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let stack = up(&data);
-    let onboard = |out: &str| {
-        certbound(
-            &[
-                "onboard",
-                "--directory",
-                &stack.url("directory"),
-                "--authz",
-                &stack.url("authz"),
-                "--cards",
-                &stack.url("cards"),
-                "--admin-token-file",
-                data.join("admin.token").to_str().unwrap(),
-                "--ca",
-                data.join("ca.pem").to_str().unwrap(),
-                "--roles",
-                "programme-manager",
-                "--out",
-                out,
-            ],
-            work.path(),
-        )
-    };
+    let onboard = |out: &str| onboard(&stack, &data, work.path(), "programme-manager", out);
     let output = onboard("client");
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
