@@ -416,7 +416,8 @@ impl Database {
                     file.display()
                 ))
             })?;
-            database.used_jti = crate::group_commit::GroupCommit::on_log(log)?;
+            database.used_jti =
+                crate::group_commit::GroupCommit::on_log(log, database.alone.clone())?;
         }
         Ok(database)
     }
@@ -645,8 +646,10 @@ impl Database {
     async fn prune(&self, now: i64) -> Result<(), StoreError> {
         if self.prune_due(now) {
             // Expired entries can go: their tokens are refused for `exp` before they get here.
+            // With a margin: a request that checked its assertion's `exp` a moment ago by its own
+            // clock may not have used its `jti` yet.
             sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
-                .bind(now)
+                .bind(now.saturating_sub(crate::jti_log::PRUNE_MARGIN))
                 .execute(self.counted())
                 .await?;
             sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")

@@ -181,8 +181,15 @@ impl GroupCommit {
 
     /// Commits on a thread of its own to `log` (the serving process's log of used ids beside the
     /// SQLite file, see [`crate::jti_log`]).
-    pub(crate) fn on_log(mut log: crate::jti_log::JtiLog) -> Result<Self, StoreError> {
+    /// The thread holds `keep` (the file's lock) until it ends: should the store's last handle
+    /// go without [`GroupCommit::stop`], no other process serves the file while the thread may
+    /// still write the log.
+    pub(crate) fn on_log(
+        mut log: crate::jti_log::JtiLog,
+        keep: impl Send + 'static,
+    ) -> Result<Self, StoreError> {
         start_thread(move |batch| {
+            let _held = &keep;
             let ids: Vec<(&str, i64)> = batch
                 .iter()
                 .map(|waiting| (waiting.id.as_str(), waiting.expires_at))
@@ -209,12 +216,9 @@ impl GroupCommit {
         };
         lock(&self.shared).closed = true;
         self.shared.bell.notify_one();
-        let handle = thread
-            .handle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle {
+        // Held while joining: a second caller returns only once the thread has ended too.
+        let mut handle = thread.handle.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = handle.take() {
             let _ = handle.join();
         }
     }

@@ -45,6 +45,11 @@ pub(crate) const SEGMENT_BYTES: u64 = 1024 * 1024;
 /// How often (in the callers' seconds) expired ids are forgotten and expired segments deleted.
 const PRUNE_EVERY: i64 = 60;
 
+/// How long after its `exp` an id is still remembered: a request that checked its assertion's
+/// `exp` by its own clock, then waited (for a key's standing, behind a slow batch), must still
+/// find the id used if a newer request's clock has moved past that `exp` meanwhile.
+pub(crate) const PRUNE_MARGIN: i64 = 60;
+
 const MAGIC: [u8; 4] = *b"JTI1";
 
 /// One block, aligned for `O_DIRECT`.
@@ -135,7 +140,12 @@ fn read_segment(path: &Path) -> std::io::Result<Vec<(Key, i64)>> {
 pub(crate) fn records_beside(file: &Path) -> std::io::Result<Vec<(Key, i64)>> {
     let mut records = Vec::new();
     for (_, path) in segments_beside(file)? {
-        records.extend(read_segment(&path)?);
+        match read_segment(&path) {
+            Ok(found) => records.extend(found),
+            // Deleted since it was listed: every id in it had expired.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
     }
     Ok(records)
 }
@@ -201,6 +211,11 @@ pub(crate) struct JtiLog {
     /// Earlier segments (their numbers and latest `exp`), deleted once that has passed.
     earlier: Vec<(u64, i64)>,
     current: Option<Segment>,
+    /// The number of the next segment made: only ever grows (a segment whose making failed
+    /// half way is deleted, and its number not used again).
+    next_number: u64,
+    /// A segment's bytes ([`SEGMENT_BYTES`]; smaller in tests).
+    segment_bytes: u64,
     next_prune: i64,
 }
 
@@ -227,6 +242,8 @@ impl JtiLog {
             used: HashMap::new(),
             earlier: Vec::new(),
             current: None,
+            next_number: 1,
+            segment_bytes: SEGMENT_BYTES,
             next_prune: i64::MIN,
         };
         for (id, expires_at) in rows {
@@ -241,8 +258,8 @@ impl JtiLog {
             }
             log.earlier.push((*number, latest));
         }
-        let next = segments.last().map_or(1, |(last, _)| last + 1);
-        log.current = Some(log.start_segment(next)?);
+        log.next_number = segments.last().map_or(1, |(last, _)| last + 1);
+        log.current = Some(log.start_segment()?);
         Ok(log)
     }
 
@@ -258,29 +275,41 @@ impl JtiLog {
     /// Makes segment `number`: zero-filled and synced, its name synced in the directory, then
     /// opened for direct, synchronous writes (only synchronous where the file system refuses
     /// `O_DIRECT`, as tmpfs does).
-    fn start_segment(&self, number: u64) -> std::io::Result<Segment> {
+    fn start_segment(&mut self) -> std::io::Result<Segment> {
+        let number = self.next_number;
+        self.next_number += 1;
         let path = self.path(number);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
-        let zeros = vec![0u8; 64 * 1024];
-        let mut left = SEGMENT_BYTES;
-        while left > 0 {
-            let length = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
-            file.write_all(zeros.get(..length).unwrap_or(&zeros))?;
-            left -= length as u64;
-        }
-        file.sync_all()?;
-        std::fs::File::open(&self.directory)?.sync_all()?;
-        let open = |flags: i32| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(flags)
-                .open(&path)
+        let made = (|| {
+            let zeros = vec![0u8; 64 * 1024];
+            let mut left = self.segment_bytes;
+            while left > 0 {
+                let length = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+                file.write_all(zeros.get(..length).unwrap_or(&zeros))?;
+                left -= length as u64;
+            }
+            file.sync_all()?;
+            std::fs::File::open(&self.directory)?.sync_all()?;
+            let open = |flags: i32| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(flags)
+                    .open(&path)
+            };
+            open(libc::O_DIRECT | libc::O_DSYNC).or_else(|_| open(libc::O_DSYNC))
+        })();
+        let file = match made {
+            Ok(file) => file,
+            Err(error) => {
+                // Half made (a full disk, no file descriptor left): it holds no record.
+                let _ = std::fs::remove_file(&path);
+                return Err(error);
+            }
         };
-        let file = open(libc::O_DIRECT | libc::O_DSYNC).or_else(|_| open(libc::O_DSYNC))?;
         Ok(Segment {
             number,
             file,
@@ -362,14 +391,7 @@ impl JtiLog {
     /// Writes the full block and moves to the next (in a new segment when this one is full).
     fn next_block(&mut self) -> std::io::Result<()> {
         let Some(segment) = self.current.as_mut() else {
-            let number = self
-                .earlier
-                .iter()
-                .map(|(number, _)| *number)
-                .max()
-                .unwrap_or(0)
-                + 1;
-            self.current = Some(self.start_segment(number)?);
+            self.current = Some(self.start_segment()?);
             return Ok(());
         };
         if segment.dirty {
@@ -381,15 +403,14 @@ impl JtiLog {
         if segment.filled == 0 {
             return Ok(());
         }
-        if segment.block_at + (BLOCK as u64) < SEGMENT_BYTES {
+        if segment.block_at + (BLOCK as u64) < self.segment_bytes {
             segment.block_at += BLOCK as u64;
             segment.block.0 = [0u8; BLOCK];
             segment.filled = 0;
             return Ok(());
         }
-        let number = segment.number + 1;
         self.retire_current();
-        self.current = Some(self.start_segment(number)?);
+        self.current = Some(self.start_segment()?);
         Ok(())
     }
 
@@ -418,9 +439,12 @@ impl JtiLog {
     /// Forgets ids whose `exp` has passed and deletes segments holding only such ids.
     fn prune(&mut self, now: i64) {
         self.next_prune = now.saturating_add(PRUNE_EVERY);
-        self.used.retain(|_, expires_at| *expires_at >= now);
-        let (expired, kept): (Vec<_>, Vec<_>) =
-            self.earlier.iter().partition(|(_, latest)| *latest < now);
+        let before = now.saturating_sub(PRUNE_MARGIN);
+        self.used.retain(|_, expires_at| *expires_at >= before);
+        let (expired, kept): (Vec<_>, Vec<_>) = self
+            .earlier
+            .iter()
+            .partition(|(_, latest)| *latest < before);
         for (number, _) in expired {
             if let Err(error) = std::fs::remove_file(self.path(number)) {
                 tracing::warn!(%error, segment = number, "an expired segment of the jti log could not be deleted");
@@ -532,6 +556,46 @@ mod tests {
         );
         assert!(row_id(&key("x")).starts_with("jti-log:"));
         assert_eq!(row_key("jti-log:zz"), key("jti-log:zz"), "not a key: an id");
+    }
+
+    /// A segment that cannot be made refuses its batch and forgets its ids; the next batch makes
+    /// one under a new number, and every id acknowledged before or after is still refused after
+    /// a reopening.
+    #[test]
+    fn a_segment_that_cannot_be_made_refuses_its_batch_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("certbound.db");
+        let mut log = JtiLog::open(&file, []).unwrap();
+        // Two blocks a segment (the first, made 1 MiB, is treated as two blocks long).
+        log.segment_bytes = 2 * BLOCK as u64;
+        let ids: Vec<String> = (0..2 * PER_BLOCK).map(|n| format!("id-{n}")).collect();
+        let batch: Vec<(&str, i64)> = ids.iter().map(|id| (id.as_str(), 5_000)).collect();
+        assert!(
+            log.use_batch(&batch, 1_000)
+                .unwrap()
+                .iter()
+                .all(|first| *first)
+        );
+        // Something in the way of segment 2.
+        std::fs::create_dir(dir.path().join("certbound.db.jti-2")).unwrap();
+        assert!(log.use_batch(&[("x", 5_000)], 1_000).is_err());
+        assert_eq!(
+            log.use_batch(&[("x", 5_000), ("id-0", 5_000)], 1_000)
+                .unwrap(),
+            [true, false],
+            "refused, so forgotten; then written to segment 3"
+        );
+        assert!(dir.path().join("certbound.db.jti-3").is_file());
+        drop(log);
+        std::fs::remove_dir(dir.path().join("certbound.db.jti-2")).unwrap();
+        let mut log = JtiLog::open(&file, []).unwrap();
+        assert!(
+            log.use_batch(&batch, 1_000)
+                .unwrap()
+                .iter()
+                .all(|first| !first)
+        );
+        assert_eq!(log.use_batch(&[("x", 5_000)], 1_000).unwrap(), [false]);
     }
 
     /// More ids than a block and a segment hold: every one is found again after a reopening.

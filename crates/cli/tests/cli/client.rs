@@ -116,9 +116,11 @@ fn text(output: &Output) -> (String, String) {
     )
 }
 
-/// Issue 13: the assertion of an acknowledged token is refused after `kill -9` and a restart
-/// (the used `jti` was durable before the token was answered), on the same ports (so the
-/// assertion's audience still names the issuer and the refusal can only be the replay).
+/// Issue 13: the assertion of an acknowledged token is refused after `kill -9` and a restart, on
+/// the same ports (so the assertion's audience still names the issuer and the refusal can only be
+/// the replay): the used `jti` was written before the token was answered and is loaded at start.
+/// (The page cache outlives a killed process; that the write also reached stable storage before
+/// the answer rests on `O_DSYNC`, which no test here can cut the power under.)
 #[test]
 fn an_acknowledged_assertion_is_refused_after_kill_9_and_a_restart() {
     let work = tempfile::tempdir().unwrap();
