@@ -275,6 +275,16 @@ const PRUNE_INTERVAL: i64 = 60;
 impl Database {
     /// Connects (creating a SQLite file if needed) and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut database = Self::open(url).await?;
+        if let Some(file) = &database.file {
+            database.used_jti = crate::group_commit::GroupCommit::on_thread(file)?;
+        }
+        Ok(database)
+    }
+
+    /// [`Database::connect`] but for who commits the used `jti`s on an embedded file (the
+    /// caller's choice): the pool, migrated.
+    async fn open(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -340,7 +350,7 @@ impl Database {
                 local_changes.clone(),
             ))
         });
-        let mut database = Self {
+        let database = Self {
             pool,
             backend,
             last_prune: Default::default(),
@@ -354,9 +364,6 @@ impl Database {
             file: sqlite_file(url)?,
         };
         database.migrate().await?;
-        if let Some(file) = &database.file {
-            database.used_jti = crate::group_commit::GroupCommit::on_thread(file)?;
-        }
         Ok(database)
     }
 
@@ -388,7 +395,9 @@ impl Database {
     pub async fn connect_serving(url: &str) -> Result<Self, StoreError> {
         let file = sqlite_file(url)?;
         let lock = file.as_deref().map(lock_alone).transpose()?;
-        let mut database = Self::connect(url).await?;
+        // Not `connect`: the used jtis of the file's server go to its log, not to a thread of
+        // its own connection to the file.
+        let mut database = Self::open(url).await?;
         if database.backend == Backend::Sqlite {
             *database
                 .alone
@@ -646,10 +655,8 @@ impl Database {
     async fn prune(&self, now: i64) -> Result<(), StoreError> {
         if self.prune_due(now) {
             // Expired entries can go: their tokens are refused for `exp` before they get here.
-            // With a margin: a request that checked its assertion's `exp` a moment ago by its own
-            // clock may not have used its `jti` yet.
             sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
-                .bind(now.saturating_sub(crate::jti_log::PRUNE_MARGIN))
+                .bind(now)
                 .execute(self.counted())
                 .await?;
             sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")

@@ -181,6 +181,7 @@ impl GroupCommit {
 
     /// Commits on a thread of its own to `log` (the serving process's log of used ids beside the
     /// SQLite file, see [`crate::jti_log`]).
+    ///
     /// The thread holds `keep` (the file's lock) until it ends: should the store's last handle
     /// go without [`GroupCommit::stop`], no other process serves the file while the thread may
     /// still write the log.

@@ -45,11 +45,6 @@ pub(crate) const SEGMENT_BYTES: u64 = 1024 * 1024;
 /// How often (in the callers' seconds) expired ids are forgotten and expired segments deleted.
 const PRUNE_EVERY: i64 = 60;
 
-/// How long after its `exp` an id is still remembered: a request that checked its assertion's
-/// `exp` by its own clock, then waited (for a key's standing, behind a slow batch), must still
-/// find the id used if a newer request's clock has moved past that `exp` meanwhile.
-pub(crate) const PRUNE_MARGIN: i64 = 60;
-
 const MAGIC: [u8; 4] = *b"JTI1";
 
 /// One block, aligned for `O_DIRECT`.
@@ -59,12 +54,19 @@ struct Block([u8; BLOCK]);
 /// An id as the log keeps it: the first 16 bytes of its SHA-256.
 pub(crate) type Key = [u8; 16];
 
+/// The first `N` bytes of the SHA-256 of `bytes`.
+fn sha256_prefix<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut prefix = [0u8; N];
+    for (slot, byte) in prefix.iter_mut().zip(digest.as_ref()) {
+        *slot = *byte;
+    }
+    prefix
+}
+
 /// The key of `id`.
 pub(crate) fn key(id: &str) -> Key {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
-    let mut key = [0u8; 16];
-    key.copy_from_slice(digest.as_ref().get(..16).unwrap_or(&[0u8; 16]));
-    key
+    sha256_prefix(id.as_bytes())
 }
 
 /// What marks a `used_jti` row that holds a key rather than an id (a backup's copy of the log:
@@ -151,10 +153,7 @@ pub(crate) fn records_beside(file: &Path) -> std::io::Result<Vec<(Key, i64)>> {
 }
 
 fn check(bytes: &[u8]) -> [u8; 4] {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut check = [0u8; 4];
-    check.copy_from_slice(digest.as_ref().get(..4).unwrap_or(&[0u8; 4]));
-    check
+    sha256_prefix(bytes)
 }
 
 fn encode(key: &Key, expires_at: i64) -> [u8; RECORD] {
@@ -264,7 +263,10 @@ impl JtiLog {
     }
 
     fn path(&self, number: u64) -> PathBuf {
-        PathBuf::from(format!("{}{number}", self.prefix.display()))
+        // Not through `display()`, which would change a name that is not UTF-8.
+        let mut path = self.prefix.clone().into_os_string();
+        path.push(number.to_string());
+        PathBuf::from(path)
     }
 
     fn remember(&mut self, key: Key, expires_at: i64) {
@@ -439,12 +441,9 @@ impl JtiLog {
     /// Forgets ids whose `exp` has passed and deletes segments holding only such ids.
     fn prune(&mut self, now: i64) {
         self.next_prune = now.saturating_add(PRUNE_EVERY);
-        let before = now.saturating_sub(PRUNE_MARGIN);
-        self.used.retain(|_, expires_at| *expires_at >= before);
-        let (expired, kept): (Vec<_>, Vec<_>) = self
-            .earlier
-            .iter()
-            .partition(|(_, latest)| *latest < before);
+        self.used.retain(|_, expires_at| *expires_at >= now);
+        let (expired, kept): (Vec<_>, Vec<_>) =
+            self.earlier.iter().partition(|(_, latest)| *latest < now);
         for (number, _) in expired {
             if let Err(error) = std::fs::remove_file(self.path(number)) {
                 tracing::warn!(%error, segment = number, "an expired segment of the jti log could not be deleted");

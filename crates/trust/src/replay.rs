@@ -47,7 +47,14 @@ impl JtiUse {
     }
 }
 
-/// Uses `jti` of `client`'s assertion at `acceptor`, remembered until the assertion's `exp`.
+/// How long past the assertion's `exp` a used `jti` is remembered: a request that checked the
+/// assertion's `exp` by its own clock and then waited (for a key's standing, behind a slow
+/// commit) must still find its `jti` used if another request's clock has passed that `exp` and
+/// made the store forget what had expired.
+pub(crate) const REMEMBERED_PAST_EXP: i64 = 60;
+
+/// Uses `jti` of `client`'s assertion at `acceptor`, remembered until [`REMEMBERED_PAST_EXP`]
+/// after the assertion's `exp`.
 pub async fn use_jti_once(
     store: &dyn ReplayStore,
     acceptor: Acceptor,
@@ -57,7 +64,8 @@ pub async fn use_jti_once(
     now: i64,
 ) -> Result<JtiUse, StoreError> {
     let id = format!("{}|{client}|{jti}", acceptor.as_str());
-    Ok(if store.use_once(&id, expires_at, now).await? {
+    let remembered_until = expires_at.saturating_add(REMEMBERED_PAST_EXP);
+    Ok(if store.use_once(&id, remembered_until, now).await? {
         JtiUse::First
     } else {
         JtiUse::Replayed
@@ -98,6 +106,14 @@ mod tests {
                 "client",
                 &jti,
                 1_060,
+                JtiUse::Replayed,
+            ),
+            (
+                "the same, by a request whose clock passed exp a moment after another's check",
+                Acceptor::AuthorizationServer,
+                "client",
+                &jti,
+                1_100,
                 JtiUse::Replayed,
             ),
             (
