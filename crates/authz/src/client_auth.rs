@@ -27,13 +27,13 @@ pub(crate) struct Client {
 
 /// Authenticates the client of a form request presenting `peer`: finds the client and the
 /// presented certificate's record (one statement, the hot path), then applies the method the
-/// client registered.
+/// client registered. The client is shared with the memory of clients, not copied.
 pub(crate) async fn authenticate(
     authz: &Authz,
     peer: Option<&PeerCertificate>,
     form: &BTreeMap<String, String>,
     now: i64,
-) -> Result<Client, AuthzError> {
+) -> Result<Arc<Client>, AuthzError> {
     let peer = peer.ok_or_else(|| {
         AuthzError::InvalidClient(
             "no client certificate: certificate-bound tokens need mutual TLS with your transport certificate".into(),
@@ -59,7 +59,7 @@ pub(crate) async fn authenticate(
     })?;
     let presented = Presented {
         peer,
-        record: known.1.clone(),
+        record: known.1.as_ref(),
     };
     match client.metadata.token_endpoint_auth_method {
         AuthMethod::PrivateKeyJwt => {
@@ -89,7 +89,7 @@ pub(crate) async fn authenticate(
 }
 
 /// A registered client (its metadata parsed) and the directory's record of a certificate.
-pub(crate) type ClientAndCertificate = Arc<(Option<Client>, Option<CertificateRecord>)>;
+pub(crate) type ClientAndCertificate = Arc<(Option<Arc<Client>>, Option<CertificateRecord>)>;
 
 /// The client claimed and the directory's record of the presented certificate: from memory
 /// while the store's trust counter stands still (DESIGN.md section 7), else one statement. Only
@@ -114,7 +114,7 @@ async fn client_and_certificate(
                     Some(record) => {
                         let metadata: ClientMetadata = serde_json::from_str(&record.metadata)
                             .map_err(|error| AuthzError::Internal(error.to_string()))?;
-                        Some(Client { record, metadata })
+                        Some(Arc::new(Client { record, metadata }))
                     }
                     None => None,
                 };
@@ -129,7 +129,7 @@ async fn client_and_certificate(
 /// one, RFC 8705 §2.2).
 struct Presented<'a> {
     peer: &'a PeerCertificate,
-    record: Option<CertificateRecord>,
+    record: Option<&'a CertificateRecord>,
 }
 
 impl Presented<'_> {
@@ -142,7 +142,7 @@ impl Presented<'_> {
         now: i64,
     ) -> CertificateStanding {
         certbound_trust::certificate_standing(
-            self.record.as_slice(),
+            self.record.map_or(&[], std::slice::from_ref),
             certbound_trust::Use {
                 role: certbound_pki::CertificateType::Transport.as_str(),
                 organisation_id: Some(&client.record.organisation_id),

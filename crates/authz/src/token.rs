@@ -137,7 +137,11 @@ async fn issue(
         exp: now + authz.config.token_lifetime,
         iat: now,
         nbf: now,
-        jti: Jti::new(uuid::Uuid::new_v4().to_string()),
+        jti: Jti::new(
+            certbound_http::random_uuid()
+                .ok_or_else(|| AuthzError::Internal("no random bytes for the token's jti".into()))?
+                .to_string(),
+        ),
         tid: "certbound".into(),
         client_id: ClientId::new(record.client_id.clone()),
         org_id: OrganisationId::new(record.organisation_id.clone()),

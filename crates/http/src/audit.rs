@@ -194,38 +194,47 @@ impl Sink {
 }
 
 /// A record: its time, part and event, then `fields` (bounded, without nulls).
-fn line(part: &str, event: &str, now: i64, fields: serde_json::Value) -> serde_json::Value {
-    let mut line = serde_json::json!({"ts": now, "part": part, "event": event});
-    if let (serde_json::Value::Object(line), serde_json::Value::Object(fields)) =
-        (&mut line, bounded(fields))
-    {
-        line.extend(fields.into_iter().filter(|(_, value)| !value.is_null()));
+fn line(part: &str, event: &str, now: i64, mut fields: serde_json::Value) -> serde_json::Value {
+    bound(&mut fields);
+    let mut line = match fields {
+        serde_json::Value::Object(mut fields) => {
+            fields.retain(|_, value| !value.is_null());
+            fields
+        }
+        _ => serde_json::Map::new(),
+    };
+    // The fields' own values win, as they always have (none of today's callers names these).
+    for (name, value) in [
+        ("ts", serde_json::Value::from(now)),
+        ("part", serde_json::Value::from(part)),
+        ("event", serde_json::Value::from(event)),
+    ] {
+        line.entry(name).or_insert(value);
     }
-    line
+    serde_json::Value::Object(line)
 }
 
 /// Cuts every string in `value` to [`MAX_FIELD`] bytes (at a character boundary), noting the
-/// length it had.
-fn bounded(value: serde_json::Value) -> serde_json::Value {
+/// length it had, and every array to 32 items; in place (the token path writes a record each).
+fn bound(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::String(text) if text.len() > MAX_FIELD => {
             let mut end = MAX_FIELD;
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
-            serde_json::Value::String(format!(
+            *text = format!(
                 "{}...({} bytes)",
                 text.get(..end).unwrap_or_default(),
                 text.len()
-            ))
+            );
         }
-        serde_json::Value::Object(map) => {
-            serde_json::Value::Object(map.into_iter().map(|(k, v)| (k, bounded(v))).collect())
-        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(bound),
         serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().take(32).map(bounded).collect())
+            items.truncate(32);
+            items.iter_mut().for_each(bound);
         }
-        other => other,
+        _ => {}
     }
 }
 
@@ -438,7 +447,9 @@ const FLOOD: usize = 8;
 
 /// A record as its line in the file.
 fn line_bytes(record: &serde_json::Value) -> Vec<u8> {
-    let mut bytes = record.to_string().into_bytes();
+    let mut bytes = Vec::with_capacity(512);
+    // A `Value` always serialises (its keys are strings); `to_string` would go through `fmt`.
+    let _ = serde_json::to_writer(&mut bytes, record);
     bytes.push(b'\n');
     bytes
 }

@@ -130,16 +130,26 @@ pub fn trace_id() -> String {
 /// the id is still unique within this process (a count), which is all a trace id needs.
 pub(crate) fn new_trace_id() -> String {
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut bytes = [0u8; 16];
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // The count in the last eight bytes, where the version and variant bits leave it whole
-        // but for its two highest bits.
-        bytes = ((u128::from(std::process::id()) << 96) | u128::from(count)).to_be_bytes();
-    }
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
+    random_uuid()
+        .unwrap_or_else(|| {
+            let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The count in the last eight bytes, where the version and variant bits leave it
+            // whole but for its two highest bits.
+            uuid::Builder::from_random_bytes(
+                ((u128::from(std::process::id()) << 96) | u128::from(count)).to_be_bytes(),
+            )
+            .into_uuid()
+        })
         .to_string()
+}
+
+/// A version 4 UUID from aws-lc's random generator, without a system call (`Uuid::new_v4`
+/// makes a `getrandom` call each time, measurable on the token path); `None` should the
+/// generator fail.
+pub fn random_uuid() -> Option<uuid::Uuid> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
 /// An internal failure's detail, attached to its (generic) answer so that the edge logs it with
@@ -272,12 +282,11 @@ pub fn parse_form(
         if value.is_empty() {
             continue;
         }
-        if parameters
-            .insert(name.to_string(), value.to_string())
-            .is_some()
-        {
-            return Err(FormError::Repeated(name.to_string()));
+        let name = name.into_owned();
+        if parameters.contains_key(&name) {
+            return Err(FormError::Repeated(name));
         }
+        parameters.insert(name, value.into_owned());
     }
     Ok(parameters)
 }

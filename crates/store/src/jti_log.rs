@@ -22,8 +22,9 @@
 //! (a power cut mid-write) leaves each 512-byte sector old or new; the records already there are
 //! the same bytes in both, so no acknowledged record is lost, and a torn new record fails its
 //! check and is skipped (it was never acknowledged). Every failure mode remembers more ids, never
-//! fewer: a garbage record that passes its check is a random id refused. A restart starts a new
-//! segment; a segment whose every `exp` has passed is deleted.
+//! fewer: a garbage record that passes its check is a random id refused. The first batch after a
+//! restart starts a new segment (a process that uses no `jti`, such as `master-key rotate`, makes
+//! none); a segment whose every `exp` has passed is deleted.
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
@@ -229,7 +230,7 @@ impl std::fmt::Debug for JtiLog {
 
 impl JtiLog {
     /// Opens the log beside the SQLite database `file`, loading every record of its segments and
-    /// `rows` (the ids of `used_jti`, with their `exp`); writing starts in a new segment.
+    /// `rows` (the ids of `used_jti`, with their `exp`); the first batch starts a new segment.
     pub(crate) fn open(
         file: &Path,
         rows: impl IntoIterator<Item = (String, i64)>,
@@ -258,7 +259,6 @@ impl JtiLog {
             log.earlier.push((*number, latest));
         }
         log.next_number = segments.last().map_or(1, |(last, _)| last + 1);
-        log.current = Some(log.start_segment()?);
         Ok(log)
     }
 
@@ -520,6 +520,21 @@ mod tests {
         }
     }
 
+    /// Opening the log makes no segment: only a batch does, so a process that uses no `jti`
+    /// (`master-key rotate`, a crash loop before the first token) leaves no file behind.
+    #[test]
+    fn only_a_batch_makes_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("certbound.db");
+        drop(JtiLog::open(&file, []).unwrap());
+        drop(JtiLog::open(&file, []).unwrap());
+        assert!(segments(dir.path()).is_empty());
+        let mut log = JtiLog::open(&file, []).unwrap();
+        assert_eq!(log.use_batch(&[("a", 2_000)], 1_000).unwrap(), [true]);
+        assert_eq!(log.use_batch(&[("b", 2_000)], 1_000).unwrap(), [true]);
+        assert_eq!(segments(dir.path()), ["certbound.db.jti-1"]);
+    }
+
     /// A backup's rows (keys, as `row_id` writes them) stand for the ids they were made from;
     /// `records_beside` reads every record of the log without writing it.
     #[test]
@@ -565,7 +580,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("certbound.db");
         let mut log = JtiLog::open(&file, []).unwrap();
-        // Two blocks a segment (the first, made 1 MiB, is treated as two blocks long).
+        // Two blocks a segment.
         log.segment_bytes = 2 * BLOCK as u64;
         let ids: Vec<String> = (0..2 * PER_BLOCK).map(|n| format!("id-{n}")).collect();
         let batch: Vec<(&str, i64)> = ids.iter().map(|id| (id.as_str(), 5_000)).collect();
