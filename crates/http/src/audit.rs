@@ -193,7 +193,8 @@ impl Sink {
     }
 }
 
-/// A record: its time, part and event, then `fields` (bounded, without nulls).
+/// A record: `fields` (bounded, without nulls) with its time, part and event (the keys sorted,
+/// as serde_json's map keeps them).
 fn line(part: &str, event: &str, now: i64, mut fields: serde_json::Value) -> serde_json::Value {
     bound(&mut fields);
     let mut line = match fields {

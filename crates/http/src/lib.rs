@@ -125,9 +125,8 @@ pub fn trace_id() -> String {
         .unwrap_or_else(|_| new_trace_id())
 }
 
-/// A new trace id: a random (version 4) UUID, its bytes from aws-lc's generator (a system call
-/// per request for `Uuid::new_v4`'s was measurable on the hot paths); should the generator fail,
-/// the id is still unique within this process (a count), which is all a trace id needs.
+/// A new trace id: a [`random_uuid`]; should the generator fail, the id is still unique within
+/// this process (a count), which is all a trace id needs.
 pub(crate) fn new_trace_id() -> String {
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     random_uuid()
@@ -282,11 +281,14 @@ pub fn parse_form(
         if value.is_empty() {
             continue;
         }
-        let name = name.into_owned();
-        if parameters.contains_key(&name) {
-            return Err(FormError::Repeated(name));
+        match parameters.entry(name.into_owned()) {
+            std::collections::btree_map::Entry::Occupied(repeated) => {
+                return Err(FormError::Repeated(repeated.key().clone()));
+            }
+            std::collections::btree_map::Entry::Vacant(new) => {
+                new.insert(value.into_owned());
+            }
         }
-        parameters.insert(name, value.into_owned());
     }
     Ok(parameters)
 }

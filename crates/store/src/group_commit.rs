@@ -509,11 +509,7 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|name| name.starts_with("served.db.jti-"))
             .collect();
-        assert_eq!(
-            names.len(),
-            2,
-            "a segment per start that used a jti: {names:?}"
-        );
+        assert_eq!(names.len(), 2, "a segment per start: {names:?}");
     }
 
     /// On an embedded file the store's own thread commits: copies of one id queued together are

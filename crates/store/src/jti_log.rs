@@ -22,9 +22,10 @@
 //! (a power cut mid-write) leaves each 512-byte sector old or new; the records already there are
 //! the same bytes in both, so no acknowledged record is lost, and a torn new record fails its
 //! check and is skipped (it was never acknowledged). Every failure mode remembers more ids, never
-//! fewer: a garbage record that passes its check is a random id refused. The first batch after a
-//! restart starts a new segment (a process that uses no `jti`, such as `master-key rotate`, makes
-//! none); a segment whose every `exp` has passed is deleted.
+//! fewer: a garbage record that passes its check is a random id refused. A restart starts a new
+//! segment (so that a log that cannot be written stops the start, not the first token); a segment
+//! left without a record (a process that used no `jti`, such as `master-key rotate`) is deleted at
+//! the next start, and a segment whose every `exp` has passed once that has passed.
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
@@ -230,7 +231,8 @@ impl std::fmt::Debug for JtiLog {
 
 impl JtiLog {
     /// Opens the log beside the SQLite database `file`, loading every record of its segments and
-    /// `rows` (the ids of `used_jti`, with their `exp`); the first batch starts a new segment.
+    /// `rows` (the ids of `used_jti`, with their `exp`), and starts a new segment. A segment
+    /// without a record remembers nothing and is deleted (its number is not used again).
     pub(crate) fn open(
         file: &Path,
         rows: impl IntoIterator<Item = (String, i64)>,
@@ -251,14 +253,22 @@ impl JtiLog {
         }
         let segments = segments_beside(file)?;
         for (number, path) in &segments {
+            let records = read_segment(path)?;
+            if records.is_empty() {
+                if let Err(error) = std::fs::remove_file(path) {
+                    tracing::warn!(%error, segment = number, "an empty segment of the jti log could not be deleted");
+                }
+                continue;
+            }
             let mut latest = i64::MIN;
-            for (key, expires_at) in read_segment(path)? {
+            for (key, expires_at) in records {
                 log.remember(key, expires_at);
                 latest = latest.max(expires_at);
             }
             log.earlier.push((*number, latest));
         }
         log.next_number = segments.last().map_or(1, |(last, _)| last + 1);
+        log.current = Some(log.start_segment()?);
         Ok(log)
     }
 
@@ -520,19 +530,36 @@ mod tests {
         }
     }
 
-    /// Opening the log makes no segment: only a batch does, so a process that uses no `jti`
-    /// (`master-key rotate`, a crash loop before the first token) leaves no file behind.
+    /// Opening the log makes a segment (a log that cannot be written stops the start); one left
+    /// without a record (a process that used no `jti`) is deleted at the next opening, and its
+    /// number is not used again; a segment with a record stays.
     #[test]
-    fn only_a_batch_makes_a_segment() {
+    fn a_segment_without_records_is_deleted_at_the_next_opening() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("certbound.db");
         drop(JtiLog::open(&file, []).unwrap());
+        assert_eq!(segments(dir.path()), ["certbound.db.jti-1"]);
         drop(JtiLog::open(&file, []).unwrap());
-        assert!(segments(dir.path()).is_empty());
+        assert_eq!(segments(dir.path()), ["certbound.db.jti-2"]);
         let mut log = JtiLog::open(&file, []).unwrap();
         assert_eq!(log.use_batch(&[("a", 2_000)], 1_000).unwrap(), [true]);
-        assert_eq!(log.use_batch(&[("b", 2_000)], 1_000).unwrap(), [true]);
-        assert_eq!(segments(dir.path()), ["certbound.db.jti-1"]);
+        drop(log);
+        let mut log = JtiLog::open(&file, []).unwrap();
+        assert_eq!(
+            segments(dir.path()),
+            ["certbound.db.jti-3", "certbound.db.jti-4"]
+        );
+        assert_eq!(log.use_batch(&[("a", 2_000)], 1_000).unwrap(), [false]);
+    }
+
+    /// Where no segment can be made, the log does not open (so `up` stops at start instead of
+    /// refusing every token later). `/proc/self` can be listed, but no file can be made in it,
+    /// even by root.
+    #[test]
+    fn a_log_that_cannot_make_its_segment_does_not_open() {
+        let file = Path::new("/proc/self/certbound.db");
+        assert!(segments_beside(file).unwrap().is_empty(), "listed");
+        assert!(JtiLog::open(file, []).is_err(), "no segment made");
     }
 
     /// A backup's rows (keys, as `row_id` writes them) stand for the ids they were made from;
