@@ -65,9 +65,42 @@ impl Stats {
     }
 }
 
+/// Paces an open loop: a thread of its own hands request `k` its scheduled time, `start` +
+/// `k / rate` seconds, through connection `k % connections`'s channel, until `deadline` or until
+/// every connection has ended. The thread sleeps to each time with the system's high-resolution
+/// timer: tokio's timer rounds a sleep up to its next millisecond tick, which added up to a
+/// millisecond of the generator's own lateness to every latency measured from a scheduled time.
+fn pace(
+    connections: usize,
+    rate: f64,
+    start: Instant,
+    deadline: Instant,
+) -> Vec<tokio::sync::mpsc::UnboundedReceiver<Instant>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..connections.max(1))
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    std::thread::spawn(move || {
+        for k in 0u64.. {
+            let at = start + Duration::from_secs_f64(k as f64 / rate.max(1.0));
+            if at >= deadline || senders.iter().all(|sender| sender.is_closed()) {
+                break;
+            }
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let index = usize::try_from(k).unwrap_or_default() % senders.len();
+            if let Some(sender) = senders.get(index) {
+                let _ = sender.send(at);
+            }
+        }
+    });
+    receivers
+}
+
 /// Runs one task per generator (one connection each) for `duration`: as fast as each connection
 /// goes, or paced so that all together send `rate` requests per second (open loop: latency is
-/// measured from each request's scheduled time, so a slow server cannot hide queueing).
+/// measured from each request's scheduled time, so a slow server cannot hide queueing; see
+/// [`pace`]).
 pub(crate) async fn run(
     generators: Vec<Generator>,
     duration: Duration,
@@ -77,23 +110,20 @@ pub(crate) async fn run(
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
-    let count = generators.len().max(1) as f64;
-    let interval = rate.map(|rate| Duration::from_secs_f64(count / rate.max(1.0)));
-    for (index, mut next) in generators.into_iter().enumerate() {
-        // Stagger the connections evenly within one interval.
-        let offset = interval.map(|interval| interval.mul_f64(index as f64 / count));
+    let mut schedules = rate.map(|rate| pace(generators.len(), rate, start, deadline).into_iter());
+    for mut next in generators {
+        let mut schedule = schedules.as_mut().and_then(Iterator::next);
         tasks.push(tokio::spawn(async move {
-            let mut scheduled = start + offset.unwrap_or_default();
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             let mut first_error = None;
             while Instant::now() < deadline {
                 let Some(request) = next() else { break };
-                let sent = match interval {
-                    Some(interval) => {
-                        tokio::time::sleep_until(scheduled.into()).await;
-                        let at = scheduled;
-                        scheduled += interval;
+                let sent = match schedule.as_mut() {
+                    Some(schedule) => {
+                        let Some(at) = schedule.recv().await else {
+                            break;
+                        };
                         at
                     }
                     None => Instant::now(),
@@ -148,4 +178,32 @@ pub(crate) async fn run(
     stats.seconds = start.elapsed().as_secs_f64();
     stats.latencies_us.sort_unstable();
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test code
+
+    use super::*;
+
+    /// Request `k` is due `k / rate` seconds after the start, on connection `k % connections`,
+    /// and none is due at or after the deadline: each connection's times are its own schedule,
+    /// staggered within one interval, whatever the pacing thread's lateness.
+    #[test]
+    fn the_pacer_hands_each_connection_its_scheduled_times() {
+        let start = Instant::now().checked_sub(Duration::from_secs(5)).unwrap();
+        let deadline = start + Duration::from_millis(10);
+        let mut schedules = pace(3, 1000.0, start, deadline);
+        for (connection, schedule) in schedules.iter_mut().enumerate() {
+            let mut times = Vec::new();
+            while let Some(at) = schedule.blocking_recv() {
+                times.push(at.duration_since(start));
+            }
+            let expected: Vec<Duration> = (0..10u64)
+                .filter(|k| usize::try_from(*k).unwrap() % 3 == connection)
+                .map(|k| Duration::from_secs_f64(k as f64 / 1000.0))
+                .collect();
+            assert_eq!(times, expected, "connection {connection}");
+        }
+    }
 }

@@ -145,10 +145,11 @@ fn print_row(row: &Row) {
         })
         .unwrap_or_default();
     println!(
-        "  {:<16} {:<16} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {}  server CPU {:>7.1} µs/req  {}",
+        "  {:<16} {:<16} {:>8.0} req/s over {:>5.1} s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {}  server CPU {:>7.1} µs/req  {}",
         row.server,
         row.scenario,
         row.stats.rate(),
+        row.stats.seconds,
         row.stats.percentile(0.5),
         row.stats.percentile(0.99),
         row.stats.percentile(1.0),
@@ -166,14 +167,15 @@ fn print_row(row: &Row) {
 
 fn markdown(rows: &[Row], args: &Args) -> String {
     let mut out = String::from(
-        "| server | scenario | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU µs/req | req per CPU-second | crypto floor µs | floor / CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | scenario | req/s | measured s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU µs/req | req per CPU-second | crypto floor µs | floor / CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {} | {} |\n",
+            "| {} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {} | {} |\n",
             row.server,
             row.scenario,
             row.stats.rate(),
+            row.stats.seconds,
             row.stats.percentile(0.5),
             row.stats.percentile(0.9),
             row.stats.percentile(0.99),
@@ -194,7 +196,7 @@ fn markdown(rows: &[Row], args: &Args) -> String {
         ));
     }
     out.push_str(&format!(
-        "\n{} s per scenario, {} connections, {} pre-generated PS256 assertions per connection, load generator on the same machine.\n",
+        "\nUp to {} s per scenario (a token scenario ends early when its pre-generated assertions run out: see measured s), {} connections, {} pre-generated PS256 assertions per connection, load generator on the same machine.\n",
         args.duration, args.connections, args.assertions
     ));
     out
@@ -274,7 +276,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let duration = Duration::from_secs(args.duration);
     let mut rows = Vec::new();
     println!(
-        "Measuring ({} s per scenario, {} connections):",
+        "Measuring (up to {} s per scenario, {} connections):",
         args.duration, args.connections
     );
 
@@ -316,6 +318,12 @@ async fn run(args: Args) -> Result<bool, String> {
             floor_us,
         };
         print_row(&row);
+        if floor == Some("token") && row.stats.seconds < duration.as_secs_f64() * 0.9 {
+            println!(
+                "    its {} pre-generated assertions per connection ran out after {:.1} of {} s: raise --assertions for a longer window",
+                args.assertions, row.stats.seconds, args.duration
+            );
+        }
         rows.push(row);
     }
 
