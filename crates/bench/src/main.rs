@@ -87,6 +87,10 @@ struct Args {
     /// of off.
     #[arg(long)]
     rate_limits_on: bool,
+    /// The server's async worker threads (each instance's; passed as tokio's
+    /// `TOKIO_WORKER_THREADS`). By default tokio's: one per core.
+    #[arg(long)]
+    server_workers: Option<usize>,
     /// Fail (exit 1) if any request errs: for CI smoke runs.
     #[arg(long)]
     require_no_errors: bool,
@@ -196,8 +200,12 @@ fn markdown(rows: &[Row], args: &Args) -> String {
         ));
     }
     out.push_str(&format!(
-        "\nUp to {} s per scenario (a token scenario ends early when its pre-generated assertions run out: see measured s), {} connections, {} pre-generated PS256 assertions per connection, load generator on the same machine.\n",
-        args.duration, args.connections, args.assertions
+        "\nUp to {} s per scenario (a token scenario ends early when its pre-generated assertions run out: see measured s), {} connections, {} pre-generated PS256 assertions per connection, server worker threads: {}, load generator on the same machine.\n",
+        args.duration,
+        args.connections,
+        args.assertions,
+        args.server_workers
+            .map_or_else(|| "one per core".to_owned(), |workers| workers.to_string())
     ));
     out
 }
@@ -229,7 +237,13 @@ async fn run(args: Args) -> Result<bool, String> {
         .iter()
         .flat_map(|url| ["--database-url".to_owned(), url.clone()])
         .collect();
-    let server = Server::certbound(&binary, &data, &database, args.rate_limits_on)?;
+    let server = Server::certbound(
+        &binary,
+        &data,
+        &database,
+        args.rate_limits_on,
+        args.server_workers,
+    )?;
     let second = match args.instances {
         1 => None,
         2 if args.database_url.is_some() => {
@@ -251,6 +265,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 &second_data,
                 &extra,
                 args.rate_limits_on,
+                args.server_workers,
             )?)
         }
         _ => return Err("--instances is 1, or 2 with --database-url".into()),
@@ -346,6 +361,7 @@ async fn run(args: Args) -> Result<bool, String> {
         "database": if args.database_url.is_some() { "postgresql" } else { "sqlite" },
         "instances": args.instances,
         "rate_limits": if args.rate_limits_on { "on (counted, never refusing)" } else { "off" },
+        "server_worker_threads": args.server_workers.map_or_else(|| json!("one per core"), |workers| json!(workers)),
         "duration_seconds": args.duration,
         "connections": args.connections,
         "assertions_per_connection": args.assertions,

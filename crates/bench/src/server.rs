@@ -24,12 +24,14 @@ impl Drop for Server {
 impl Server {
     /// Starts `certbound up` on free ports in `data`, with `extra` arguments. Rate limits are
     /// off (0) or, with `counted`, on but too high to refuse anything: every request is
-    /// counted as in production, none is turned away.
+    /// counted as in production, none is turned away. `workers` sets the server's async worker
+    /// threads (tokio's `TOKIO_WORKER_THREADS`; by default one per core).
     pub(crate) fn certbound(
         binary: &Path,
         data: &Path,
         extra: &[String],
         counted: bool,
+        workers: Option<usize>,
     ) -> Result<Self, String> {
         std::fs::create_dir_all(data).map_err(|error| error.to_string())?;
         let config = data.join("bench.toml");
@@ -39,7 +41,11 @@ impl Server {
             format!("[rate_limits]\ntoken_per_client = {limit}\ntoken_per_address = {limit}\nregister_per_address = {limit}\n"),
         )
         .map_err(|error| error.to_string())?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(workers) = workers {
+            command.env("TOKIO_WORKER_THREADS", workers.to_string());
+        }
+        let mut child = command
             .arg("up")
             .arg("--config")
             .arg(&config)
