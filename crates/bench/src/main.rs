@@ -66,7 +66,7 @@ struct Args {
     markdown: Option<PathBuf>,
     /// Pace every scenario at this many requests per second in total (open loop), instead of
     /// as fast as the connections go: for latency at a given load.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_rate)]
     rate: Option<f64>,
     /// Before measuring, add this many registered clients (each with a transport certificate)
     /// to the server's database: is the cost per request flat in the number of clients?
@@ -88,12 +88,22 @@ struct Args {
     #[arg(long)]
     rate_limits_on: bool,
     /// The server's async worker threads (each instance's; passed as tokio's
-    /// `TOKIO_WORKER_THREADS`). By default tokio's: one per core.
+    /// `TOKIO_WORKER_THREADS`, at least 1). By default tokio's: one per core.
     #[arg(long)]
-    server_workers: Option<usize>,
+    server_workers: Option<std::num::NonZeroUsize>,
     /// Fail (exit 1) if any request errs: for CI smoke runs.
     #[arg(long)]
     require_no_errors: bool,
+}
+
+/// `--rate`: a finite number of requests per second above zero.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate: give requests per second above 0, e.g. 1000"
+        )),
+    }
 }
 
 /// A scenario's result.
@@ -361,7 +371,8 @@ async fn run(args: Args) -> Result<bool, String> {
         "database": if args.database_url.is_some() { "postgresql" } else { "sqlite" },
         "instances": args.instances,
         "rate_limits": if args.rate_limits_on { "on (counted, never refusing)" } else { "off" },
-        "server_worker_threads": args.server_workers.map_or_else(|| json!("one per core"), |workers| json!(workers)),
+        // A number, or null for tokio's default (one per core).
+        "server_worker_threads": args.server_workers,
         "duration_seconds": args.duration,
         "connections": args.connections,
         "assertions_per_connection": args.assertions,

@@ -25,13 +25,14 @@ impl Server {
     /// Starts `certbound up` on free ports in `data`, with `extra` arguments. Rate limits are
     /// off (0) or, with `counted`, on but too high to refuse anything: every request is
     /// counted as in production, none is turned away. `workers` sets the server's async worker
-    /// threads (tokio's `TOKIO_WORKER_THREADS`; by default one per core).
+    /// threads (tokio's `TOKIO_WORKER_THREADS`); without it the server has tokio's default, one
+    /// per core, whatever this process's environment says.
     pub(crate) fn certbound(
         binary: &Path,
         data: &Path,
         extra: &[String],
         counted: bool,
-        workers: Option<usize>,
+        workers: Option<std::num::NonZeroUsize>,
     ) -> Result<Self, String> {
         std::fs::create_dir_all(data).map_err(|error| error.to_string())?;
         let config = data.join("bench.toml");
@@ -42,9 +43,10 @@ impl Server {
         )
         .map_err(|error| error.to_string())?;
         let mut command = Command::new(binary);
-        if let Some(workers) = workers {
-            command.env("TOKIO_WORKER_THREADS", workers.to_string());
-        }
+        match workers {
+            Some(workers) => command.env("TOKIO_WORKER_THREADS", workers.to_string()),
+            None => command.env_remove("TOKIO_WORKER_THREADS"),
+        };
         let mut child = command
             .arg("up")
             .arg("--config")
