@@ -81,7 +81,9 @@ fn pace(
         .unzip();
     std::thread::spawn(move || {
         for k in 0u64.. {
-            let at = start + Duration::from_secs_f64(k as f64 / rate.max(1.0));
+            let Some(at) = scheduled(start, k, rate) else {
+                break;
+            };
             if at >= deadline || senders.iter().all(|sender| sender.is_closed()) {
                 break;
             }
@@ -95,6 +97,12 @@ fn pace(
         }
     });
     receivers
+}
+
+/// When request `k` is due at `rate` requests per second (`--rate` is finite and above 0), or
+/// `None` if that is beyond what an `Instant` can hold.
+fn scheduled(start: Instant, k: u64, rate: f64) -> Option<Instant> {
+    start.checked_add(Duration::try_from_secs_f64(k as f64 / rate).ok()?)
 }
 
 /// Runs one task per generator (one connection each) for `duration`: as fast as each connection
@@ -206,5 +214,17 @@ mod tests {
                 .collect();
             assert_eq!(times, expected, "connection {connection}");
         }
+    }
+
+    /// A rate below one a second keeps its spacing, and a due time past what an `Instant`
+    /// holds ends the schedule instead of panicking.
+    #[test]
+    fn a_slow_rate_is_kept_and_an_endless_one_ends() {
+        let start = Instant::now();
+        assert_eq!(
+            scheduled(start, 3, 0.5).map(|at| at.duration_since(start)),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(scheduled(start, 1, 1e-300), None);
     }
 }
