@@ -41,6 +41,8 @@ struct Families {
     pool: IntGaugeVec,
     pool_waits: IntCounter,
     cache_lookups: IntCounterVec,
+    jti_commits: IntCounterVec,
+    jti_committed: IntCounterVec,
 }
 
 /// The metric families are fixed at compile time; registering them cannot fail but for a
@@ -174,6 +176,18 @@ impl Metrics {
                 "Lookups in this instance's in-memory caches, by cache and result (hit, miss)",
                 &["cache", "result"],
             ),
+            jti_commits: counter_vec(
+                &registry,
+                "certbound_jti_commits_total",
+                "Commits of used client assertion ids by this instance, by committer (request: on the request's own worker while idle; thread: the store's commit thread; task: the drain task on PostgreSQL)",
+                &["committer"],
+            ),
+            jti_committed: counter_vec(
+                &registry,
+                "certbound_jti_committed_total",
+                "Used client assertion ids those commits carried, by committer (divided by the commits: the batch size)",
+                &["committer"],
+            ),
             registry,
         };
         Self {
@@ -269,6 +283,18 @@ impl Metrics {
         }
     }
 
+    /// Brings a committer's counts of used-`jti` commits and the ids they carried up to the
+    /// store's own totals.
+    pub fn set_jti_commits(&self, committer: &str, commits: u64, ids: u64) {
+        for (family, total) in [
+            (&self.inner.jti_commits, commits),
+            (&self.inner.jti_committed, ids),
+        ] {
+            let counter = family.with_label_values(&[committer]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
     /// The exposition: Prometheus text format 0.0.4, and its content type.
     pub fn render(&self) -> (String, String) {
         let encoder = TextEncoder::new();
@@ -326,6 +352,8 @@ mod tests {
         metrics.set_pool(1, 4, 8, 2);
         metrics.set_cache_lookups("token_standing", 5, 1);
         metrics.set_cache_lookups("token_standing", 9, 1);
+        metrics.set_jti_commits("thread", 2, 7);
+        metrics.set_jti_commits("thread", 3, 9);
         let (text, content_type) = metrics.render();
         assert!(content_type.starts_with("text/plain; version=0.0.4"));
         for (line, value) in [
@@ -351,6 +379,8 @@ mod tests {
             ),
             ("certbound_registrations_total{action=\"registered\"}", 1.0),
             ("certbound_cards_created_total", 1.0),
+            ("certbound_jti_commits_total{committer=\"thread\"}", 3.0),
+            ("certbound_jti_committed_total{committer=\"thread\"}", 9.0),
             ("certbound_card_status_changes_total{status=\"41\"}", 1.0),
             ("certbound_audit_records_lost_total", 2.0),
             ("certbound_bulk_jobs{state=\"Pending\"}", 3.0),

@@ -106,6 +106,10 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
             i64::from(max),
             started.database.pool_waits(),
         );
+        let commits = started.database.used_jti_commits();
+        for (committer, (count, ids)) in certbound_store::Committer::ALL.iter().zip(commits.by) {
+            ops.metrics.set_jti_commits(committer.as_str(), count, ids);
+        }
         for lookups in &started.caches {
             for (cache, (hits, misses)) in lookups() {
                 ops.metrics.set_cache_lookups(cache, hits, misses);

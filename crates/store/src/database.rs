@@ -474,6 +474,11 @@ impl Database {
         self.waits.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The commits of used `jti`s since the start, by committer, and the ids they carried.
+    pub fn used_jti_commits(&self) -> crate::UsedJtiCommits {
+        self.used_jti.commits()
+    }
+
     /// Opens every sealed value the database holds (key material, token signing keys, cards'
     /// PAN, CVV and PIN) and writes what `reseal` makes of it, all in one transaction: either
     /// every value is sealed anew or, on the first failure, nothing changed. The number of

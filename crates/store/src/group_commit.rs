@@ -19,6 +19,13 @@
 //!   to find no commit in flight spawns the task that drains the queue, on a connection taken out
 //!   of the pool once and kept between drains.
 //!
+//! A request that finds the store idle commits on its own runtime worker instead of waking the
+//! thread ([`GroupCommit::use_once`]): no commit in flight, nothing waiting, the request before it
+//! came longer ago than a commit takes, and a runtime of several workers. Each hand-off to the
+//! thread costs two wake-ups across threads (the thread's, then the request's), which at a low
+//! rate cost more CPU than the write itself; at a high rate the thread keeps committing batches
+//! while the workers serve. Those who queue during such a commit are the thread's next batch.
+//!
 //! Either way a commit runs to its end even if the request that queued it is cancelled (its
 //! client went away); the task ends once the queue is empty, the thread when the store's last
 //! handle is dropped (after answering what waits). A store whose pool is closed queues nothing:
@@ -39,6 +46,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -67,6 +75,17 @@ const STOPPED: &str = "the used jti commits have stopped";
 /// The refusal of an id whose commit ended before it answered.
 const UNANSWERED: &str = "the commit stopped before it answered";
 
+/// A request commits on its own worker only while requests come at least this many commits'
+/// time apart (on average), so that it blocks its worker for at most a third of the time.
+const QUIET: u32 = 3;
+
+/// The longest gap between requests that the average counts: after a pause, a few requests
+/// bring the average back to the rate of the moment.
+const LONGEST_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// What commits a batch for a thread of the store: the ids it inserted, or why it could not.
+type Commit = Box<dyn FnMut(&[Waiting]) -> Result<HashSet<String>, String> + Send>;
+
 struct Waiting {
     id: String,
     expires_at: i64,
@@ -85,13 +104,87 @@ struct Queue {
     connection: Option<(AnyConnection, std::time::Instant)>,
     /// The commit thread has ended, or is to end once the queue is empty.
     closed: bool,
+    /// When the last request came to be committed.
+    last_arrival: Option<std::time::Instant>,
+    /// The time between requests, a moving average (each gap counted up to [`LONGEST_GAP`]).
+    arrival_gap: std::time::Duration,
+    /// How long a commit takes, a moving average over the commits of a thread of the store.
+    commit_takes: std::time::Duration,
 }
 
-/// The queue and the commit thread's bell.
+impl Queue {
+    /// Notes a request that came `arrived`: whether requests now come so seldom that a commit
+    /// on its own worker would block that worker for at most a [`QUIET`]th of the time.
+    fn arrived(&mut self, arrived: std::time::Instant) -> bool {
+        let gap = self
+            .last_arrival
+            .map_or(LONGEST_GAP, |last| arrived.saturating_duration_since(last))
+            .min(LONGEST_GAP);
+        self.last_arrival = Some(arrived);
+        self.arrival_gap = (self.arrival_gap * 7 + gap) / 8;
+        self.arrival_gap > self.commit_takes * QUIET
+    }
+
+    /// Notes a commit that took `took` (a moving average of one eighth per commit).
+    fn took(&mut self, took: std::time::Duration) {
+        self.commit_takes = (self.commit_takes * 7 + took) / 8;
+    }
+}
+
+/// The queue, the commit thread's bell, what commits and what was committed.
 #[derive(Default)]
 struct Shared {
     queue: Mutex<Queue>,
     bell: Condvar,
+    /// What commits for a thread of the store, taken away once it stops (`None` for the drain
+    /// task). Whoever set `draining` holds it, so it is never contended.
+    commit: Mutex<Option<Commit>>,
+    /// Commits and the ids they carried, by [`Committer`].
+    commits: [AtomicU64; 3],
+    ids: [AtomicU64; 3],
+}
+
+impl Shared {
+    fn committed(&self, by: Committer, ids: usize) {
+        let at = by as usize;
+        if let (Some(commits), Some(counted)) = (self.commits.get(at), self.ids.get(at)) {
+            commits.fetch_add(1, Ordering::Relaxed);
+            counted.fetch_add(ids as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Who made a commit of used `jti`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Committer {
+    /// A request, on its own runtime worker (the store was idle).
+    Request = 0,
+    /// The drain task, on a connection of the pool (PostgreSQL).
+    Task = 1,
+    /// The store's commit thread (an embedded file).
+    Thread = 2,
+}
+
+impl Committer {
+    /// Every committer, in the order of [`UsedJtiCommits::by`].
+    pub const ALL: [Self; 3] = [Self::Request, Self::Task, Self::Thread];
+
+    /// The name an operator reads (a metric's label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Task => "task",
+            Self::Thread => "thread",
+        }
+    }
+}
+
+/// How many commits of used `jti`s each committer made since the start, and how many ids they
+/// carried (their ratio is the batch: what group commit saved).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsedJtiCommits {
+    /// `(commits, ids)` by committer, in the order of [`Committer::ALL`].
+    pub by: [(u64, u64); 3],
 }
 
 /// The queue of `jti`s waiting for their commit. Cloned with the store; one per database.
@@ -115,6 +208,24 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
     shared.queue.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Commits `batch` with the store's committer, or refuses it once the committer is gone.
+fn commit_with(shared: &Shared, batch: &[Waiting]) -> Result<HashSet<String>, String> {
+    let mut commit = shared.commit.lock().unwrap_or_else(PoisonError::into_inner);
+    match commit.as_mut() {
+        Some(commit) => commit(batch),
+        None => Err(STOPPED.to_owned()),
+    }
+}
+
+/// Whether this request may block its runtime worker for one commit: another worker then
+/// serves what arrives meanwhile (never on a runtime of one thread, nor outside a runtime).
+fn may_block_worker() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && runtime.metrics().num_workers() > 1
+    })
+}
+
 /// Ends the commit thread when the last handle of the store is dropped, or when the store stops
 /// serving its file ([`GroupCommit::stop`]).
 struct Thread {
@@ -133,11 +244,14 @@ impl Drop for Thread {
 fn start_thread(
     commit: impl FnMut(&[Waiting]) -> Result<HashSet<String>, String> + Send + 'static,
 ) -> Result<GroupCommit, StoreError> {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        commit: Mutex::new(Some(Box::new(commit))),
+        ..Shared::default()
+    });
     let thread = shared.clone();
     let handle = std::thread::Builder::new()
         .name("certbound-jti".into())
-        .spawn(move || commit_on_thread(&thread, commit))
+        .spawn(move || commit_on_thread(&thread))
         .map_err(|error| {
             StoreError::GroupCommit(format!("cannot start the used jti commits: {error}"))
         })?;
@@ -151,6 +265,20 @@ fn start_thread(
 }
 
 impl GroupCommit {
+    /// The commits made since the start, by committer.
+    pub(crate) fn commits(&self) -> UsedJtiCommits {
+        let mut commits = UsedJtiCommits::default();
+        for (at, by) in commits.by.iter_mut().enumerate() {
+            let read = |counters: &[AtomicU64; 3]| {
+                counters
+                    .get(at)
+                    .map_or(0, |counter| counter.load(Ordering::Relaxed))
+            };
+            *by = (read(&self.shared.commits), read(&self.shared.ids));
+        }
+        commits
+    }
+
     /// Commits on a thread of its own, with its own connection to the SQLite database `file`
     /// (`synchronous=FULL`, as every connection of the store).
     pub(crate) fn on_thread(file: &Path) -> Result<Self, StoreError> {
@@ -182,9 +310,9 @@ impl GroupCommit {
     /// Commits on a thread of its own to `log` (the serving process's log of used ids beside the
     /// SQLite file, see [`crate::jti_log`]).
     ///
-    /// The thread holds `keep` (the file's lock) until it ends: should the store's last handle
-    /// go without [`GroupCommit::stop`], no other process serves the file while the thread may
-    /// still write the log.
+    /// The committer holds `keep` (the file's lock) until [`GroupCommit::stop`] takes it away
+    /// or, should the store's last handle go without that, until the thread has ended: no other
+    /// process serves the file while this one may still write the log.
     pub(crate) fn on_log(
         mut log: crate::jti_log::JtiLog,
         keep: impl Send + 'static,
@@ -222,6 +350,15 @@ impl GroupCommit {
         if let Some(handle) = handle.take() {
             let _ = handle.join();
         }
+        // Waits for a commit on a request's worker, then lets the committer (and what it holds)
+        // go: nothing commits after this.
+        drop(
+            self.shared
+                .commit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
     }
 
     /// Records `id` as used until `expires_at`, committed together with whatever else waits:
@@ -237,18 +374,35 @@ impl GroupCommit {
         if pool.is_closed() {
             return Err(StoreError::Database(sqlx::Error::PoolClosed));
         }
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
+        let waiting = Waiting {
+            id: id.to_owned(),
+            expires_at,
+            now,
+            reply,
+        };
         let lead = {
             let mut queue = lock(&self.shared);
             if queue.closed {
                 return Err(StoreError::GroupCommit(STOPPED.into()));
             }
-            queue.waiting.push(Waiting {
-                id: id.to_owned(),
-                expires_at,
-                now,
-                reply,
-            });
+            let quiet = queue.arrived(std::time::Instant::now());
+            if self.thread.is_some()
+                && quiet
+                && !queue.draining
+                && queue.waiting.is_empty()
+                && may_block_worker()
+            {
+                queue.draining = true;
+                drop(queue);
+                self.commit_here(waiting);
+                return match answer.try_recv() {
+                    Ok(Ok(first)) => Ok(first),
+                    Ok(Err(message)) => Err(StoreError::GroupCommit(message)),
+                    Err(_) => Err(StoreError::GroupCommit(UNANSWERED.into())),
+                };
+            }
+            queue.waiting.push(waiting);
             !std::mem::replace(&mut queue.draining, true)
         };
         if lead {
@@ -262,6 +416,38 @@ impl GroupCommit {
             Ok(Ok(first)) => Ok(first),
             Ok(Err(message)) => Err(StoreError::GroupCommit(message)),
             Err(_) => Err(StoreError::GroupCommit(UNANSWERED.into())),
+        }
+    }
+}
+
+impl GroupCommit {
+    /// Commits `waiting` alone on this thread (a request's runtime worker, blocked meanwhile),
+    /// having set `draining`; those who queued meanwhile are then the commit thread's. Should
+    /// the commit panic, the store commits no more (as when its thread ends).
+    fn commit_here(&self, waiting: Waiting) {
+        struct Unwinding<'a>(Option<&'a Shared>);
+        impl Drop for Unwinding<'_> {
+            fn drop(&mut self) {
+                if let Some(shared) = self.0 {
+                    refuse_waiting(shared, |queue| queue.closed = true, STOPPED);
+                    shared.bell.notify_one();
+                }
+            }
+        }
+        let mut unwinding = Unwinding(Some(&self.shared));
+        let batch = [waiting];
+        let started = std::time::Instant::now();
+        let outcome = commit_with(&self.shared, &batch);
+        let took = started.elapsed();
+        unwinding.0 = None;
+        self.shared.committed(Committer::Request, batch.len());
+        answer(batch.into(), outcome);
+        let mut queue = lock(&self.shared);
+        queue.took(took);
+        if queue.waiting.is_empty() {
+            queue.draining = false;
+        } else {
+            self.shared.bell.notify_one();
         }
     }
 }
@@ -327,10 +513,7 @@ fn insert_sql(rows: usize, parameter: impl Fn(usize) -> String) -> String {
 /// The commit thread: sleeps until an id is queued, commits what waits, answers, and ends once
 /// the store is gone and the queue empty. Should it end any other way (a panic), what waits
 /// and what is queued later is refused instead of left waiting.
-fn commit_on_thread(
-    shared: &Shared,
-    mut commit: impl FnMut(&[Waiting]) -> Result<HashSet<String>, String>,
-) {
+fn commit_on_thread(shared: &Shared) {
     struct Ended<'a>(&'a Shared);
     impl Drop for Ended<'_> {
         fn drop(&mut self) {
@@ -351,9 +534,13 @@ fn commit_on_thread(
             continue;
         };
         drop(queue);
-        let outcome = commit(&batch);
+        let started = std::time::Instant::now();
+        let outcome = commit_with(shared, &batch);
+        let took = started.elapsed();
+        shared.committed(Committer::Thread, batch.len());
         answer(batch, outcome);
         queue = lock(shared);
+        queue.took(took);
     }
 }
 
@@ -422,6 +609,7 @@ async fn drain(shared: Arc<Shared>, pool: AnyPool) {
             }
             Err(error) => Err(error.to_string()),
         };
+        shared.committed(Committer::Task, batch.len());
         answer(batch, outcome);
     }
 }
@@ -559,6 +747,148 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    /// A request that finds the store idle on a runtime of several workers commits on its own
+    /// worker (no hand-off to the thread), and what it committed is on disk like any other
+    /// commit: another connection to the file finds the id used.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_store_commits_on_the_requests_own_worker() {
+        let (_dir, file, database) = embedded().await;
+        let pool = database.pool().clone();
+        let commit = GroupCommit::on_thread(&file).unwrap();
+        assert!(
+            commit
+                .use_once(&pool, "worker|one", 2_000_000_000, 1_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !commit
+                .use_once(&pool, "worker|one", 2_000_000_000, 1_000)
+                .await
+                .unwrap()
+        );
+        // The first certainly (nothing was measured yet); the second as the rate and the
+        // disk's speed tell.
+        let by = commit.commits().by;
+        assert!(by[Committer::Request as usize].0 >= 1, "{by:?}");
+        assert_eq!(by.iter().map(|(_, ids)| ids).sum::<u64>(), 2, "{by:?}");
+
+        let another = GroupCommit::on_thread(&file).unwrap();
+        assert!(
+            !another
+                .use_once(&pool, "worker|one", 2_000_000_000, 1_000)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// A request counts as quiet while requests come more than three commits' time apart on
+    /// average: at a steady 1 ms with 100 µs commits, yes; at 100 µs apart, no longer within a
+    /// dozen requests; after a pause, at once again.
+    #[test]
+    fn quiet_means_requests_further_apart_than_three_commits() {
+        use std::time::{Duration, Instant};
+        let mut queue = Queue::default();
+        queue.took(Duration::from_micros(800));
+        assert_eq!(queue.commit_takes, Duration::from_micros(100));
+        let start = Instant::now();
+        let mut at = start;
+        for _ in 0..20 {
+            at += Duration::from_millis(1);
+            assert!(queue.arrived(at));
+        }
+        let close: Vec<bool> = (0..40)
+            .map(|_| {
+                at += Duration::from_micros(100);
+                queue.arrived(at)
+            })
+            .collect();
+        assert!(close[0], "one close request does not make a high rate");
+        assert_eq!(close.iter().position(|quiet| !quiet), Some(11), "{close:?}");
+        assert!(close[11..].iter().all(|quiet| !quiet), "{close:?}");
+        assert!(queue.arrived(at + Duration::from_secs(1)));
+    }
+
+    /// On a runtime of one thread a request never blocks it: the store's thread commits.
+    #[tokio::test]
+    async fn a_runtime_of_one_thread_leaves_the_commit_to_the_thread() {
+        let (_dir, file, database) = embedded().await;
+        let commit = GroupCommit::on_thread(&file).unwrap();
+        assert!(
+            commit
+                .use_once(database.pool(), "one|one", 2_000_000_000, 1_000)
+                .await
+                .unwrap()
+        );
+        let by = commit.commits().by;
+        assert_eq!(by[Committer::Request as usize], (0, 0), "{by:?}");
+        assert_eq!(by[Committer::Thread as usize], (1, 1), "{by:?}");
+    }
+
+    /// Requests that come close together, from both workers, are committed by the thread and by
+    /// whoever finds the store idle, and still each id is first exactly once: 50 copies of one
+    /// id and 50 ids of their own, all at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copies_at_once_on_several_workers_are_first_once() {
+        let (_dir, file, database) = embedded().await;
+        let pool = database.pool().clone();
+        let commit = GroupCommit::on_thread(&file).unwrap();
+        let requests: Vec<_> = (0..100)
+            .map(|n| {
+                let (commit, pool) = (commit.clone(), pool.clone());
+                let id = if n % 2 == 0 {
+                    "many|copied".to_owned()
+                } else {
+                    format!("many|{n}")
+                };
+                tokio::spawn(
+                    async move { (n, commit.use_once(&pool, &id, 2_000_000_000, 1_000).await) },
+                )
+            })
+            .collect();
+        let mut copies_first = 0;
+        for request in requests {
+            let (n, first) = request.await.unwrap();
+            let first = first.unwrap();
+            if n % 2 == 0 {
+                copies_first += usize::from(first);
+            } else {
+                assert!(first, "id {n} was its own");
+            }
+        }
+        assert_eq!(copies_first, 1);
+        let committed: u64 = commit.commits().by.iter().map(|(_, ids)| ids).sum();
+        assert_eq!(committed, 100);
+    }
+
+    /// Once the serving store stops, nothing commits, on a request's worker either: what
+    /// comes later is refused, and the log is let go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_store_commits_on_no_worker() {
+        use crate::ReplayStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("stopped.db").display()
+        );
+        let serving = Database::connect_serving(&url).await.unwrap();
+        assert!(serving.use_once("stop|one", 2_000, 1_000).await.unwrap());
+        assert_eq!(
+            serving.used_jti_commits().by[Committer::Request as usize],
+            (1, 1)
+        );
+        serving.stop_serving();
+        let refused = serving.use_once("stop|two", 2_000, 1_000).await;
+        assert!(
+            matches!(&refused, Err(StoreError::GroupCommit(message)) if message == STOPPED),
+            "{refused:?}"
+        );
+        let next = Database::connect_serving(&url).await.unwrap();
+        assert!(!next.use_once("stop|one", 2_000, 1_000).await.unwrap());
+        assert!(next.use_once("stop|two", 2_000, 1_000).await.unwrap());
+        next.stop_serving();
     }
 
     /// Copies of one id in one batch: the first copy is told it was first, every other copy

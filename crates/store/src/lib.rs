@@ -16,6 +16,7 @@ mod records;
 mod sealed;
 
 pub use database::{Backend, Database, Reseal, SealedValue, StoreError};
+pub use group_commit::{Committer, UsedJtiCommits};
 pub use memory::MemoryStore;
 pub use records::{
     AccessTokenRecord, Announce, AuthorisationChange, AuthorisationRecord, AuthzStore, BulkCard,

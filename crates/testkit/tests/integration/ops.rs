@@ -160,6 +160,17 @@ async fn metrics_count_the_seed_flow_exactly() {
         sample(&metrics, "certbound_database_pool_waits_total").is_some(),
         "{metrics}"
     );
+    // Each client assertion's id was committed as used once, whichever committed it.
+    let committed: f64 = ["request", "task", "thread"]
+        .iter()
+        .filter_map(|by| {
+            sample(
+                &metrics,
+                &format!(r#"certbound_jti_committed_total{{committer="{by}"}}"#),
+            )
+        })
+        .sum();
+    assert_eq!(committed, 2.0, "{metrics}");
     // No label carries request text: the refused path is counted by its route template.
     assert!(!metrics.contains("not-a-token"));
     assert!(!metrics.contains(&public_token));
