@@ -19,12 +19,15 @@
 //!   to find no commit in flight spawns the task that drains the queue, on a connection taken out
 //!   of the pool once and kept between drains.
 //!
-//! A request that finds the store idle commits on its own runtime worker instead of waking the
-//! thread ([`GroupCommit::use_once`]): no commit in flight, nothing waiting, the request before it
-//! came longer ago than a commit takes, and a runtime of several workers. Each hand-off to the
-//! thread costs two wake-ups across threads (the thread's, then the request's), which at a low
-//! rate cost more CPU than the write itself; at a high rate the thread keeps committing batches
-//! while the workers serve. Those who queue during such a commit are the thread's next batch.
+//! A request that finds the serving process's log idle commits on its own runtime worker instead
+//! of waking the thread ([`GroupCommit::use_once`]): no commit in flight, nothing waiting,
+//! requests coming more than [`QUIET`] commits' time apart on average, a runtime of several
+//! workers, and a commit that is one plain block write (no segment to make, no expired ids to
+//! forget: those stay the thread's, as does every commit through SQLite, which may wait for
+//! another connection's lock). Each hand-off to the thread costs two wake-ups across threads (the
+//! thread's, then the request's), which at a low rate cost more CPU than the write itself; at a
+//! high rate the thread keeps committing batches while the workers serve. Those who queue during
+//! such a commit are the thread's next batch.
 //!
 //! Either way a commit runs to its end even if the request that queued it is cancelled (its
 //! client went away); the task ends once the queue is empty, the thread when the store's last
@@ -83,8 +86,65 @@ const QUIET: u32 = 3;
 /// bring the average back to the rate of the moment.
 const LONGEST_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// What commits a batch for a thread of the store: the ids it inserted, or why it could not.
-type Commit = Box<dyn FnMut(&[Waiting]) -> Result<HashSet<String>, String> + Send>;
+/// What commits batches for a thread of the store (and, while the store is idle, for a request
+/// on its own worker).
+trait Commits: Send {
+    /// Commits `batch`: the ids it inserted, or why it could not.
+    fn commit(&mut self, batch: &[Waiting]) -> Result<HashSet<String>, String>;
+
+    /// Whether one id, committed at `now`, is one plain write: only then may a request's worker
+    /// block for it.
+    fn one_plain_write(&self, now: i64) -> bool;
+}
+
+/// Commits to the serving process's log of used ids, holding `keep` (the file's lock).
+struct OnLog<K> {
+    log: crate::jti_log::JtiLog,
+    keep: K,
+}
+
+impl<K: Send> Commits for OnLog<K> {
+    fn commit(&mut self, batch: &[Waiting]) -> Result<HashSet<String>, String> {
+        let _held = &self.keep;
+        let ids: Vec<(&str, i64)> = batch
+            .iter()
+            .map(|waiting| (waiting.id.as_str(), waiting.expires_at))
+            .collect();
+        let firsts = self
+            .log
+            .use_batch(&ids, latest_now(batch))
+            .map_err(|error| format!("the used jti log cannot be written: {error}"))?;
+        Ok(batch
+            .iter()
+            .zip(firsts)
+            .filter(|(_, first)| *first)
+            .map(|(waiting, _)| waiting.id.clone())
+            .collect())
+    }
+
+    fn one_plain_write(&self, now: i64) -> bool {
+        self.log.one_plain_write(now)
+    }
+}
+
+/// Commits through the thread's own connection to the SQLite file.
+struct OnConnection(rusqlite::Connection);
+
+impl Commits for OnConnection {
+    fn commit(&mut self, batch: &[Waiting]) -> Result<HashSet<String>, String> {
+        insert_on(&self.0, batch).map_err(|error| error.to_string())
+    }
+
+    /// Never: the commit may wait up to [`BUSY_TIMEOUT`] for another connection's write.
+    fn one_plain_write(&self, _now: i64) -> bool {
+        false
+    }
+}
+
+/// The latest of the callers' clocks in `batch` (the log forgets expired ids by it).
+fn latest_now(batch: &[Waiting]) -> i64 {
+    batch.iter().map(|waiting| waiting.now).max().unwrap_or(0)
+}
 
 struct Waiting {
     id: String,
@@ -94,11 +154,25 @@ struct Waiting {
     reply: oneshot::Sender<Result<bool, String>>,
 }
 
+/// Who commits what waits in the queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Drainer {
+    /// Nobody: the next request to come starts a commit.
+    #[default]
+    Nobody,
+    /// A request, on its own worker; those who queue meanwhile wait for it to hand them on.
+    Request,
+    /// The drain task (no thread of the store).
+    Task,
+    /// The store's thread.
+    Thread,
+}
+
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Waiting>,
-    /// Whether a task or the thread is committing (the thread sleeps while this is false).
-    draining: bool,
+    /// Who is committing (the thread sleeps unless it is, or the store is closed).
+    drainer: Drainer,
     /// The drain task's connection and when it was last used, between drains (the draining
     /// task holds it meanwhile).
     connection: Option<(AnyConnection, std::time::Instant)>,
@@ -137,8 +211,9 @@ struct Shared {
     queue: Mutex<Queue>,
     bell: Condvar,
     /// What commits for a thread of the store, taken away once it stops (`None` for the drain
-    /// task). Whoever set `draining` holds it, so it is never contended.
-    commit: Mutex<Option<Commit>>,
+    /// task). Held by whoever commits: the thread or a request, one at a time (but for a store
+    /// being closed, whose thread takes what waits while a request may still be committing).
+    commit: Mutex<Option<Box<dyn Commits>>>,
     /// Commits and the ids they carried, by [`Committer`].
     commits: [AtomicU64; 3],
     ids: [AtomicU64; 3],
@@ -208,13 +283,23 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
     shared.queue.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Commits `batch` with the store's committer, or refuses it once the committer is gone.
-fn commit_with(shared: &Shared, batch: &[Waiting]) -> Result<HashSet<String>, String> {
-    let mut commit = shared.commit.lock().unwrap_or_else(PoisonError::into_inner);
-    match commit.as_mut() {
-        Some(commit) => commit(batch),
-        None => Err(STOPPED.to_owned()),
-    }
+/// What a commit answered, and how long it took if it was a plain write (what [`Queue::took`]
+/// averages: a segment made or expired ids forgotten say nothing of the next commit).
+type Committed = (Result<HashSet<String>, String>, Option<std::time::Duration>);
+
+/// Commits `batch` with `commit`, the store's committer, or refuses it once that is gone.
+fn commit_with(commit: &mut Option<Box<dyn Commits>>, batch: &[Waiting]) -> Committed {
+    let Some(commit) = commit.as_mut() else {
+        return (Err(STOPPED.to_owned()), None);
+    };
+    let plain = commit.one_plain_write(latest_now(batch));
+    let started = std::time::Instant::now();
+    let outcome = commit.commit(batch);
+    (outcome, plain.then(|| started.elapsed()))
+}
+
+fn committer(shared: &Shared) -> std::sync::MutexGuard<'_, Option<Box<dyn Commits>>> {
+    shared.commit.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Whether this request may block its runtime worker for one commit: another worker then
@@ -241,9 +326,7 @@ impl Drop for Thread {
 }
 
 /// Starts the commit thread, committing each batch with `commit`.
-fn start_thread(
-    commit: impl FnMut(&[Waiting]) -> Result<HashSet<String>, String> + Send + 'static,
-) -> Result<GroupCommit, StoreError> {
+fn start_thread(commit: impl Commits + 'static) -> Result<GroupCommit, StoreError> {
     let shared = Arc::new(Shared {
         commit: Mutex::new(Some(Box::new(commit))),
         ..Shared::default()
@@ -304,7 +387,7 @@ impl GroupCommit {
             )
             .map_err(failed)?;
         connection.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
-        start_thread(move |batch| insert_on(&connection, batch).map_err(|error| error.to_string()))
+        start_thread(OnConnection(connection))
     }
 
     /// Commits on a thread of its own to `log` (the serving process's log of used ids beside the
@@ -314,26 +397,10 @@ impl GroupCommit {
     /// or, should the store's last handle go without that, until the thread has ended: no other
     /// process serves the file while this one may still write the log.
     pub(crate) fn on_log(
-        mut log: crate::jti_log::JtiLog,
+        log: crate::jti_log::JtiLog,
         keep: impl Send + 'static,
     ) -> Result<Self, StoreError> {
-        start_thread(move |batch| {
-            let _held = &keep;
-            let ids: Vec<(&str, i64)> = batch
-                .iter()
-                .map(|waiting| (waiting.id.as_str(), waiting.expires_at))
-                .collect();
-            let now = batch.iter().map(|waiting| waiting.now).max().unwrap_or(0);
-            let firsts = log
-                .use_batch(&ids, now)
-                .map_err(|error| format!("the used jti log cannot be written: {error}"))?;
-            Ok(batch
-                .iter()
-                .zip(firsts)
-                .filter(|(_, first)| *first)
-                .map(|(waiting, _)| waiting.id.clone())
-                .collect())
-        })
+        start_thread(OnLog { log, keep })
     }
 
     /// Ends the commit thread now: what waits is committed, what is queued later refused, and
@@ -374,7 +441,7 @@ impl GroupCommit {
         if pool.is_closed() {
             return Err(StoreError::Database(sqlx::Error::PoolClosed));
         }
-        let (reply, mut answer) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
             id: id.to_owned(),
             expires_at,
@@ -389,21 +456,27 @@ impl GroupCommit {
             let quiet = queue.arrived(std::time::Instant::now());
             if self.thread.is_some()
                 && quiet
-                && !queue.draining
+                && queue.drainer == Drainer::Nobody
                 && queue.waiting.is_empty()
                 && may_block_worker()
             {
-                queue.draining = true;
+                queue.drainer = Drainer::Request;
                 drop(queue);
                 self.commit_here(waiting);
-                return match answer.try_recv() {
-                    Ok(Ok(first)) => Ok(first),
-                    Ok(Err(message)) => Err(StoreError::GroupCommit(message)),
-                    Err(_) => Err(StoreError::GroupCommit(UNANSWERED.into())),
-                };
+                false
+            } else {
+                queue.waiting.push(waiting);
+                if queue.drainer == Drainer::Nobody {
+                    queue.drainer = if self.thread.is_some() {
+                        Drainer::Thread
+                    } else {
+                        Drainer::Task
+                    };
+                    true
+                } else {
+                    false
+                }
             }
-            queue.waiting.push(waiting);
-            !std::mem::replace(&mut queue.draining, true)
         };
         if lead {
             if self.thread.is_some() {
@@ -418,45 +491,73 @@ impl GroupCommit {
             Err(_) => Err(StoreError::GroupCommit(UNANSWERED.into())),
         }
     }
-}
 
-impl GroupCommit {
-    /// Commits `waiting` alone on this thread (a request's runtime worker, blocked meanwhile),
-    /// having set `draining`; those who queued meanwhile are then the commit thread's. Should
-    /// the commit panic, the store commits no more (as when its thread ends).
+    /// Commits `waiting` alone on this thread (a request's runtime worker, blocked meanwhile), the
+    /// request being the drainer, if that is one plain write; otherwise hands it to the commit
+    /// thread like any other. Either way `waiting` is answered or queued when this returns, and
+    /// those who queued meanwhile are the thread's. Should the commit panic, the request is
+    /// refused and the store commits no more, as when its thread ends on a panic.
     fn commit_here(&self, waiting: Waiting) {
-        struct Unwinding<'a>(Option<&'a Shared>);
-        impl Drop for Unwinding<'_> {
-            fn drop(&mut self) {
-                if let Some(shared) = self.0 {
-                    refuse_waiting(shared, |queue| queue.closed = true, STOPPED);
-                    shared.bell.notify_one();
-                }
+        let mut commit = committer(&self.shared);
+        if !commit
+            .as_ref()
+            .is_some_and(|commit| commit.one_plain_write(waiting.now))
+        {
+            drop(commit);
+            let mut queue = lock(&self.shared);
+            if queue.closed {
+                queue.drainer = Drainer::Nobody;
+                drop(queue);
+                answer(vec![waiting], Err(STOPPED.to_owned()));
+                return;
             }
+            queue.waiting.push(waiting);
+            queue.drainer = Drainer::Thread;
+            drop(queue);
+            self.shared.bell.notify_one();
+            return;
         }
-        let mut unwinding = Unwinding(Some(&self.shared));
         let batch = [waiting];
-        let started = std::time::Instant::now();
-        let outcome = commit_with(&self.shared, &batch);
-        let took = started.elapsed();
-        unwinding.0 = None;
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit_with(&mut commit, &batch)
+        }));
+        drop(commit);
+        let Ok((outcome, took)) = committed else {
+            refuse_waiting(
+                &self.shared,
+                |queue| {
+                    queue.closed = true;
+                    queue.drainer = Drainer::Nobody;
+                },
+                STOPPED,
+            );
+            self.shared.bell.notify_one();
+            answer(batch.into(), Err(STOPPED.to_owned()));
+            return;
+        };
         self.shared.committed(Committer::Request, batch.len());
         answer(batch.into(), outcome);
         let mut queue = lock(&self.shared);
-        queue.took(took);
+        if let Some(took) = took {
+            queue.took(took);
+        }
         if queue.waiting.is_empty() {
-            queue.draining = false;
+            queue.drainer = Drainer::Nobody;
         } else {
+            queue.drainer = Drainer::Thread;
+            drop(queue);
             self.shared.bell.notify_one();
         }
     }
 }
 
-/// The next batch, or `None` once the queue is empty (the drain has then ended, said under the
-/// lock that found it empty, so that an id queued just after always starts another).
-fn next_batch(queue: &mut Queue) -> Option<Vec<Waiting>> {
+/// The next batch for `drainer`, or `None` once the queue is empty (the drain has then ended, said
+/// under the lock that found it empty, so that an id queued just after always starts another).
+fn next_batch(queue: &mut Queue, drainer: Drainer) -> Option<Vec<Waiting>> {
     if queue.waiting.is_empty() {
-        queue.draining = false;
+        if queue.drainer == drainer {
+            queue.drainer = Drainer::Nobody;
+        }
         return None;
     }
     let take = queue.waiting.len().min(MOST);
@@ -523,7 +624,15 @@ fn commit_on_thread(shared: &Shared) {
     let _ended = Ended(shared);
     let mut queue = lock(shared);
     loop {
-        let Some(batch) = next_batch(&mut queue) else {
+        // What waits is the thread's when it is the drainer and, once the store is closed,
+        // whoever was (a request may still be committing on its worker: those who queued behind
+        // it are committed here, after it, by the committer's lock).
+        let batch = if queue.drainer == Drainer::Thread || queue.closed {
+            next_batch(&mut queue, Drainer::Thread)
+        } else {
+            None
+        };
+        let Some(batch) = batch else {
             if queue.closed {
                 return;
             }
@@ -534,13 +643,13 @@ fn commit_on_thread(shared: &Shared) {
             continue;
         };
         drop(queue);
-        let started = std::time::Instant::now();
-        let outcome = commit_with(shared, &batch);
-        let took = started.elapsed();
+        let (outcome, took) = commit_with(&mut committer(shared), &batch);
         shared.committed(Committer::Thread, batch.len());
         answer(batch, outcome);
         queue = lock(shared);
-        queue.took(took);
+        if let Some(took) = took {
+            queue.took(took);
+        }
     }
 }
 
@@ -567,7 +676,7 @@ struct Draining(Option<Arc<Shared>>);
 impl Drop for Draining {
     fn drop(&mut self) {
         if let Some(shared) = self.0.take() {
-            refuse_waiting(&shared, |queue| queue.draining = false, UNANSWERED);
+            refuse_waiting(&shared, |queue| queue.drainer = Drainer::Nobody, UNANSWERED);
         }
     }
 }
@@ -580,7 +689,7 @@ async fn drain(shared: Arc<Shared>, pool: AnyPool) {
     loop {
         let batch = {
             let mut queue = lock(&shared);
-            let Some(batch) = next_batch(&mut queue) else {
+            let Some(batch) = next_batch(&mut queue, Drainer::Task) else {
                 draining.0 = None;
                 if !pool.is_closed() {
                     queue.connection = connection;
@@ -749,39 +858,70 @@ mod tests {
         );
     }
 
-    /// A request that finds the store idle on a runtime of several workers commits on its own
-    /// worker (no hand-off to the thread), and what it committed is on disk like any other
-    /// commit: another connection to the file finds the id used.
+    /// A serving store on a migrated file in a temporary directory, its first use made (the
+    /// first commit forgets expired ids, so it is the thread's), and the file's URL.
+    async fn serving_after_one_use() -> (tempfile::TempDir, String, Database) {
+        use crate::ReplayStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("serving.db").display()
+        );
+        let serving = Database::connect_serving(&url).await.unwrap();
+        assert!(serving.use_once("warm|up", 2_000, 1_000).await.unwrap());
+        assert_eq!(
+            serving.used_jti_commits().by[Committer::Thread as usize],
+            (1, 1),
+            "the first commit forgets expired ids: the thread's"
+        );
+        (dir, url, serving)
+    }
+
+    /// A request that finds the serving store idle on a runtime of several workers commits on
+    /// its own worker (no hand-off to the thread), and what it committed is on disk like any
+    /// other commit: the next process serving the file finds the id used.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_store_commits_on_the_requests_own_worker() {
-        let (_dir, file, database) = embedded().await;
-        let pool = database.pool().clone();
-        let commit = GroupCommit::on_thread(&file).unwrap();
-        assert!(
-            commit
-                .use_once(&pool, "worker|one", 2_000_000_000, 1_000)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !commit
-                .use_once(&pool, "worker|one", 2_000_000_000, 1_000)
-                .await
-                .unwrap()
-        );
-        // The first certainly (nothing was measured yet); the second as the rate and the
-        // disk's speed tell.
-        let by = commit.commits().by;
-        assert!(by[Committer::Request as usize].0 >= 1, "{by:?}");
-        assert_eq!(by.iter().map(|(_, ids)| ids).sum::<u64>(), 2, "{by:?}");
+        use crate::ReplayStore as _;
+        let (_dir, url, serving) = serving_after_one_use().await;
+        assert!(serving.use_once("worker|one", 2_000, 1_000).await.unwrap());
+        let by = serving.used_jti_commits().by;
+        assert_eq!(by[Committer::Request as usize], (1, 1), "{by:?}");
+        assert_eq!(by[Committer::Thread as usize], (1, 1), "{by:?}");
+        serving.stop_serving();
 
-        let another = GroupCommit::on_thread(&file).unwrap();
-        assert!(
-            !another
-                .use_once(&pool, "worker|one", 2_000_000_000, 1_000)
+        let next = Database::connect_serving(&url).await.unwrap();
+        assert!(!next.use_once("worker|one", 2_000, 1_000).await.unwrap());
+        next.stop_serving();
+    }
+
+    /// A request never blocks a runtime of one thread: the store's thread commits.
+    #[tokio::test]
+    async fn a_runtime_of_one_thread_leaves_the_commit_to_the_thread() {
+        use crate::ReplayStore as _;
+        let (_dir, _url, serving) = serving_after_one_use().await;
+        assert!(serving.use_once("one|one", 2_000, 1_000).await.unwrap());
+        let by = serving.used_jti_commits().by;
+        assert_eq!(by[Committer::Request as usize], (0, 0), "{by:?}");
+        assert_eq!(by[Committer::Thread as usize], (2, 2), "{by:?}");
+        serving.stop_serving();
+    }
+
+    /// A request never commits through SQLite on its worker (the commit may wait for another
+    /// connection's lock): the store's thread commits, on a runtime of several workers too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_through_sqlite_is_the_threads() {
+        let (_dir, file, database) = embedded().await;
+        let commit = GroupCommit::on_thread(&file).unwrap();
+        for _ in 0..2 {
+            commit
+                .use_once(database.pool(), "sqlite|one", 2_000_000_000, 1_000)
                 .await
-                .unwrap()
-        );
+                .unwrap();
+        }
+        let by = commit.commits().by;
+        assert_eq!(by[Committer::Request as usize], (0, 0), "{by:?}");
+        assert_eq!(by[Committer::Thread as usize], (2, 2), "{by:?}");
     }
 
     /// A request counts as quiet while requests come more than three commits' time apart on
@@ -811,41 +951,23 @@ mod tests {
         assert!(queue.arrived(at + Duration::from_secs(1)));
     }
 
-    /// On a runtime of one thread a request never blocks it: the store's thread commits.
-    #[tokio::test]
-    async fn a_runtime_of_one_thread_leaves_the_commit_to_the_thread() {
-        let (_dir, file, database) = embedded().await;
-        let commit = GroupCommit::on_thread(&file).unwrap();
-        assert!(
-            commit
-                .use_once(database.pool(), "one|one", 2_000_000_000, 1_000)
-                .await
-                .unwrap()
-        );
-        let by = commit.commits().by;
-        assert_eq!(by[Committer::Request as usize], (0, 0), "{by:?}");
-        assert_eq!(by[Committer::Thread as usize], (1, 1), "{by:?}");
-    }
-
-    /// Requests that come close together, from both workers, are committed by the thread and by
-    /// whoever finds the store idle, and still each id is first exactly once: 50 copies of one
-    /// id and 50 ids of their own, all at once.
+    /// Requests that come at once, on both workers, are committed by the first to find the
+    /// store idle and by the thread after it, and still each id is first exactly once: 50
+    /// copies of one id and 50 ids of their own.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn copies_at_once_on_several_workers_are_first_once() {
-        let (_dir, file, database) = embedded().await;
-        let pool = database.pool().clone();
-        let commit = GroupCommit::on_thread(&file).unwrap();
+        use crate::ReplayStore as _;
+        let (_dir, _url, serving) = serving_after_one_use().await;
+        let serving = Arc::new(serving);
         let requests: Vec<_> = (0..100)
             .map(|n| {
-                let (commit, pool) = (commit.clone(), pool.clone());
+                let serving = serving.clone();
                 let id = if n % 2 == 0 {
                     "many|copied".to_owned()
                 } else {
                     format!("many|{n}")
                 };
-                tokio::spawn(
-                    async move { (n, commit.use_once(&pool, &id, 2_000_000_000, 1_000).await) },
-                )
+                tokio::spawn(async move { (n, serving.use_once(&id, 2_000, 1_000).await) })
             })
             .collect();
         let mut copies_first = 0;
@@ -859,36 +981,58 @@ mod tests {
             }
         }
         assert_eq!(copies_first, 1);
-        let committed: u64 = commit.commits().by.iter().map(|(_, ids)| ids).sum();
-        assert_eq!(committed, 100);
+        let by = serving.used_jti_commits().by;
+        assert!(by[Committer::Request as usize].0 >= 1, "{by:?}");
+        assert_eq!(by.iter().map(|(_, ids)| ids).sum::<u64>(), 101, "{by:?}");
+        serving.stop_serving();
     }
 
-    /// Once the serving store stops, nothing commits, on a request's worker either: what
-    /// comes later is refused, and the log is let go.
+    /// Stopping while a request commits on its worker waits for that commit, and nothing
+    /// commits after: a later request is refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stopped_store_commits_on_no_worker() {
-        use crate::ReplayStore as _;
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("stopped.db").display()
-        );
-        let serving = Database::connect_serving(&url).await.unwrap();
-        assert!(serving.use_once("stop|one", 2_000, 1_000).await.unwrap());
-        assert_eq!(
-            serving.used_jti_commits().by[Committer::Request as usize],
-            (1, 1)
-        );
-        serving.stop_serving();
-        let refused = serving.use_once("stop|two", 2_000, 1_000).await;
+    async fn stopping_waits_for_a_commit_on_a_worker() {
+        struct Held {
+            started: std::sync::mpsc::Sender<()>,
+            release: std::sync::mpsc::Receiver<()>,
+        }
+        impl Commits for Held {
+            fn commit(&mut self, batch: &[Waiting]) -> Result<HashSet<String>, String> {
+                self.started.send(()).unwrap();
+                self.release.recv().unwrap();
+                Ok(batch.iter().map(|waiting| waiting.id.clone()).collect())
+            }
+            fn one_plain_write(&self, _now: i64) -> bool {
+                true
+            }
+        }
+        let (_dir, _file, database) = embedded().await;
+        let (started, started_here) = std::sync::mpsc::channel();
+        let (release_there, release) = std::sync::mpsc::channel();
+        let commit = start_thread(Held { started, release }).unwrap();
+        let pool = database.pool().clone();
+        let first = tokio::spawn({
+            let (commit, pool) = (commit.clone(), pool.clone());
+            async move { commit.use_once(&pool, "held|one", 2_000, 1_000).await }
+        });
+        tokio::task::spawn_blocking(move || started_here.recv().unwrap())
+            .await
+            .unwrap();
+        let stopping = std::thread::spawn({
+            let commit = commit.clone();
+            move || commit.stop()
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!stopping.is_finished(), "stop returned during a commit");
+        release_there.send(()).unwrap();
+        assert!(first.await.unwrap().unwrap());
+        stopping.join().unwrap();
+        assert_eq!(commit.commits().by[Committer::Request as usize], (1, 1));
+        let refused = commit.use_once(&pool, "held|two", 2_000, 1_000).await;
         assert!(
             matches!(&refused, Err(StoreError::GroupCommit(message)) if message == STOPPED),
             "{refused:?}"
         );
-        let next = Database::connect_serving(&url).await.unwrap();
-        assert!(!next.use_once("stop|one", 2_000, 1_000).await.unwrap());
-        assert!(next.use_once("stop|two", 2_000, 1_000).await.unwrap());
-        next.stop_serving();
+        assert!(committer(&commit.shared).is_none());
     }
 
     /// Copies of one id in one batch: the first copy is told it was first, every other copy

@@ -376,6 +376,15 @@ impl JtiLog {
         Ok(firsts)
     }
 
+    /// Whether one more id, used at `now`, costs one write of a block at most: no segment to
+    /// make, no expired ids to forget.
+    pub(crate) fn one_plain_write(&self, now: i64) -> bool {
+        now < self.next_prune
+            && self.current.as_ref().is_some_and(|segment| {
+                segment.filled < PER_BLOCK || segment.block_at + (BLOCK as u64) < self.segment_bytes
+            })
+    }
+
     /// Adds a record to the block, writing the block out first if it is full (and moving to a
     /// new segment if this one is).
     fn append(&mut self, key: &Key, expires_at: i64) -> std::io::Result<()> {
@@ -667,6 +676,30 @@ mod tests {
                 .iter()
                 .all(|first| !first)
         );
+    }
+
+    /// One more id is one plain write only while no expired ids are due to be forgotten and the
+    /// current segment has room for it: the first use after opening forgets, and the id after
+    /// a segment's last full block makes a new segment.
+    #[test]
+    fn one_plain_write_until_a_prune_or_a_new_segment_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = JtiLog::open(&dir.path().join("certbound.db"), []).unwrap();
+        assert!(
+            !log.one_plain_write(1_000),
+            "the first use forgets expired ids"
+        );
+        log.use_batch(&[("first", 5_000)], 1_000).unwrap();
+        assert!(log.one_plain_write(1_000));
+        assert!(!log.one_plain_write(1_000 + PRUNE_EVERY), "a prune is due");
+        let per_segment = (SEGMENT_BYTES as usize) / RECORD;
+        let ids: Vec<String> = (1..per_segment).map(|n| format!("id-{n}")).collect();
+        let batch: Vec<(&str, i64)> = ids.iter().map(|id| (id.as_str(), 5_000)).collect();
+        log.use_batch(&batch, 1_000).unwrap();
+        assert!(!log.one_plain_write(1_000), "the segment is full");
+        log.use_batch(&[("next", 5_000)], 1_000).unwrap();
+        assert_eq!(segments(dir.path()).len(), 2);
+        assert!(log.one_plain_write(1_000));
     }
 
     /// A torn or foreign record is skipped, and the records around it are kept.
