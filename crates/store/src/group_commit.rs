@@ -95,6 +95,11 @@ trait Commits: Send {
     /// Whether one id, committed at `now`, is one plain write: only then may a request's worker
     /// block for it.
     fn one_plain_write(&self, now: i64) -> bool;
+
+    /// Whether a commit may ever be one plain write (if not, requests never try).
+    fn ever_plain(&self) -> bool {
+        true
+    }
 }
 
 /// Commits to the serving process's log of used ids, holding `keep` (the file's lock).
@@ -137,6 +142,10 @@ impl Commits for OnConnection {
 
     /// Never: the commit may wait up to [`BUSY_TIMEOUT`] for another connection's write.
     fn one_plain_write(&self, _now: i64) -> bool {
+        false
+    }
+
+    fn ever_plain(&self) -> bool {
         false
     }
 }
@@ -214,6 +223,8 @@ struct Shared {
     /// task). Held by whoever commits: the thread or a request, one at a time (but for a store
     /// being closed, whose thread takes what waits while a request may still be committing).
     commit: Mutex<Option<Box<dyn Commits>>>,
+    /// Whether a request may commit on its own worker (the committer's commits may be plain).
+    on_workers: bool,
     /// Commits and the ids they carried, by [`Committer`].
     commits: [AtomicU64; 3],
     ids: [AtomicU64; 3],
@@ -328,6 +339,7 @@ impl Drop for Thread {
 /// Starts the commit thread, committing each batch with `commit`.
 fn start_thread(commit: impl Commits + 'static) -> Result<GroupCommit, StoreError> {
     let shared = Arc::new(Shared {
+        on_workers: commit.ever_plain(),
         commit: Mutex::new(Some(Box::new(commit))),
         ..Shared::default()
     });
@@ -454,7 +466,7 @@ impl GroupCommit {
                 return Err(StoreError::GroupCommit(STOPPED.into()));
             }
             let quiet = queue.arrived(std::time::Instant::now());
-            if self.thread.is_some()
+            if self.shared.on_workers
                 && quiet
                 && queue.drainer == Drainer::Nobody
                 && queue.waiting.is_empty()
@@ -498,56 +510,68 @@ impl GroupCommit {
     /// those who queued meanwhile are the thread's. Should the commit panic, the request is
     /// refused and the store commits no more, as when its thread ends on a panic.
     fn commit_here(&self, waiting: Waiting) {
+        let batch = [waiting];
         let mut commit = committer(&self.shared);
-        if !commit
-            .as_ref()
-            .is_some_and(|commit| commit.one_plain_write(waiting.now))
-        {
-            drop(commit);
-            let mut queue = lock(&self.shared);
-            if queue.closed {
-                queue.drainer = Drainer::Nobody;
+        let tried = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let plain = commit
+                .as_ref()
+                .is_some_and(|commit| commit.one_plain_write(latest_now(&batch)));
+            plain.then(|| commit_with(&mut commit, &batch))
+        }));
+        let (outcome, took) = match tried {
+            Ok(Some(committed)) => committed,
+            Ok(None) => {
+                drop(commit);
+                let [waiting] = batch;
+                let mut queue = lock(&self.shared);
+                if queue.closed {
+                    queue.drainer = Drainer::Nobody;
+                    drop(queue);
+                    answer(vec![waiting], Err(STOPPED.to_owned()));
+                    return;
+                }
+                queue.waiting.push(waiting);
+                queue.drainer = Drainer::Thread;
                 drop(queue);
-                answer(vec![waiting], Err(STOPPED.to_owned()));
+                self.shared.bell.notify_one();
                 return;
             }
-            queue.waiting.push(waiting);
-            queue.drainer = Drainer::Thread;
-            drop(queue);
-            self.shared.bell.notify_one();
-            return;
-        }
-        let batch = [waiting];
-        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit_with(&mut commit, &batch)
-        }));
-        drop(commit);
-        let Ok((outcome, took)) = committed else {
-            refuse_waiting(
-                &self.shared,
-                |queue| {
-                    queue.closed = true;
-                    queue.drainer = Drainer::Nobody;
-                },
-                STOPPED,
-            );
-            self.shared.bell.notify_one();
-            answer(batch.into(), Err(STOPPED.to_owned()));
-            return;
+            Err(_) => {
+                // The committer may be half way through a change: nothing commits with it again.
+                *commit = None;
+                drop(commit);
+                refuse_waiting(
+                    &self.shared,
+                    |queue| {
+                        queue.closed = true;
+                        queue.drainer = Drainer::Nobody;
+                    },
+                    STOPPED,
+                );
+                self.shared.bell.notify_one();
+                answer(batch.into(), Err(STOPPED.to_owned()));
+                return;
+            }
         };
+        drop(commit);
         self.shared.committed(Committer::Request, batch.len());
-        answer(batch.into(), outcome);
+        // The queue is handed on before the answer, so that whatever the answer lets through
+        // finds the store as it will be.
         let mut queue = lock(&self.shared);
         if let Some(took) = took {
             queue.took(took);
         }
-        if queue.waiting.is_empty() {
-            queue.drainer = Drainer::Nobody;
+        let ring = !queue.waiting.is_empty();
+        queue.drainer = if ring {
+            Drainer::Thread
         } else {
-            queue.drainer = Drainer::Thread;
-            drop(queue);
+            Drainer::Nobody
+        };
+        drop(queue);
+        if ring {
             self.shared.bell.notify_one();
         }
+        answer(batch.into(), outcome);
     }
 }
 
@@ -645,11 +669,18 @@ fn commit_on_thread(shared: &Shared) {
         drop(queue);
         let (outcome, took) = commit_with(&mut committer(shared), &batch);
         shared.committed(Committer::Thread, batch.len());
-        answer(batch, outcome);
+        // The drain ends before the answers when nothing waits, so that a request they let
+        // through finds the store idle.
         queue = lock(shared);
         if let Some(took) = took {
             queue.took(took);
         }
+        if queue.waiting.is_empty() && queue.drainer == Drainer::Thread {
+            queue.drainer = Drainer::Nobody;
+        }
+        drop(queue);
+        answer(batch, outcome);
+        queue = lock(shared);
     }
 }
 
@@ -972,7 +1003,10 @@ mod tests {
             .collect();
         let mut copies_first = 0;
         for request in requests {
-            let (n, first) = request.await.unwrap();
+            let (n, first) = tokio::time::timeout(std::time::Duration::from_secs(30), request)
+                .await
+                .expect("a request was left waiting")
+                .unwrap();
             let first = first.unwrap();
             if n % 2 == 0 {
                 copies_first += usize::from(first);
@@ -1033,6 +1067,32 @@ mod tests {
             "{refused:?}"
         );
         assert!(committer(&commit.shared).is_none());
+    }
+
+    /// A commit that panics on a request's worker refuses that request instead of unwinding
+    /// into it, and the store commits no more (its committer may be half way through a change).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_commit_on_a_worker_refuses_and_closes_the_store() {
+        struct Panicking;
+        impl Commits for Panicking {
+            fn commit(&mut self, _batch: &[Waiting]) -> Result<HashSet<String>, String> {
+                panic!("a committer's bug")
+            }
+            fn one_plain_write(&self, _now: i64) -> bool {
+                true
+            }
+        }
+        let (_dir, _file, database) = embedded().await;
+        let commit = start_thread(Panicking).unwrap();
+        for id in ["panic|one", "panic|two"] {
+            let refused = commit.use_once(database.pool(), id, 2_000, 1_000).await;
+            assert!(
+                matches!(&refused, Err(StoreError::GroupCommit(message)) if message == STOPPED),
+                "{refused:?}"
+            );
+        }
+        assert!(committer(&commit.shared).is_none());
+        assert!(lock(&commit.shared).closed);
     }
 
     /// Copies of one id in one batch: the first copy is told it was first, every other copy
