@@ -304,6 +304,11 @@ fn commit_with(commit: &mut Option<Box<dyn Commits>>, batch: &[Waiting]) -> Comm
         return (Err(STOPPED.to_owned()), None);
     };
     let plain = commit.one_plain_write(latest_now(batch));
+    commit_timed(commit.as_mut(), batch, plain)
+}
+
+/// Commits `batch` with `commit`, timing it if it is a `plain` write.
+fn commit_timed(commit: &mut dyn Commits, batch: &[Waiting], plain: bool) -> Committed {
     let started = std::time::Instant::now();
     let outcome = commit.commit(batch);
     (outcome, plain.then(|| started.elapsed()))
@@ -431,13 +436,7 @@ impl GroupCommit {
         }
         // Waits for a commit on a request's worker, then lets the committer (and what it holds)
         // go: nothing commits after this.
-        drop(
-            self.shared
-                .commit
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        drop(committer(&self.shared).take());
     }
 
     /// Records `id` as used until `expires_at`, committed together with whatever else waits:
@@ -465,9 +464,9 @@ impl GroupCommit {
             if queue.closed {
                 return Err(StoreError::GroupCommit(STOPPED.into()));
             }
-            let quiet = queue.arrived(std::time::Instant::now());
-            if self.shared.on_workers
-                && quiet
+            // Only a store whose requests may commit on their workers keeps the averages.
+            let quiet = self.shared.on_workers && queue.arrived(std::time::Instant::now());
+            if quiet
                 && queue.drainer == Drainer::Nobody
                 && queue.waiting.is_empty()
                 && may_block_worker()
@@ -513,10 +512,10 @@ impl GroupCommit {
         let batch = [waiting];
         let mut commit = committer(&self.shared);
         let tried = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let plain = commit
-                .as_ref()
-                .is_some_and(|commit| commit.one_plain_write(latest_now(&batch)));
-            plain.then(|| commit_with(&mut commit, &batch))
+            let commit = commit.as_mut()?;
+            commit
+                .one_plain_write(latest_now(&batch))
+                .then(|| commit_timed(commit.as_mut(), &batch, true))
         }));
         let (outcome, took) = match tried {
             Ok(Some(committed)) => committed,
