@@ -11,6 +11,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use certbound_store::CardRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
@@ -380,34 +382,114 @@ pub(crate) async fn show_card(
     State(cards): State<Arc<Cards>>,
     caller: Caller,
     Path(public_token): Path<String>,
-) -> Result<Json<Value>, CardsError> {
+) -> Result<Response, CardsError> {
     caller.require("cards.read")?;
     let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
-    let mut details = details(&card)?;
-    let status = stored_status(&card)?;
-    let balance = crate::transactions::balance_json(&card, &details);
-    // The details are this answer's alone: their values move into it rather than being copied.
-    let mut take = |name: &str| details.get_mut(name).map_or(Value::Null, Value::take);
-    Ok(Json(json!({
-        "cardType": take("cardType"),
-        "publicToken": card.public_token,
-        "status": status.name(),
-        "cardStatusCode": status.code(),
-        "cardStatusDescription": status.description(),
-        "balance": balance,
-        "cardDetails": {
-            "cardProduct": take("cardProduct"),
-            "customerReference": take("customerReference"),
-            "maskedPan": take("maskedPan"),
-            "embossName": take("embossName"),
-            "startDate": take("startDate"),
-            "expiryDate": take("expiryDate"),
-            "designId": take("designId"),
-            "cardHolder": take("cardHolder"),
-            "address": take("address"),
-            "fulfilment": take("fulfilment"),
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        card_answer(&card)?,
+    )
+        .into_response())
+}
+
+/// The body of `GET /cards/{publicToken}`'s answer for `card`.
+fn card_answer(card: &CardRecord) -> Result<Vec<u8>, CardsError> {
+    let shown: ShownDetails<'_> = serde_json::from_str(&card.details)
+        .map_err(|error| CardsError::Internal(error.to_string()))?;
+    let status = stored_status(card)?;
+    let currency = shown.currency();
+    serde_json::to_vec(&CardView {
+        balance: crate::transactions::Balance::of(card, &currency),
+        card_details: CardDetailsView {
+            address: shown.address,
+            card_holder: shown.card_holder,
+            card_product: shown.card_product,
+            customer_reference: shown.customer_reference,
+            design_id: shown.design_id,
+            emboss_name: shown.emboss_name,
+            expiry_date: shown.expiry_date,
+            fulfilment: shown.fulfilment,
+            masked_pan: shown.masked_pan,
+            start_date: shown.start_date,
         },
-    })))
+        card_status_code: status.code(),
+        card_status_description: status.description(),
+        card_type: shown.card_type,
+        public_token: &card.public_token,
+        status: status.name(),
+    })
+    .map_err(|error| CardsError::Internal(error.to_string()))
+}
+
+/// The stored details that `GET /cards/{publicToken}` shows, each kept as the JSON text it is
+/// stored as: the answer copies them, without making a tree of the details and writing it out
+/// again (a missing value, or `null`, is shown as `null`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShownDetails<'a> {
+    #[serde(borrow)]
+    address: Option<&'a RawValue>,
+    #[serde(borrow)]
+    card_holder: Option<&'a RawValue>,
+    #[serde(borrow)]
+    card_product: Option<&'a RawValue>,
+    #[serde(borrow)]
+    card_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    currency_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    customer_reference: Option<&'a RawValue>,
+    #[serde(borrow)]
+    design_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    emboss_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    expiry_date: Option<&'a RawValue>,
+    #[serde(borrow)]
+    fulfilment: Option<&'a RawValue>,
+    #[serde(borrow)]
+    masked_pan: Option<&'a RawValue>,
+    #[serde(borrow)]
+    start_date: Option<&'a RawValue>,
+}
+
+impl ShownDetails<'_> {
+    /// The card's currency: its `currencyCode` if that is text, else none (`""`).
+    fn currency(&self) -> std::borrow::Cow<'_, str> {
+        self.currency_code
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// What `GET /cards/{publicToken}` answers. The fields of each object are in the order the
+/// answer has always had (serde_json's maps sort their keys).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CardView<'a> {
+    balance: crate::transactions::Balance<'a>,
+    card_details: CardDetailsView<'a>,
+    card_status_code: &'a str,
+    card_status_description: &'a str,
+    card_type: Option<&'a RawValue>,
+    public_token: &'a str,
+    status: &'a str,
+}
+
+/// The `cardDetails` of [`CardView`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CardDetailsView<'a> {
+    address: Option<&'a RawValue>,
+    card_holder: Option<&'a RawValue>,
+    card_product: Option<&'a RawValue>,
+    customer_reference: Option<&'a RawValue>,
+    design_id: Option<&'a RawValue>,
+    emboss_name: Option<&'a RawValue>,
+    expiry_date: Option<&'a RawValue>,
+    fulfilment: Option<&'a RawValue>,
+    masked_pan: Option<&'a RawValue>,
+    start_date: Option<&'a RawValue>,
 }
 
 /// `PATCH /cards/{publicToken}`.
@@ -658,4 +740,108 @@ pub(crate) async fn keys(
         ));
     }
     Ok(Json(cards.keys.jwks().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(details: &str, status_code: &str) -> CardRecord {
+        CardRecord {
+            public_token: "123456789".into(),
+            organisation_id: "org".into(),
+            client_id: "client".into(),
+            details: details.into(),
+            pan_sealed: String::new(),
+            cvv_sealed: String::new(),
+            pin_sealed: None,
+            status_code: status_code.into(),
+            status_updated: "{}".into(),
+            cvv_blocked: false,
+            created_at: 0,
+            updated_at: 0,
+            version: 1,
+            idempotency_id: None,
+            balance_minor: 12_345,
+            pending_minor: -2_000,
+        }
+    }
+
+    /// The answer as it was built before the details were copied as text: a tree of the
+    /// details, its values moved into a `json!` tree, written out.
+    fn as_a_tree(card: &CardRecord) -> String {
+        let mut details: Value = serde_json::from_str(&card.details).unwrap();
+        let status = stored_status(card).unwrap();
+        let currency = details["currencyCode"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let amount = |minor| crate::ledger::amount_json(minor, &currency);
+        let mut take = |name: &str| details.get_mut(name).map_or(Value::Null, Value::take);
+        json!({
+            "cardType": take("cardType"),
+            "publicToken": card.public_token,
+            "status": status.name(),
+            "cardStatusCode": status.code(),
+            "cardStatusDescription": status.description(),
+            "balance": {
+                "currencyCode": currency,
+                "cardBalance": amount(card.balance_minor),
+                "pendingAmount": amount(card.pending_minor),
+                "availableBalance": amount(card.balance_minor + card.pending_minor),
+            },
+            "cardDetails": {
+                "cardProduct": take("cardProduct"),
+                "customerReference": take("customerReference"),
+                "maskedPan": take("maskedPan"),
+                "embossName": take("embossName"),
+                "startDate": take("startDate"),
+                "expiryDate": take("expiryDate"),
+                "designId": take("designId"),
+                "cardHolder": take("cardHolder"),
+                "address": take("address"),
+                "fulfilment": take("fulfilment"),
+            },
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_cards_answer_is_the_same_text_as_its_tree_was() {
+        // As a card's details are stored (a tree written out), with text that needs escaping,
+        // nested objects, a `null`, a missing value and a field the answer does not show.
+        let stored = json!({
+            "cardType": "Virtual",
+            "cardProduct": "P-1",
+            "currencyCode": "GBP",
+            "customerReference": "ref \"quoted\" \\ back\u{1}slash é",
+            "maskedPan": "123456******1234",
+            "embossName": "A N OTHER",
+            "startDate": "2026-12",
+            "expiryDate": "2029-12",
+            "designId": null,
+            "cardHolder": {"firstName": "Ann", "lastName": "Other", "dateOfBirth": "1990-01-01"},
+            "address": {"addressLine1": "1 Road", "city": "Town", "country": "GBR"},
+            "replacedBy": "987654321",
+        })
+        .to_string();
+        for status in ["00", "05", "41"] {
+            let card = card(&stored, status);
+            let answer = String::from_utf8(card_answer(&card).unwrap()).unwrap();
+            assert_eq!(answer, as_a_tree(&card), "status {status}");
+        }
+        let answer: Value =
+            serde_json::from_slice(&card_answer(&card(&stored, "00")).unwrap()).unwrap();
+        assert_eq!(answer["cardDetails"]["fulfilment"], Value::Null);
+        assert_eq!(answer["cardDetails"]["designId"], Value::Null);
+        assert_eq!(answer["balance"]["cardBalance"], json!(123.45));
+        assert_eq!(answer["balance"]["availableBalance"], json!(103.45));
+        assert!(answer["cardDetails"].get("replacedBy").is_none());
+    }
+
+    #[test]
+    fn details_that_are_not_json_are_an_internal_error() {
+        let answer = card_answer(&card("{not json", "00"));
+        assert!(matches!(answer, Err(CardsError::Internal(_))), "{answer:?}");
+    }
 }

@@ -13,9 +13,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use certbound_store::{AuthorisationChange, CardRecord, Posted, Posting, TransactionLine};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
@@ -32,14 +32,26 @@ use crate::model::{PostTransaction, PublicToken};
 use crate::{Cards, CardsError, webhooks};
 
 /// The card's balance as the API shows it (`GET .../balance`, and inside `GET /cards/{token}`).
-pub(crate) fn balance_json(card: &CardRecord, details: &Value) -> Value {
-    let currency = details["currencyCode"].as_str().unwrap_or_default();
-    json!({
-        "currencyCode": currency,
-        "cardBalance": amount_json(card.balance_minor, currency),
-        "pendingAmount": amount_json(card.pending_minor, currency),
-        "availableBalance": amount_json(card.balance_minor + card.pending_minor, currency),
-    })
+/// Its fields are in the order the answer has always had (serde_json's maps sort their keys).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Balance<'a> {
+    available_balance: Value,
+    card_balance: Value,
+    currency_code: &'a str,
+    pending_amount: Value,
+}
+
+impl<'a> Balance<'a> {
+    /// The balance of `card`, whose details name `currency`.
+    pub(crate) fn of(card: &CardRecord, currency: &'a str) -> Self {
+        Self {
+            available_balance: amount_json(card.balance_minor + card.pending_minor, currency),
+            card_balance: amount_json(card.balance_minor, currency),
+            currency_code: currency,
+            pending_amount: amount_json(card.pending_minor, currency),
+        }
+    }
 }
 
 /// A card's money and limits, for the ledger's rules.
@@ -453,10 +465,12 @@ pub(crate) async fn show_balance(
     State(cards): State<Arc<Cards>>,
     caller: Caller,
     Path(public_token): Path<String>,
-) -> Result<Json<Value>, CardsError> {
+) -> Result<Response, CardsError> {
     caller.require("cards.read")?;
     let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
-    Ok(Json(balance_json(&card, &details(&card)?)))
+    let details = details(&card)?;
+    let currency = details["currencyCode"].as_str().unwrap_or_default();
+    Ok(Json(Balance::of(&card, currency)).into_response())
 }
 
 /// The query of `GET .../transactions`.
