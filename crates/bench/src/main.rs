@@ -292,13 +292,6 @@ async fn run(args: Args) -> Result<bool, String> {
             format!("sqlite://{}?mode=rwc", data.join("certbound.db").display())
         });
         seed::seed(&url, args.seed_clients, args.seed_cards).await?;
-        if args.database_url.is_none() {
-            // The seeded gigabytes would otherwise still be on their way to the disk during
-            // the measurement, and the kernel's writing them out would be measured with it.
-            std::fs::File::open(data.join("certbound.db"))
-                .and_then(|file| file.sync_all())
-                .map_err(|error| format!("writing the seeded database out: {error}"))?;
-        }
     }
     let mut stack =
         certbound::Stack::prepare(&server, &data, work.path(), args.connections).await?;

@@ -424,6 +424,13 @@ fn card_answer(card: &CardRecord) -> Result<Vec<u8>, CardsError> {
 /// The stored details that `GET /cards/{publicToken}` shows, each kept as the JSON text it is
 /// stored as: the answer copies them, without making a tree of the details and writing it out
 /// again (a missing value, or `null`, is shown as `null`).
+///
+/// Every writer of a card stores its details as serde_json writes a `Value` (an object, compact,
+/// each object's keys sorted, no key twice), so the copied text is what writing the tree again
+/// would give. Details stored in another form would be shown as stored (their spacing and key
+/// order kept; still the same JSON). Details that are not an object, or that repeat one of these
+/// keys, are not read as the tree read them (where it showed `null`s, this refuses them as an
+/// internal error, or reads an array by position); no writer stores such details.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ShownDetails<'a> {
@@ -808,8 +815,9 @@ mod tests {
 
     #[test]
     fn a_cards_answer_is_the_same_text_as_its_tree_was() {
-        // As a card's details are stored (a tree written out), with text that needs escaping,
-        // nested objects, a `null`, a missing value and a field the answer does not show.
+        // As certbound stores a card's details (a tree written out by serde_json), with text
+        // that needs escaping, nested objects, a `null`, a missing value and a field the answer
+        // does not show.
         let stored = json!({
             "cardType": "Virtual",
             "cardProduct": "P-1",
@@ -837,6 +845,21 @@ mod tests {
         assert_eq!(answer["balance"]["cardBalance"], json!(123.45));
         assert_eq!(answer["balance"]["availableBalance"], json!(103.45));
         assert!(answer["cardDetails"].get("replacedBy").is_none());
+    }
+
+    #[test]
+    fn details_stored_in_another_form_are_shown_as_the_same_json() {
+        // Spaces and unsorted keys (as the bench's seeder stores them): shown as stored, the
+        // same JSON as the tree showed.
+        let stored = r#"{ "cardType" : "Virtual", "currencyCode": "EUR",
+            "cardHolder": {"title": "Mx", "firstName": "A", "lastName": "B"},
+            "address": {"postCode": "EC1A 1BB", "country": "GBR", "county": null} }"#;
+        let card = card(stored, "00");
+        let answer: Value = serde_json::from_slice(&card_answer(&card).unwrap()).unwrap();
+        let tree: Value = serde_json::from_str(&as_a_tree(&card)).unwrap();
+        assert_eq!(answer, tree);
+        assert_eq!(answer["balance"]["currencyCode"], "EUR");
+        assert_eq!(answer["cardDetails"]["address"]["country"], "GBR");
     }
 
     #[test]
