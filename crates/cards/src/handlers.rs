@@ -394,8 +394,7 @@ pub(crate) async fn show_card(
 
 /// The body of `GET /cards/{publicToken}`'s answer for `card`.
 fn card_answer(card: &CardRecord) -> Result<Vec<u8>, CardsError> {
-    let shown: ShownDetails<'_> = serde_json::from_str(&card.details)
-        .map_err(|error| CardsError::Internal(error.to_string()))?;
+    let shown = ShownDetails::of(card)?;
     let status = stored_status(card)?;
     let currency = shown.currency();
     serde_json::to_vec(&CardView {
@@ -421,9 +420,9 @@ fn card_answer(card: &CardRecord) -> Result<Vec<u8>, CardsError> {
     .map_err(|error| CardsError::Internal(error.to_string()))
 }
 
-/// The stored details that `GET /cards/{publicToken}` shows, each kept as the JSON text it is
-/// stored as: the answer copies them, without making a tree of the details and writing it out
-/// again (a missing value, or `null`, is shown as `null`).
+/// The stored details that `GET /cards/{publicToken}` shows (and whose currency `.../balance`
+/// shows), each kept as the JSON text it is stored as: the answer copies them, without making a
+/// tree of the details and writing it out again (a missing value, or `null`, is shown as `null`).
 ///
 /// Every writer of a card stores its details as serde_json writes a `Value` (an object, compact,
 /// each object's keys sorted, no key twice), so the copied text is what writing the tree again
@@ -433,7 +432,7 @@ fn card_answer(card: &CardRecord) -> Result<Vec<u8>, CardsError> {
 /// internal error, or reads an array by position); no writer stores such details.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ShownDetails<'a> {
+pub(crate) struct ShownDetails<'a> {
     #[serde(borrow)]
     address: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -460,9 +459,14 @@ struct ShownDetails<'a> {
     start_date: Option<&'a RawValue>,
 }
 
-impl ShownDetails<'_> {
+impl<'a> ShownDetails<'a> {
+    /// The details of `card`.
+    pub(crate) fn of(card: &'a CardRecord) -> Result<Self, CardsError> {
+        serde_json::from_str(&card.details).map_err(|error| CardsError::Internal(error.to_string()))
+    }
+
     /// The card's currency: its `currencyCode` if that is text, else none (`""`).
-    fn currency(&self) -> std::borrow::Cow<'_, str> {
+    pub(crate) fn currency(&self) -> std::borrow::Cow<'_, str> {
         self.currency_code
             .and_then(|raw| serde_json::from_str(raw.get()).ok())
             .unwrap_or_default()

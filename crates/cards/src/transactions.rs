@@ -468,9 +468,10 @@ pub(crate) async fn show_balance(
 ) -> Result<Response, CardsError> {
     caller.require("cards.read")?;
     let card = owned(&cards, &caller, &card_token(&public_token)?).await?;
-    let details = details(&card)?;
-    let currency = details["currencyCode"].as_str().unwrap_or_default();
-    Ok(Json(Balance::of(&card, currency)).into_response())
+    let currency = crate::handlers::ShownDetails::of(&card)?
+        .currency()
+        .into_owned();
+    Ok(Json(Balance::of(&card, &currency)).into_response())
 }
 
 /// The query of `GET .../transactions`.
