@@ -80,7 +80,7 @@ pub enum AssertionError {
     Subject,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Claims {
     iss: Option<String>,
     sub: Option<String>,
@@ -91,7 +91,7 @@ struct Claims {
     jti: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Audience {
     One(String),
@@ -123,23 +123,19 @@ pub fn verify_client_assertion(
         return Err(AssertionError::Algorithm(format!("{:?}", header.alg)));
     }
     let wants_rsa = is_rsa_alg(header.alg);
-    let mut validation = Validation::new(header.alg);
-    // jsonwebtoken requires every listed algorithm to match the key family: list only the
-    // header's, which the allowlist has just accepted.
-    validation.algorithms = vec![header.alg];
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-
     let candidates = keys.iter().filter(|key| {
         key.is_rsa == wants_rsa && header.kid.as_deref().is_none_or(|kid| kid == key.kid)
     });
     let mut verified = None;
     for key in candidates {
-        match decode::<Claims>(assertion, &key.key, &validation) {
-            Ok(data) => {
-                verified = Some((data.claims, key.kid.clone()));
+        let decoded = match key.parsed.for_alg(header.alg) {
+            Some(parsed) => crate::keys::decode_parsed::<Claims>(assertion, parsed),
+            None => decode::<Claims>(assertion, &key.key, &signature_only(header.alg))
+                .map(|data| data.claims),
+        };
+        match decoded {
+            Ok(claims) => {
+                verified = Some((claims, key.kid.clone()));
                 break;
             }
             Err(error) => match error.kind() {
@@ -207,6 +203,19 @@ fn check_claims(claims: &Claims, rules: &AssertionRules<'_>) -> Result<(), Asser
         None | Some("") => Err(AssertionError::Missing("jti")),
         Some(_) => Ok(()),
     }
+}
+
+/// jsonwebtoken's checks reduced to the signature's, for `alg`: the claims are checked here.
+pub(crate) fn signature_only(alg: jsonwebtoken::Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    // jsonwebtoken requires every listed algorithm to match the key family: list only the
+    // header's, which the allowlist has just accepted.
+    validation.algorithms = vec![alg];
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation
 }
 
 /// Whether `alg` is an RSA algorithm (which key family verifies it).
@@ -421,5 +430,194 @@ mod tests {
         )
         .unwrap();
         assert_eq!(check(&fixture, &token), Err(AssertionError::Signature));
+    }
+
+    /// A client's RSA key, signing as `alg`, and its public JWK as the client's JWKS publishes it.
+    fn rsa_key(alg: jsonwebtoken::Algorithm) -> (SigningKey, VerificationKey, PrivateKey) {
+        let private = PrivateKey::generate(SigningKeyKind::Rsa2048).unwrap();
+        let signer = SigningKey::rsa_pem("r1", alg, private.pkcs8_pem().as_bytes()).unwrap();
+        let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(private.pkcs8_der()).unwrap();
+        let public = aws_lc_rs::signature::KeyPair::public_key(&pair);
+        let b64 = |bytes: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        };
+        let jwk = json!({
+            "kty": "RSA",
+            "kid": "r1",
+            "n": b64(public.modulus().big_endian_without_leading_zero()),
+            "e": b64(public.exponent().big_endian_without_leading_zero()),
+        });
+        (
+            signer,
+            VerificationKey::from_jwk_json(&jwk).unwrap(),
+            private,
+        )
+    }
+
+    #[test]
+    fn keys_are_parsed_once_for_the_algorithms_of_the_hot_paths() {
+        use jsonwebtoken::Algorithm;
+        let (_, rsa, _) = rsa_key(Algorithm::PS256);
+        assert!(rsa.parsed.for_alg(Algorithm::PS256).is_some());
+        assert!(rsa.parsed.for_alg(Algorithm::RS256).is_some());
+        assert!(rsa.parsed.for_alg(Algorithm::ES256).is_none());
+        assert!(rsa.parsed.for_alg(Algorithm::PS384).is_none());
+        let ec = &fixture().keys[0];
+        assert!(ec.parsed.for_alg(Algorithm::ES256).is_some());
+        assert!(ec.parsed.for_alg(Algorithm::PS256).is_none());
+        // A P-384 point is not a P-256 key: it goes through jsonwebtoken, which refuses an
+        // ES256 signature with it as before.
+        let p384 = aws_lc_rs::signature::EcdsaKeyPair::generate(
+            &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+        )
+        .unwrap();
+        let point = aws_lc_rs::signature::KeyPair::public_key(&p384)
+            .as_ref()
+            .to_vec();
+        let b64 = |bytes: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        };
+        let jwk = json!({"kty": "EC", "crv": "P-384", "kid": "k1", "x": b64(&point[1..49]), "y": b64(&point[49..])});
+        let mut fixture = fixture();
+        fixture.keys = vec![VerificationKey::from_jwk_json(&jwk).unwrap()];
+        assert!(fixture.keys[0].parsed.for_alg(Algorithm::ES256).is_none());
+        assert_eq!(
+            check(&fixture, &sign(&claims(), &fixture.signer, "JWT").unwrap()),
+            Err(AssertionError::Signature)
+        );
+    }
+
+    /// A PS256 assertion verifies with the client's RSA key parsed once, and one signed by
+    /// another key, or changed after signing, does not.
+    #[test]
+    fn a_ps256_assertion_verifies_with_the_parsed_key() {
+        let (signer, key, _) = rsa_key(jsonwebtoken::Algorithm::PS256);
+        let (stranger, _, _) = rsa_key(jsonwebtoken::Algorithm::PS256);
+        let mut fixture = fixture();
+        fixture.keys = vec![key];
+        let token = sign(&claims(), &signer, "JWT").unwrap();
+        assert_eq!(check(&fixture, &token).unwrap().kid, "r1");
+        let forged = sign(&claims(), &stranger, "JWT").unwrap();
+        assert_eq!(check(&fixture, &forged), Err(AssertionError::Signature));
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        let (_, other_signature) = forged.rsplit_once('.').unwrap();
+        assert_eq!(
+            check(&fixture, &format!("{signed}.{other_signature}")),
+            Err(AssertionError::Signature)
+        );
+        // RS256 is refused by the default policy before any key is tried.
+        let (rs_signer, _, _) = rsa_key(jsonwebtoken::Algorithm::RS256);
+        assert_eq!(
+            check(&fixture, &sign(&claims(), &rs_signer, "JWT").unwrap()),
+            Err(AssertionError::Algorithm("RS256".into()))
+        );
+    }
+
+    /// The parsed key's path decides every token as jsonwebtoken's `decode` does: the same
+    /// claims, or the same error (a signature that does not verify, a signature or payload that
+    /// is not base64url, a payload that is not the claims' JSON), for PS256, RS256 and ES256.
+    #[test]
+    fn a_parsed_key_decides_as_jsonwebtoken_does() {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256, RSA_PSS_SHA256,
+        };
+        use base64::Engine as _;
+        use jsonwebtoken::Algorithm;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let ec_private = PrivateKey::generate(SigningKeyKind::EcdsaP256).unwrap();
+        let ec_signer = SigningKey::es256_pkcs8("k1", ec_private.pkcs8_der()).unwrap();
+        let ec_pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            ec_private.pkcs8_der(),
+        )
+        .unwrap();
+        let point = aws_lc_rs::signature::KeyPair::public_key(&ec_pair)
+            .as_ref()
+            .to_vec();
+        let ec_key = VerificationKey::from_jwk_json(&json!({"kty": "EC", "crv": "P-256", "kid": "k1", "x": b64(&point[1..33]), "y": b64(&point[33..])})).unwrap();
+        let (ps_signer, ps_key, ps_private) = rsa_key(Algorithm::PS256);
+        let (rs_signer, rs_key, rs_private) = rsa_key(Algorithm::RS256);
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        // Signs any signing input with the key, so that payloads no signer would make are covered.
+        let raw_sign = |alg: Algorithm, message: &str| -> Vec<u8> {
+            match alg {
+                Algorithm::ES256 => ec_pair
+                    .sign(&rng, message.as_bytes())
+                    .unwrap()
+                    .as_ref()
+                    .to_vec(),
+                _ => {
+                    let (private, padding): (
+                        &PrivateKey,
+                        &'static dyn aws_lc_rs::signature::RsaEncoding,
+                    ) = if alg == Algorithm::PS256 {
+                        (&ps_private, &RSA_PSS_SHA256)
+                    } else {
+                        (&rs_private, &RSA_PKCS1_SHA256)
+                    };
+                    let pair =
+                        aws_lc_rs::signature::RsaKeyPair::from_pkcs8(private.pkcs8_der()).unwrap();
+                    let mut signature = vec![0; pair.public_modulus_len()];
+                    pair.sign(padding, &rng, message.as_bytes(), &mut signature)
+                        .unwrap();
+                    signature
+                }
+            }
+        };
+        let outcome = |result: jsonwebtoken::errors::Result<Claims>| match result {
+            Ok(claims) => format!("{claims:?}"),
+            Err(error) => format!("{:?}", error.kind()),
+        };
+        let mut compared = 0;
+        for (alg, signer, key, other) in [
+            (Algorithm::ES256, &ec_signer, &ec_key, &ps_key),
+            (Algorithm::PS256, &ps_signer, &ps_key, &rs_key),
+            (Algorithm::RS256, &rs_signer, &rs_key, &ps_key),
+        ] {
+            let good = sign(&claims(), signer, "JWT").unwrap();
+            let (signed, signature) = good.rsplit_once('.').unwrap();
+            let (header, _) = signed.split_once('.').unwrap();
+            let mut tokens = vec![
+                good.clone(),
+                format!("{header}.{}.{signature}", b64(br#"{"iss":"someone else"}"#)),
+                format!("{signed}.{}A", &signature[..signature.len() - 1]),
+                format!("{signed}.*{}", &signature[1..]),
+                format!("{signed}."),
+                format!("{signed}.{signature}="),
+            ];
+            for payload in [
+                "*not base64*".to_owned(),
+                b64(b"not json"),
+                b64(b"[1, 2]"),
+                b64(br#"{"exp": "tomorrow"}"#),
+                b64(br#"{"jti": "a", "jti": "b"}"#),
+                b64(br#"{"aud": 7}"#),
+                b64(br#"{}"#),
+                b64(br#"{"iss":"\u00e9","jti":"j","exp":1,"other":[1,{"a":null}]}"#),
+            ] {
+                let message = format!("{header}.{payload}");
+                tokens.push(format!("{message}.{}", b64(&raw_sign(alg, &message))));
+            }
+            for token in &tokens {
+                for verifier in [key, other] {
+                    let Some(parsed) = verifier.parsed.for_alg(alg) else {
+                        continue;
+                    };
+                    let by_jsonwebtoken =
+                        decode::<Claims>(token, &verifier.key, &signature_only(alg))
+                            .map(|data| data.claims);
+                    assert_eq!(
+                        outcome(crate::keys::decode_parsed::<Claims>(token, parsed)),
+                        outcome(by_jsonwebtoken),
+                        "{alg:?} {token}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        // Every token against its own key, and the RSA ones against the other RSA key too.
+        assert_eq!(compared, 14 + 14 + 14 + 14 + 14);
     }
 }
