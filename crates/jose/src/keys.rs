@@ -1,7 +1,7 @@
 //! Signing and verification keys, and the algorithm allowlist.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, ParsedPublicKey,
@@ -77,59 +77,53 @@ pub struct VerificationKey {
     pub kid: String,
     pub(crate) key: DecodingKey,
     pub(crate) is_rsa: bool,
-    /// The same key parsed once for the algorithms of the hot paths.
-    pub(crate) parsed: Parsed,
+    /// The same key parsed once per algorithm, shared by the key's clones.
+    pub(crate) parsed: Arc<ParsedKeys>,
 }
 
-/// A verification key parsed once, for the algorithms the default policies allow (PS256 and
-/// ES256; RS256 where a policy adds it). jsonwebtoken builds its key from the JWK's components
-/// again for every signature it checks: for RSA that includes the modulus' Montgomery constants,
-/// about a tenth of a PS256 verification (aws-lc computes them on the first verification with a
-/// parsed key and keeps them). Any other algorithm, or a key these do not parse, goes through
+/// A verification key parsed once for each algorithm it verifies on the hot paths (PS256 and
+/// ES256 by default, RS256 where a policy adds it), on its first use with that algorithm.
+/// jsonwebtoken builds its key from the JWK's components again for every signature it checks:
+/// for RSA that includes the modulus' Montgomery constants, about a tenth of a PS256
+/// verification (aws-lc computes them on the first verification with a parsed key and keeps
+/// them). Any other algorithm, or a key that does not parse for one of these, goes through
 /// jsonwebtoken as before.
-#[derive(Clone, Default)]
-pub(crate) struct Parsed {
-    ps256: Option<Arc<ParsedPublicKey>>,
-    rs256: Option<Arc<ParsedPublicKey>>,
-    es256: Option<Arc<ParsedPublicKey>>,
+#[derive(Default)]
+pub(crate) struct ParsedKeys {
+    ps256: OnceLock<Option<ParsedPublicKey>>,
+    rs256: OnceLock<Option<ParsedPublicKey>>,
+    es256: OnceLock<Option<ParsedPublicKey>>,
 }
 
-impl Parsed {
-    /// `key` parsed for each algorithm its family verifies here.
-    fn of(key: &DecodingKey) -> Self {
-        match (key.family(), key.kind()) {
+impl ParsedKeys {
+    /// `key` parsed for `alg`, if `alg` is one of the three and `key` is of its family and
+    /// parses (an EC point of another curve than P-256 does not; jsonwebtoken then refuses its
+    /// signatures as it always has).
+    pub(crate) fn for_alg(&self, key: &DecodingKey, alg: Algorithm) -> Option<&ParsedPublicKey> {
+        let rsa = |params| match (key.family(), key.kind()) {
             (AlgorithmFamily::Rsa, DecodingKeyKind::RsaModulusExponent { n, e }) => {
-                let components = RsaPublicKeyComponents {
+                RsaPublicKeyComponents {
                     n: n.as_slice(),
                     e: e.as_slice(),
-                };
-                let parse = |params| components.to_parsed_public_key(params).ok().map(Arc::new);
-                Self {
-                    ps256: parse(&RSA_PSS_2048_8192_SHA256),
-                    rs256: parse(&RSA_PKCS1_2048_8192_SHA256),
-                    es256: None,
                 }
+                .to_parsed_public_key(params)
+                .ok()
             }
-            // The uncompressed point, as jsonwebtoken keeps an EC JWK; a point of another curve
-            // does not parse as P-256 and goes through jsonwebtoken, which refuses it.
-            (AlgorithmFamily::Ec, DecodingKeyKind::SecretOrDer(point)) => Self {
-                es256: ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
-                    .ok()
-                    .map(Arc::new),
-                ..Self::default()
-            },
-            _ => Self::default(),
-        }
-    }
-
-    /// The key parsed for `alg`, if it is.
-    pub(crate) fn for_alg(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
-        match alg {
-            Algorithm::PS256 => self.ps256.as_deref(),
-            Algorithm::RS256 => self.rs256.as_deref(),
-            Algorithm::ES256 => self.es256.as_deref(),
             _ => None,
+        };
+        match alg {
+            Algorithm::PS256 => self.ps256.get_or_init(|| rsa(&RSA_PSS_2048_8192_SHA256)),
+            Algorithm::RS256 => self.rs256.get_or_init(|| rsa(&RSA_PKCS1_2048_8192_SHA256)),
+            // The uncompressed point, as jsonwebtoken keeps an EC JWK.
+            Algorithm::ES256 => self.es256.get_or_init(|| match (key.family(), key.kind()) {
+                (AlgorithmFamily::Ec, DecodingKeyKind::SecretOrDer(point)) => {
+                    ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).ok()
+                }
+                _ => None,
+            }),
+            _ => return None,
         }
+        .as_ref()
     }
 }
 
@@ -137,21 +131,32 @@ impl Parsed {
 /// once: the signature checked over the text before the last dot (RFC 7515 section 5.2), then
 /// the payload decoded into `T`, with jsonwebtoken's errors (a signature or payload that is not
 /// base64url, a payload that is not `T`'s JSON) so that callers tell them apart as before.
+/// Only a compact JWS of three parts is read, and only a JSON object as its claims (RFC 7519
+/// section 7.2): serde would read a struct from an array too, which jsonwebtoken's second
+/// reading of the claims happened to refuse.
 pub(crate) fn decode_parsed<T: DeserializeOwned>(
     token: &str,
     key: &ParsedPublicKey,
 ) -> jsonwebtoken::errors::Result<T> {
-    let (message, signature) = token
-        .rsplit_once('.')
-        .ok_or_else(|| jsonwebtoken::errors::Error::from(ErrorKind::InvalidToken))?;
-    let (_, payload) = message
-        .rsplit_once('.')
-        .ok_or_else(|| jsonwebtoken::errors::Error::from(ErrorKind::InvalidToken))?;
+    let malformed = || jsonwebtoken::errors::Error::from(ErrorKind::InvalidToken);
+    let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
+    let (header, payload) = message.rsplit_once('.').ok_or_else(malformed)?;
+    if header.contains('.') {
+        return Err(malformed());
+    }
     let signature = URL_SAFE_NO_PAD.decode(signature)?;
     key.verify_sig(message.as_bytes(), &signature)
         .map_err(|_| jsonwebtoken::errors::Error::from(ErrorKind::InvalidSignature))?;
     let payload = URL_SAFE_NO_PAD.decode(payload)?;
-    Ok(serde_json::from_slice(&payload)?)
+    let claims = serde_json::from_slice(&payload)?;
+    if payload.trim_ascii_start().first() != Some(&b'{') {
+        return Err(<serde_json::Error as serde::de::Error>::invalid_type(
+            serde::de::Unexpected::Seq,
+            &"the claims as a JSON object",
+        )
+        .into());
+    }
+    Ok(claims)
 }
 
 impl fmt::Debug for VerificationKey {
@@ -174,13 +179,17 @@ impl VerificationKey {
         );
         let key =
             DecodingKey::from_jwk(&parsed).map_err(|error| JoseError::Key(error.to_string()))?;
-        let parsed = Parsed::of(&key);
         Ok(Self {
             kid,
             key,
             is_rsa,
-            parsed,
+            parsed: Arc::default(),
         })
+    }
+
+    /// This key parsed for `alg` (see [`ParsedKeys`]), if it is.
+    pub(crate) fn parsed_for(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
+        self.parsed.for_alg(&self.key, alg)
     }
 }
 
