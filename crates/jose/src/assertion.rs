@@ -254,6 +254,31 @@ mod tests {
     const NOW: i64 = 1_790_000_000;
     const CLIENT: &str = "https://localhost:8441/openid_relying_party/abc";
 
+    /// BASE64URL without padding, as JWS and JWK use it.
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// `message` signed with an RSA key and `padding`: any signing input, including ones no
+    /// JWS signer would make.
+    fn rsa_sign(
+        private: &PrivateKey,
+        padding: &'static dyn aws_lc_rs::signature::RsaEncoding,
+        message: &str,
+    ) -> Vec<u8> {
+        let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(private.pkcs8_der()).unwrap();
+        let mut signature = vec![0; pair.public_modulus_len()];
+        pair.sign(
+            padding,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            message.as_bytes(),
+            &mut signature,
+        )
+        .unwrap();
+        signature
+    }
+
     struct Fixture {
         signer: SigningKey,
         keys: Vec<VerificationKey>,
@@ -272,10 +297,6 @@ mod tests {
         .unwrap();
         use aws_lc_rs::signature::KeyPair as _;
         let point = pair.public_key().as_ref().to_vec();
-        let b64 = |bytes: &[u8]| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        };
         let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "x": b64(&point[1..33]), "y": b64(&point[33..])});
         Fixture {
             signer,
@@ -438,10 +459,6 @@ mod tests {
         let signer = SigningKey::rsa_pem("r1", alg, private.pkcs8_pem().as_bytes()).unwrap();
         let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(private.pkcs8_der()).unwrap();
         let public = aws_lc_rs::signature::KeyPair::public_key(&pair);
-        let b64 = |bytes: &[u8]| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        };
         let jwk = json!({
             "kty": "RSA",
             "kid": "r1",
@@ -475,10 +492,6 @@ mod tests {
         let point = aws_lc_rs::signature::KeyPair::public_key(&p384)
             .as_ref()
             .to_vec();
-        let b64 = |bytes: &[u8]| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        };
         let jwk = json!({"kty": "EC", "crv": "P-384", "kid": "k1", "x": b64(&point[1..49]), "y": b64(&point[49..])});
         let mut fixture = fixture();
         fixture.keys = vec![VerificationKey::from_jwk_json(&jwk).unwrap()];
@@ -558,12 +571,7 @@ mod tests {
                     } else {
                         (&rs_private, &RSA_PKCS1_SHA256)
                     };
-                    let pair =
-                        aws_lc_rs::signature::RsaKeyPair::from_pkcs8(private.pkcs8_der()).unwrap();
-                    let mut signature = vec![0; pair.public_modulus_len()];
-                    pair.sign(padding, &rng, message.as_bytes(), &mut signature)
-                        .unwrap();
-                    signature
+                    rsa_sign(private, padding, message)
                 }
             }
         };
@@ -632,8 +640,6 @@ mod tests {
     /// refused that one as malformed, and still does).
     #[test]
     fn claims_that_are_not_a_json_object_are_malformed() {
-        use base64::Engine as _;
-        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let (signer, key, private) = rsa_key(jsonwebtoken::Algorithm::PS256);
         let mut fixture = fixture();
         fixture.keys = vec![key];
@@ -649,15 +655,7 @@ mod tests {
             "j1"
         ]);
         let message = format!("{header}.{}", b64(&serde_json::to_vec(&fields).unwrap()));
-        let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(private.pkcs8_der()).unwrap();
-        let mut signature = vec![0; pair.public_modulus_len()];
-        pair.sign(
-            &aws_lc_rs::signature::RSA_PSS_SHA256,
-            &aws_lc_rs::rand::SystemRandom::new(),
-            message.as_bytes(),
-            &mut signature,
-        )
-        .unwrap();
+        let signature = rsa_sign(&private, &aws_lc_rs::signature::RSA_PSS_SHA256, &message);
         let as_array = format!("{message}.{}", b64(&signature));
         // Both readings refuse it, as a payload that is not the claims' JSON.
         let parsed = fixture.keys[0]
