@@ -30,18 +30,18 @@ openssl x509 -req -in "$WORK/receiver.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.k
   -extfile "$WORK/ext" -out "$WORK/receiver.pem" 2>/dev/null
 
 printf '[webhooks]\nca_file = "%s"\n' "$WORK/ca.pem" > "$WORK/certbound.toml"
-"$BIN" up --config "$WORK/certbound.toml" --data-dir "$WORK/data" --no-ops --listen-directory 127.0.0.1:39541 \
-  --listen-directory-mtls 127.0.0.1:39542 --listen-authz 127.0.0.1:39543 --listen-cards 127.0.0.1:39544 > "$WORK/up.log" 2>&1 &
+"$BIN" up --config "$WORK/certbound.toml" --data-dir "$WORK/data" --no-ops --listen-directory 127.0.0.1:27541 \
+  --listen-directory-mtls 127.0.0.1:27542 --listen-authz 127.0.0.1:27543 --listen-cards 127.0.0.1:27544 > "$WORK/up.log" 2>&1 &
 UP=$!
 for _ in $(seq 1 100); do grep -q "Stop with Ctrl-C" "$WORK/up.log" && break; sleep 0.2; done
 grep -q "Stop with Ctrl-C" "$WORK/up.log" || { cat "$WORK/up.log"; exit 1; }
-"$BIN" onboard --directory https://localhost:39541 --authz https://localhost:39543 --cards https://localhost:39544/api/v1 \
+"$BIN" onboard --directory https://localhost:27541 --authz https://localhost:27543 --cards https://localhost:27544/api/v1 \
   --ca "$WORK/data/ca.pem" --admin-token-file "$WORK/data/admin.token" --out "$WORK/client" \
-  --webhook https://localhost:39545/events > "$WORK/onboard.log"
+  --webhook https://localhost:27545/events > "$WORK/onboard.log"
 P=(--profile "$WORK/client")
 "$BIN" call "${P[@]}" GET /keys > "$WORK/jwks.json" 2>/dev/null
 
-"$VENV/bin/python" .ci/webhooks_receiver.py 39545 "$WORK/receiver.pem" "$WORK/receiver.key" "$WORK/jwks.json" 3 \
+"$VENV/bin/python" .ci/webhooks_receiver.py 27545 "$WORK/receiver.pem" "$WORK/receiver.key" "$WORK/jwks.json" 3 \
   "$WORK/verified.jsonl" > "$WORK/receiver.log" 2>&1 &
 RECEIVER=$!
 for _ in $(seq 1 50); do grep -q "^ready" "$WORK/receiver.log" && break; sleep 0.2; done

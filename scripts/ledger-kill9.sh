@@ -12,7 +12,7 @@
 #
 #   scripts/ledger-kill9.sh [DATABASE_URL]     (SQLite in a temporary data dir by default)
 #
-# CERTBOUND names the binary (default target/debug/certbound). Ports 39441-39444 must be free.
+# CERTBOUND names the binary (default target/debug/certbound). Ports 27441-27444 must be free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CERTBOUND=$(realpath "${CERTBOUND:-target/debug/certbound}")
@@ -26,8 +26,8 @@ cleanup() {
 trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 up() {   # $1: log name
-  local args=(up --data-dir "$WORK/data" --no-ops --listen-directory 127.0.0.1:39441 --listen-directory-mtls 127.0.0.1:39442
-              --listen-authz 127.0.0.1:39443 --listen-cards 127.0.0.1:39444)
+  local args=(up --data-dir "$WORK/data" --no-ops --listen-directory 127.0.0.1:27441 --listen-directory-mtls 127.0.0.1:27442
+              --listen-authz 127.0.0.1:27443 --listen-cards 127.0.0.1:27444)
   [ -n "$DATABASE_URL" ] && args+=(--database-url "$DATABASE_URL")
   "$CERTBOUND" "${args[@]}" > "$WORK/$1.log" 2>&1 &
   PID=$!
@@ -37,8 +37,8 @@ up() {   # $1: log name
 
 step "certbound up, a client, two cards with 1000.00 each"
 up first
-"$CERTBOUND" onboard --directory https://localhost:39441 --authz https://localhost:39443 \
-  --cards https://localhost:39444/api/v1 --ca "$WORK/data/ca.pem" \
+"$CERTBOUND" onboard --directory https://localhost:27441 --authz https://localhost:27443 \
+  --cards https://localhost:27444/api/v1 --ca "$WORK/data/ca.pem" \
   --admin-token-file "$WORK/data/admin.token" --out "$WORK/client" > "$WORK/onboard.log"
 "$CERTBOUND" token --profile "$WORK/client" > /dev/null
 
@@ -52,7 +52,7 @@ context = ssl.create_default_context(cafile=f"{work}/data/ca.pem")
 context.load_cert_chain(f"{work}/client/transport.pem", f"{work}/client/transport.key")
 
 def call(method, path, body=None):
-    connection = http.client.HTTPSConnection("localhost", 39444, context=context, timeout=10)
+    connection = http.client.HTTPSConnection("localhost", 27444, context=context, timeout=10)
     try:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                    "IdempotencyKey": str(uuid.uuid4())}
