@@ -8,6 +8,7 @@
 // `serde_json::Value["key"]` answers `Null` for a missing key; it never panics. Bench code.
 #![allow(clippy::indexing_slicing)]
 
+mod disk;
 mod floor;
 mod load;
 mod peer;
@@ -36,10 +37,12 @@ struct Args {
     /// Scenarios, comma separated: token-keepalive, token-newconn, handshake (a new mutual-TLS
     /// connection per `/healthz`: the floor of token-newconn), cards, refused (`GET /cards/..`
     /// with a token that is not one: a 401 and its audit record, what a flood of bad requests
-    /// costs), register. `refused` and `register`
-    /// is not a default: each registration needs its own software statement and a fresh SSA,
-    /// so it runs out of prepared requests long before the duration (a smoke test, not a
-    /// measurement).
+    /// costs), register, durable-write (this machine's disk under the server's data dir: 4 KiB
+    /// `O_DIRECT | O_DSYNC` writes back to back, as the server makes a used `jti` durable: the
+    /// floor of every token's latency, and of its tail). `refused`, `register` and
+    /// `durable-write` are not defaults; `register` needs its own software statement and a fresh
+    /// SSA for each registration, so it runs out of prepared requests long before the duration
+    /// (a smoke test, not a measurement).
     #[arg(
         long,
         value_delimiter = ',',
@@ -306,6 +309,10 @@ async fn run(args: Args) -> Result<bool, String> {
     );
 
     for scenario in &args.scenarios {
+        if scenario == "durable-write" {
+            rows.push(durable_writes(&data, duration).await?);
+            continue;
+        }
         // Each scenario's load, and which crypto floor it is compared with.
         let (generators, floor) = match scenario.as_str() {
             "token-keepalive" | "token-newconn" => (
@@ -320,7 +327,7 @@ async fn run(args: Args) -> Result<bool, String> {
             "register" => (stack.register_generators(args.registrations).await?, None),
             other => {
                 return Err(format!(
-                    "unknown scenario `{other}`: use token-keepalive, token-newconn, handshake, cards, refused, register"
+                    "unknown scenario `{other}`: use token-keepalive, token-newconn, handshake, cards, refused, register, durable-write"
                 ));
             }
         };
@@ -393,6 +400,42 @@ async fn run(args: Args) -> Result<bool, String> {
 }
 
 /// A token over a new connection against the connection alone.
+/// The `durable-write` scenario: the disk under the server's data dir, timed from this process
+/// (see [`disk`]).
+async fn durable_writes(data: &std::path::Path, duration: Duration) -> Result<Row, String> {
+    let data = data.to_path_buf();
+    let measured = tokio::task::spawn_blocking(move || disk::measure(&data, duration))
+        .await
+        .map_err(|error| error.to_string())??;
+    let row = Row {
+        server: "disk".into(),
+        scenario: "durable-write".into(),
+        stats: measured.stats,
+        cpu_per_request_us: measured.cpu_per_write_us,
+        floor_us: None,
+    };
+    print_row(&row);
+    let stalls: Vec<u64> = row
+        .stats
+        .latencies_us
+        .iter()
+        .copied()
+        .filter(|latency| *latency > 10_000)
+        .collect();
+    println!(
+        "    4 KiB writes opened with {} in the server's data dir, back to back, as the jti log writes a batch: p99.9 {:.2} ms, {} over 10 ms ({:.0} ms in all); the CPU column is this process's, the kernel's cost of one durable write",
+        if measured.direct {
+            "O_DIRECT | O_DSYNC"
+        } else {
+            "O_DSYNC (the filesystem refused O_DIRECT)"
+        },
+        row.stats.percentile(0.999),
+        stalls.len(),
+        stalls.iter().sum::<u64>() as f64 / 1000.0
+    );
+    Ok(row)
+}
+
 fn compare_handshake(rows: &[Row]) {
     let find = |scenario: &str| {
         rows.iter()
