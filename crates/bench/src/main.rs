@@ -37,9 +37,9 @@ struct Args {
     /// Scenarios, comma separated: token-keepalive, token-newconn, handshake (a new mutual-TLS
     /// connection per `/healthz`: the floor of token-newconn), cards, refused (`GET /cards/..`
     /// with a token that is not one: a 401 and its audit record, what a flood of bad requests
-    /// costs), register, durable-write (this machine's disk under the server's data dir: 4 KiB
-    /// `O_DIRECT | O_DSYNC` writes back to back, as the server makes a used `jti` durable: the
-    /// floor of every token's latency, and of its tail). `refused`, `register` and
+    /// costs), register, durable-write (the filesystem of the server's data dir, under
+    /// `TMPDIR`: 4 KiB `O_DIRECT | O_DSYNC` writes back to back, as the server on SQLite makes a
+    /// used `jti` durable: the floor of a token's latency, and a worst case of its tail). `refused`, `register` and
     /// `durable-write` are not defaults; `register` needs its own software statement and a fresh
     /// SSA for each registration, so it runs out of prepared requests long before the duration
     /// (a smoke test, not a measurement).
@@ -68,7 +68,8 @@ struct Args {
     #[arg(long)]
     markdown: Option<PathBuf>,
     /// Pace every scenario at this many requests per second in total (open loop), instead of
-    /// as fast as the connections go: for latency at a given load.
+    /// as fast as the connections go: for latency at a given load. `durable-write` is never
+    /// paced.
     #[arg(long, value_parser = positive_rate)]
     rate: Option<f64>,
     /// Before measuring, add this many registered clients (each with a transport certificate)
@@ -116,6 +117,8 @@ struct Row {
     stats: Stats,
     cpu_per_request_us: f64,
     floor_us: Option<f64>,
+    /// What a row that is not a server's says of itself (the `durable-write` scenario's).
+    details: Option<Value>,
 }
 
 impl Row {
@@ -128,6 +131,7 @@ impl Row {
             "requests_per_server_cpu_second": if self.cpu_per_request_us > 0.0 { 1e6 / self.cpu_per_request_us } else { 0.0 },
             "crypto_floor_us": self.floor_us,
             "floor_over_server_cpu": self.floor_us.map(|floor| if self.cpu_per_request_us > 0.0 { floor / self.cpu_per_request_us } else { 0.0 }),
+            "details": self.details,
         })
     }
 }
@@ -211,6 +215,9 @@ fn markdown(rows: &[Row], args: &Args) -> String {
                 .map(|floor| format!("{:.2}", floor / row.cpu_per_request_us.max(1e-9)))
                 .unwrap_or_else(|| "—".into()),
         ));
+    }
+    if rows.iter().any(|row| row.scenario == "durable-write") {
+        out.push_str("\nThe `disk` row is no server: durable 4 KiB writes back to back (never paced) in the server's data dir; its CPU column is the bench process's per write.\n");
     }
     out.push_str(&format!(
         "\nUp to {} s per scenario (a token scenario ends early when its pre-generated assertions run out: see measured s), {} connections, {} pre-generated PS256 assertions per connection, server worker threads: {}, load generator on the same machine.\n",
@@ -310,7 +317,7 @@ async fn run(args: Args) -> Result<bool, String> {
 
     for scenario in &args.scenarios {
         if scenario == "durable-write" {
-            rows.push(durable_writes(&data, duration).await?);
+            rows.push(durable_writes(&data, duration, args.database_url.is_some()).await?);
             continue;
         }
         // Each scenario's load, and which crypto floor it is compared with.
@@ -348,6 +355,7 @@ async fn run(args: Args) -> Result<bool, String> {
             stats,
             cpu_per_request_us: cpu,
             floor_us,
+            details: None,
         };
         print_row(&row);
         if floor == Some("token") && row.stats.seconds < duration.as_secs_f64() * 0.9 {
@@ -399,43 +407,62 @@ async fn run(args: Args) -> Result<bool, String> {
     Ok(!(args.require_no_errors && errors > 0))
 }
 
-/// A token over a new connection against the connection alone.
-/// The `durable-write` scenario: the disk under the server's data dir, timed from this process
-/// (see [`disk`]).
-async fn durable_writes(data: &std::path::Path, duration: Duration) -> Result<Row, String> {
+/// The `durable-write` scenario: the filesystem under the server's data dir, timed from this
+/// process (see [`disk`]); `postgres` when the server keeps its used ids there instead.
+async fn durable_writes(
+    data: &std::path::Path,
+    duration: Duration,
+    postgres: bool,
+) -> Result<Row, String> {
     let data = data.to_path_buf();
     let measured = tokio::task::spawn_blocking(move || disk::measure(&data, duration))
         .await
         .map_err(|error| error.to_string())??;
-    let row = Row {
-        server: "disk".into(),
-        scenario: "durable-write".into(),
-        stats: measured.stats,
-        cpu_per_request_us: measured.cpu_per_write_us,
-        floor_us: None,
-    };
-    print_row(&row);
-    let stalls: Vec<u64> = row
+    let stalls: Vec<u64> = measured
         .stats
         .latencies_us
         .iter()
         .copied()
         .filter(|latency| *latency > 10_000)
         .collect();
+    let stalled_ms = stalls.iter().sum::<u64>() as f64 / 1000.0;
+    let flags = if measured.direct {
+        "O_DIRECT | O_DSYNC"
+    } else {
+        "O_DSYNC (the filesystem refused O_DIRECT)"
+    };
+    let filesystem = measured.filesystem.as_deref().unwrap_or("unknown");
+    let row = Row {
+        server: "disk".into(),
+        scenario: "durable-write".into(),
+        details: Some(json!({
+            "what": "4 KiB writes back to back (never paced) in the server's data dir, as the jti log makes a batch durable",
+            "flags": flags,
+            "filesystem": filesystem,
+            "p99_9_ms": measured.stats.percentile(0.999),
+            "writes_over_10_ms": stalls.len(),
+            "writes_over_10_ms_total_ms": stalled_ms,
+            "cpu": "this process's (user + system) per write, not a server's",
+        })),
+        stats: measured.stats,
+        cpu_per_request_us: measured.cpu_per_write_us,
+        floor_us: None,
+    };
+    print_row(&row);
     println!(
-        "    4 KiB writes opened with {} in the server's data dir, back to back, as the jti log writes a batch: p99.9 {:.2} ms, {} over 10 ms ({:.0} ms in all); the CPU column is this process's, the kernel's cost of one durable write",
-        if measured.direct {
-            "O_DIRECT | O_DSYNC"
-        } else {
-            "O_DSYNC (the filesystem refused O_DIRECT)"
-        },
+        "    4 KiB writes opened with {flags} on {filesystem} in the server's data dir, back to back (never paced), as the jti log writes a batch: p99.9 {:.2} ms, {} over 10 ms ({stalled_ms:.0} ms in all); the CPU column is this process's (user + system), not a server's",
         row.stats.percentile(0.999),
         stalls.len(),
-        stalls.iter().sum::<u64>() as f64 / 1000.0
     );
+    if postgres {
+        println!(
+            "    with --database-url the server keeps its used ids in PostgreSQL, not here: this is the data dir's disk, not the server's commit"
+        );
+    }
     Ok(row)
 }
 
+/// A token over a new connection against the connection alone.
 fn compare_handshake(rows: &[Row]) {
     let find = |scenario: &str| {
         rows.iter()

@@ -145,6 +145,7 @@ pub(crate) async fn run(stack: &Stack, args: &Args, work: &Path) -> Result<Vec<R
             stats,
             cpu_per_request_us: cpu,
             floor_us: None,
+            details: None,
         });
     }
     Ok(rows)
