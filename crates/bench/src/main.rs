@@ -39,10 +39,10 @@ struct Args {
     /// with a token that is not one: a 401 and its audit record, what a flood of bad requests
     /// costs), register, durable-write (the filesystem of the server's data dir, under
     /// `TMPDIR`: 4 KiB `O_DIRECT | O_DSYNC` writes back to back, as the server on SQLite makes a
-    /// used `jti` durable: the floor of a token's latency, and a worst case of its tail). `refused`, `register` and
-    /// `durable-write` are not defaults; `register` needs its own software statement and a fresh
-    /// SSA for each registration, so it runs out of prepared requests long before the duration
-    /// (a smoke test, not a measurement).
+    /// used `jti` durable: the floor of a token's latency, and a worst case of its tail).
+    /// `refused`, `register` and `durable-write` are not defaults; `register` needs its own
+    /// software statement and a fresh SSA for each registration, so it runs out of prepared
+    /// requests long before the duration (a smoke test, not a measurement).
     #[arg(
         long,
         value_delimiter = ',',
