@@ -12,6 +12,7 @@ mod disk;
 mod floor;
 mod load;
 mod peer;
+mod rounds;
 mod seed;
 mod server;
 
@@ -95,6 +96,12 @@ struct Args {
     /// `TOKIO_WORKER_THREADS`, at least 1). By default tokio's: one per core.
     #[arg(long)]
     server_workers: Option<std::num::NonZeroUsize>,
+    /// Measure the scenarios this many times over, one round after the other against the one
+    /// server, and print each figure's median and range: a ratio is taken within its round (a
+    /// token against the floor measured with it, a new connection's token against that round's
+    /// handshake), so the machine's drift between rounds cancels out of it. The peer runs once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Fail (exit 1) if any request errs: for CI smoke runs.
     #[arg(long)]
     require_no_errors: bool,
@@ -114,6 +121,8 @@ fn positive_rate(text: &str) -> Result<f64, String> {
 struct Row {
     server: String,
     scenario: String,
+    /// Which of `--rounds` measured it (from 1; a peer's and the disk's rows say 1).
+    round: usize,
     stats: Stats,
     cpu_per_request_us: f64,
     floor_us: Option<f64>,
@@ -126,6 +135,7 @@ impl Row {
         json!({
             "server": self.server,
             "scenario": self.scenario,
+            "round": self.round,
             "stats": self.stats.json(),
             "server_cpu_per_request_us": self.cpu_per_request_us,
             "requests_per_server_cpu_second": if self.cpu_per_request_us > 0.0 { 1e6 / self.cpu_per_request_us } else { 0.0 },
@@ -315,9 +325,88 @@ async fn run(args: Args) -> Result<bool, String> {
         args.duration, args.connections
     );
 
+    let rounds = usize::try_from(args.rounds).unwrap_or(1);
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("Round {round} of {rounds}:");
+        }
+        let measured = measure_round(&args, &pids, &stack, &data, duration, round).await?;
+        compare_handshake(&measured);
+        rows.extend(measured);
+    }
+    let summary = rounds::summarise(&rows);
+    if rounds > 1 {
+        println!("Over the {rounds} rounds (each ratio taken within its round):");
+        for figure in &summary {
+            println!("  {}", figure.line());
+        }
+    }
+    if let Some(peer) = &args.peer {
+        if peer != "oidc-provider" {
+            return Err(format!("unknown peer `{peer}`: the peer is oidc-provider"));
+        }
+        let peer_rows = peer::run(&stack, &args, work.path()).await?;
+        for row in peer_rows {
+            print_row(&row);
+            rows.push(row);
+        }
+        compare(&rows);
+    }
+
+    let document = json!({
+        "machine": machine(),
+        "seeded": {"clients": args.seed_clients, "cards": args.seed_cards},
+        "database": if args.database_url.is_some() { "postgresql" } else { "sqlite" },
+        "instances": args.instances,
+        "rate_limits": if args.rate_limits_on { "on (counted, never refusing)" } else { "off" },
+        // A number, or null for tokio's default (one per core).
+        "server_worker_threads": args.server_workers,
+        "duration_seconds": args.duration,
+        "connections": args.connections,
+        "assertions_per_connection": args.assertions,
+        "rounds": rounds,
+        "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        "over_the_rounds": summary.iter().map(|figure| json!({
+            "scenario": figure.scenario,
+            "figure": figure.name,
+            "unit": figure.unit.trim(),
+            "median": figure.median(),
+            "each_round": figure.values,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&document).unwrap_or_default(),
+        )
+        .map_err(|error| error.to_string())?;
+    }
+    if let Some(path) = &args.markdown {
+        let mut text = markdown(&rows, &args);
+        if rounds > 1 {
+            text.push_str(&rounds::markdown(&summary));
+        }
+        std::fs::write(path, text).map_err(|error| error.to_string())?;
+    }
+    let errors: usize = rows.iter().map(|row| row.stats.errors).sum();
+    Ok(!(args.require_no_errors && errors > 0))
+}
+
+/// One round: every scenario of `--scenarios` once, in order.
+async fn measure_round(
+    args: &Args,
+    pids: &[u32],
+    stack: &certbound::Stack,
+    data: &std::path::Path,
+    duration: Duration,
+    round: usize,
+) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
     for scenario in &args.scenarios {
         if scenario == "durable-write" {
-            rows.push(durable_writes(&data, duration, args.database_url.is_some()).await?);
+            let mut row = durable_writes(data, duration, args.database_url.is_some()).await?;
+            row.round = round;
+            rows.push(row);
             continue;
         }
         // Each scenario's load, and which crypto floor it is compared with.
@@ -343,7 +432,7 @@ async fn run(args: Args) -> Result<bool, String> {
         } else {
             load::Expected::Success
         };
-        let (stats, cpu) = measure(&pids, generators, duration, args.rate, expected).await;
+        let (stats, cpu) = measure(pids, generators, duration, args.rate, expected).await;
         let floor_us = match floor {
             Some("token") => Some(stack.token_floor()? * 1e6),
             Some(_) => Some(stack.cards_floor().await? * 1e6),
@@ -352,6 +441,7 @@ async fn run(args: Args) -> Result<bool, String> {
         let row = Row {
             server: "certbound".into(),
             scenario: scenario.clone(),
+            round,
             stats,
             cpu_per_request_us: cpu,
             floor_us,
@@ -366,45 +456,7 @@ async fn run(args: Args) -> Result<bool, String> {
         }
         rows.push(row);
     }
-
-    compare_handshake(&rows);
-    if let Some(peer) = &args.peer {
-        if peer != "oidc-provider" {
-            return Err(format!("unknown peer `{peer}`: the peer is oidc-provider"));
-        }
-        let peer_rows = peer::run(&stack, &args, work.path()).await?;
-        for row in peer_rows {
-            print_row(&row);
-            rows.push(row);
-        }
-        compare(&rows);
-    }
-
-    let document = json!({
-        "machine": machine(),
-        "seeded": {"clients": args.seed_clients, "cards": args.seed_cards},
-        "database": if args.database_url.is_some() { "postgresql" } else { "sqlite" },
-        "instances": args.instances,
-        "rate_limits": if args.rate_limits_on { "on (counted, never refusing)" } else { "off" },
-        // A number, or null for tokio's default (one per core).
-        "server_worker_threads": args.server_workers,
-        "duration_seconds": args.duration,
-        "connections": args.connections,
-        "assertions_per_connection": args.assertions,
-        "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
-    });
-    if let Some(path) = &args.json {
-        std::fs::write(
-            path,
-            serde_json::to_string_pretty(&document).unwrap_or_default(),
-        )
-        .map_err(|error| error.to_string())?;
-    }
-    if let Some(path) = &args.markdown {
-        std::fs::write(path, markdown(&rows, &args)).map_err(|error| error.to_string())?;
-    }
-    let errors: usize = rows.iter().map(|row| row.stats.errors).sum();
-    Ok(!(args.require_no_errors && errors > 0))
+    Ok(rows)
 }
 
 /// The `durable-write` scenario: the filesystem under the server's data dir, timed from this
@@ -435,6 +487,7 @@ async fn durable_writes(
     let row = Row {
         server: "disk".into(),
         scenario: "durable-write".into(),
+        round: 1,
         details: Some(json!({
             "what": "4 KiB writes back to back (never paced) in the server's data dir, as the jti log makes a batch durable",
             "flags": flags,
@@ -479,22 +532,30 @@ fn compare_handshake(rows: &[Row]) {
     }
 }
 
+/// certbound against the peer, per token scenario: over several rounds, the median of
+/// certbound's rounds against the peer's one run.
 fn compare(rows: &[Row]) {
     for scenario in ["token-keepalive", "token-newconn"] {
-        let find = |server: &str| {
-            rows.iter()
-                .find(|row| row.server == server && row.scenario == scenario)
-        };
-        if let (Some(ours), Some(theirs)) = (find("certbound"), find("oidc-provider"))
-            && ours.cpu_per_request_us > 0.0
-            && theirs.cpu_per_request_us > 0.0
-            && ours.stats.errors == 0
-            && theirs.stats.errors == 0
-        {
+        let ours = rounds::summarise(rows)
+            .into_iter()
+            .find(|figure| figure.scenario == scenario && figure.name == rounds::CPU);
+        let theirs = rows.iter().find(|row| {
+            row.server == "oidc-provider"
+                && row.scenario == scenario
+                && row.stats.errors == 0
+                && row.cpu_per_request_us > 0.0
+        });
+        if let (Some(ours), Some(theirs)) = (ours, theirs) {
+            let ours_us = ours.median();
+            let of = if ours.values.len() > 1 {
+                format!(", certbound's the median of {} rounds", ours.values.len())
+            } else {
+                String::new()
+            };
             println!(
-                "  {scenario}: certbound serves {:.1}× the tokens per server CPU-second of oidc-provider ({:.0} vs {:.0})",
-                theirs.cpu_per_request_us / ours.cpu_per_request_us,
-                1e6 / ours.cpu_per_request_us,
+                "  {scenario}: certbound serves {:.1}× the tokens per server CPU-second of oidc-provider ({:.0} vs {:.0}{of})",
+                theirs.cpu_per_request_us / ours_us,
+                1e6 / ours_us,
                 1e6 / theirs.cpu_per_request_us
             );
         }

@@ -142,6 +142,7 @@ pub(crate) async fn run(stack: &Stack, args: &Args, work: &Path) -> Result<Vec<R
         rows.push(Row {
             server: "oidc-provider".into(),
             scenario: scenario.into(),
+            round: 1,
             stats,
             cpu_per_request_us: cpu,
             floor_us: None,
