@@ -197,10 +197,19 @@ fn print_row(row: &Row) {
 }
 
 fn markdown(rows: &[Row], args: &Args) -> String {
-    let mut out = String::from(
-        "| server | scenario | req/s | measured s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU µs/req | req per CPU-second | crypto floor µs | floor / CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    // With several rounds, each row says which round measured it.
+    let (round_header, round_rule) = if args.rounds > 1 {
+        ("| round ", "|---")
+    } else {
+        ("", "")
+    };
+    let mut out = format!(
+        "{round_header}| server | scenario | req/s | measured s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU µs/req | req per CPU-second | crypto floor µs | floor / CPU |\n{round_rule}|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
+        if args.rounds > 1 {
+            out.push_str(&format!("| {} ", row.round));
+        }
         out.push_str(&format!(
             "| {} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {} | {} |\n",
             row.server,
