@@ -99,7 +99,8 @@ struct Args {
     /// Measure the scenarios this many times over, one round after the other against the one
     /// server, and print each figure's median and range: a ratio is taken within its round (a
     /// token against the floor measured with it, a new connection's token against that round's
-    /// handshake), so the machine's drift between rounds cancels out of it. The peer runs once.
+    /// handshake), so what the machine's drift moves in both cancels out of it (a drift that moves
+    /// one and not the other stays in it). The peer runs once, after the last round.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// Fail (exit 1) if any request errs: for CI smoke runs.
@@ -121,8 +122,8 @@ fn positive_rate(text: &str) -> Result<f64, String> {
 struct Row {
     server: String,
     scenario: String,
-    /// Which of `--rounds` measured it (from 1; a peer's and the disk's rows say 1).
-    round: usize,
+    /// Which of `--rounds` measured it (from 1); `None` for the peer, which runs once after them.
+    round: Option<usize>,
     stats: Stats,
     cpu_per_request_us: f64,
     floor_us: Option<f64>,
@@ -208,7 +209,11 @@ fn markdown(rows: &[Row], args: &Args) -> String {
     );
     for row in rows {
         if args.rounds > 1 {
-            out.push_str(&format!("| {} ", row.round));
+            out.push_str(&format!(
+                "| {} ",
+                row.round
+                    .map_or_else(|| "—".to_owned(), |round| round.to_string())
+            ));
         }
         out.push_str(&format!(
             "| {} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {} | {} |\n",
@@ -380,7 +385,9 @@ async fn run(args: Args) -> Result<bool, String> {
             "figure": figure.name,
             "unit": figure.unit.trim(),
             "median": figure.median(),
-            "each_round": figure.values,
+            "lowest": figure.range().0,
+            "highest": figure.range().1,
+            "each_round": figure.values.iter().map(|(round, value)| json!({"round": round, "value": value})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
     if let Some(path) = &args.json {
@@ -413,9 +420,7 @@ async fn measure_round(
     let mut rows = Vec::new();
     for scenario in &args.scenarios {
         if scenario == "durable-write" {
-            let mut row = durable_writes(data, duration, args.database_url.is_some()).await?;
-            row.round = round;
-            rows.push(row);
+            rows.push(durable_writes(data, duration, args.database_url.is_some(), round).await?);
             continue;
         }
         // Each scenario's load, and which crypto floor it is compared with.
@@ -450,7 +455,7 @@ async fn measure_round(
         let row = Row {
             server: "certbound".into(),
             scenario: scenario.clone(),
-            round,
+            round: Some(round),
             stats,
             cpu_per_request_us: cpu,
             floor_us,
@@ -474,6 +479,7 @@ async fn durable_writes(
     data: &std::path::Path,
     duration: Duration,
     postgres: bool,
+    round: usize,
 ) -> Result<Row, String> {
     let data = data.to_path_buf();
     let measured = tokio::task::spawn_blocking(move || disk::measure(&data, duration))
@@ -496,7 +502,7 @@ async fn durable_writes(
     let row = Row {
         server: "disk".into(),
         scenario: "durable-write".into(),
-        round: 1,
+        round: Some(round),
         details: Some(json!({
             "what": "4 KiB writes back to back (never paced) in the server's data dir, as the jti log makes a batch durable",
             "flags": flags,

@@ -142,7 +142,7 @@ pub(crate) async fn run(stack: &Stack, args: &Args, work: &Path) -> Result<Vec<R
         rows.push(Row {
             server: "oidc-provider".into(),
             scenario: scenario.into(),
-            round: 1,
+            round: None,
             stats,
             cpu_per_request_us: cpu,
             floor_us: None,

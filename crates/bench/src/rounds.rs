@@ -5,26 +5,29 @@
 //! changes do (kept-alive tokens cost 155–280 µs of server CPU in one session here), so a single
 //! run's ratio says little. A ratio is taken within its round (a token's CPU against the floor
 //! measured right after it, a token on a new connection against the handshake of the same round)
-//! and only then summarised: the machine's drift between rounds cancels out of each ratio.
+//! and only then summarised, so what the machine's drift between rounds moves in both parts of a
+//! ratio cancels out of it. Not all of it does: the floor is measured on an otherwise idle
+//! machine and the server's CPU under load, and a drift that moves one more than the other stays.
 
 use crate::Row;
 
 /// The name of the server-CPU-per-request figure.
 pub(crate) const CPU: &str = "server CPU per request";
 
-/// One figure over the rounds: its name, its unit, and its value in each round that gave one.
+/// One figure over the rounds: its name, its unit, and its value in each round that gave one
+/// (with the round's number: a round whose row had errors gives none).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Figure {
     pub(crate) scenario: String,
     pub(crate) name: &'static str,
     pub(crate) unit: &'static str,
-    pub(crate) values: Vec<f64>,
+    pub(crate) values: Vec<(usize, f64)>,
 }
 
 impl Figure {
     /// The middle value (the mean of the two middle ones for an even count).
     pub(crate) fn median(&self) -> f64 {
-        let mut sorted = self.values.clone();
+        let mut sorted: Vec<f64> = self.values.iter().map(|(_, value)| *value).collect();
         sorted.sort_by(f64::total_cmp);
         let middle = sorted.len() / 2;
         match (sorted.len() % 2, sorted.get(middle), middle.checked_sub(1)) {
@@ -36,11 +39,10 @@ impl Figure {
 
     /// The lowest and the highest value.
     pub(crate) fn range(&self) -> (f64, f64) {
-        self.values
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), value| {
-                (low.min(*value), high.max(*value))
-            })
+        self.values.iter().fold(
+            (f64::INFINITY, f64::NEG_INFINITY),
+            |(low, high), (_, value)| (low.min(*value), high.max(*value)),
+        )
     }
 
     fn format(&self, value: f64) -> String {
@@ -52,26 +54,26 @@ impl Figure {
         }
     }
 
-    /// Each round's value, formatted, in the rounds' order.
+    /// Each round's value, formatted after its round's number, in the rounds' order.
     fn each_round(&self) -> String {
         self.values
             .iter()
-            .map(|value| self.format(*value))
+            .map(|(round, value)| format!("{round}: {}", self.format(*value)))
             .collect::<Vec<_>>()
             .join(", ")
     }
 
-    /// `token-keepalive  server CPU / crypto floor  median 2.85× (range 2.41× – 3.40×) over 3
-    /// rounds: 2.85×, 3.40×, 2.41×`
+    /// `token-keepalive  server CPU / crypto floor  median 2.85× (range 2.41× – 3.40×), 3 values:
+    /// 1: 2.85×, 2: 3.40×, 3: 2.41×`
     pub(crate) fn line(&self) -> String {
-        let [median, low, high, rounds, each] = self.cells();
+        let [median, low, high, count, each] = self.cells();
         format!(
-            "{:<16} {:<28} median {median} (range {low} – {high}) over {rounds} rounds: {each}",
+            "{:<16} {:<28} median {median} (range {low} – {high}), {count} values: {each}",
             self.scenario, self.name,
         )
     }
 
-    /// The median, the lowest, the highest, the number of rounds and each round's value.
+    /// The median, the lowest, the highest, how many values and each round's value.
     fn cells(&self) -> [String; 5] {
         let (low, high) = self.range();
         [
@@ -109,7 +111,10 @@ pub(crate) fn summarise(rows: &[Row]) -> Vec<Figure> {
             scenario: scenario.to_owned(),
             name,
             unit,
-            values: measured.iter().filter_map(|row| value(row)).collect(),
+            values: measured
+                .iter()
+                .filter_map(|row| Some((row.round?, value(row)?)))
+                .collect(),
         };
         figures.push(figure(CPU, "µs", &|row| Some(row.cpu_per_request_us)));
         // A token on a new connection is held to the handshake of its round, below, not to
@@ -141,12 +146,12 @@ pub(crate) fn summarise(rows: &[Row]) -> Vec<Figure> {
 /// The summary as a Markdown table.
 pub(crate) fn markdown(figures: &[Figure]) -> String {
     let mut out = String::from(
-        "\n| scenario | figure | median | lowest | highest | rounds | each round |\n|---|---|---|---|---|---|---|\n",
+        "\n| scenario | figure | median | lowest | highest | values | each round (round: value) |\n|---|---|---|---|---|---|---|\n",
     );
     for figure in figures {
-        let [median, low, high, rounds, each] = figure.cells();
+        let [median, low, high, count, each] = figure.cells();
         out.push_str(&format!(
-            "| {} | {} | {median} | {low} | {high} | {rounds} | {each} |\n",
+            "| {} | {} | {median} | {low} | {high} | {count} | {each} |\n",
             figure.scenario, figure.name,
         ));
     }
@@ -162,7 +167,7 @@ mod tests {
         Row {
             server: "certbound".into(),
             scenario: scenario.into(),
-            round,
+            round: Some(round),
             stats: Stats {
                 requests: 1000,
                 errors,
@@ -189,7 +194,7 @@ mod tests {
             scenario: "cards".into(),
             name: "p99",
             unit: "ms",
-            values,
+            values: values.into_iter().enumerate().collect(),
         };
         assert_eq!(figure(vec![3.0, 1.0, 2.0]).median(), 2.0);
         assert_eq!(figure(vec![4.0, 1.0, 3.0, 2.0]).median(), 2.5);
@@ -204,17 +209,18 @@ mod tests {
             scenario: "token-keepalive".into(),
             name: "server CPU / crypto floor",
             unit: "×",
-            values: vec![2.5, 3.0, 2.0],
+            // Round 2 gave no value (its row had errors).
+            values: vec![(1, 2.5), (3, 3.0), (4, 2.0)],
         };
         assert!(
-            figure
-                .line()
-                .ends_with("median 2.50× (range 2.00× – 3.00×) over 3 rounds: 2.50×, 3.00×, 2.00×"),
+            figure.line().ends_with(
+                "median 2.50× (range 2.00× – 3.00×), 3 values: 1: 2.50×, 3: 3.00×, 4: 2.00×"
+            ),
             "{}",
             figure.line()
         );
         assert!(markdown(&[figure]).contains(
-            "| token-keepalive | server CPU / crypto floor | 2.50× | 2.00× | 3.00× | 3 | 2.50×, 3.00×, 2.00× |"
+            "| token-keepalive | server CPU / crypto floor | 2.50× | 2.00× | 3.00× | 3 | 1: 2.50×, 3: 3.00×, 4: 2.00× |"
         ));
     }
 
@@ -230,7 +236,7 @@ mod tests {
         // 900/600 and 600/500, not 900/500 or the medians' 750/550.
         assert_eq!(
             named(&figures, "token-newconn", "/ handshake of its round").values,
-            vec![1.5, 1.2]
+            vec![(1, 1.5), (2, 1.2)]
         );
         assert!(
             figures
@@ -255,6 +261,7 @@ mod tests {
     fn rows_with_errors_and_rows_of_others_give_no_figure() {
         let mut peer = row("token-keepalive", 1, 1300.0, None, 0);
         peer.server = "oidc-provider".into();
+        peer.round = None;
         let mut disk = row("durable-write", 1, 50.0, None, 0);
         disk.server = "disk".into();
         let rows = vec![
@@ -268,7 +275,7 @@ mod tests {
         let figures = summarise(&rows);
         assert_eq!(
             named(&figures, "token-keepalive", "server CPU per request").values,
-            vec![160.0]
+            vec![(1, 160.0)]
         );
         assert!(
             figures
@@ -281,10 +288,13 @@ mod tests {
                 .iter()
                 .all(|figure| figure.scenario != "durable-write")
         );
-        assert_eq!(named(&figures, "token-keepalive", "p99").values, vec![4.0]);
+        assert_eq!(
+            named(&figures, "token-keepalive", "p99").values,
+            vec![(1, 4.0)]
+        );
         assert_eq!(
             named(&figures, "token-keepalive", "server CPU / crypto floor").values,
-            vec![2.5]
+            vec![(1, 2.5)]
         );
     }
 }
