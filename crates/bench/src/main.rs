@@ -345,7 +345,7 @@ async fn run(args: Args) -> Result<bool, String> {
             println!("Round {round} of {rounds}:");
         }
         let measured = measure_round(&args, &pids, &stack, &data, duration, round).await?;
-        compare_handshake(&measured);
+        compare_handshake(&measured, round);
         rows.extend(measured);
     }
     let summary = rounds::summarise(&rows);
@@ -364,7 +364,7 @@ async fn run(args: Args) -> Result<bool, String> {
             print_row(&row);
             rows.push(row);
         }
-        compare(&rows);
+        compare(&rows, &summary);
     }
 
     let document = json!({
@@ -531,12 +531,8 @@ async fn durable_writes(
 }
 
 /// A token over a new connection against the connection alone.
-fn compare_handshake(rows: &[Row]) {
-    let find = |scenario: &str| {
-        rows.iter()
-            .find(|row| row.server == "certbound" && row.scenario == scenario)
-            .filter(|row| row.stats.errors == 0 && row.cpu_per_request_us > 0.0)
-    };
+fn compare_handshake(rows: &[Row], round: usize) {
+    let find = |scenario| rounds::of_round(rows, scenario, Some(round));
     if let (Some(token), Some(handshake)) = (find("token-newconn"), find("handshake")) {
         println!(
             "  token-newconn: {:.2}× the server CPU of a mutual-TLS connection alone ({:.0} vs {:.0} µs)",
@@ -548,11 +544,11 @@ fn compare_handshake(rows: &[Row]) {
 }
 
 /// certbound against the peer, per token scenario: over several rounds, the median of
-/// certbound's rounds against the peer's one run.
-fn compare(rows: &[Row]) {
+/// certbound's rounds (`summary`) against the peer's one run.
+fn compare(rows: &[Row], summary: &[rounds::Figure]) {
     for scenario in ["token-keepalive", "token-newconn"] {
-        let ours = rounds::summarise(rows)
-            .into_iter()
+        let ours = summary
+            .iter()
             .find(|figure| figure.scenario == scenario && figure.name == rounds::CPU);
         let theirs = rows.iter().find(|row| {
             row.server == "oidc-provider"

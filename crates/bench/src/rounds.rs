@@ -86,32 +86,47 @@ impl Figure {
     }
 }
 
+/// Whether a row is one of certbound's that measured something: a row with errors measured
+/// refusals, which cost less than the work they stand for; the disk's and the peer's are not
+/// certbound's.
+fn measured(row: &&Row) -> bool {
+    row.server == "certbound" && row.stats.errors == 0 && row.cpu_per_request_us > 0.0
+}
+
+/// certbound's measured row of `scenario` in `round`, if that round measured one.
+pub(crate) fn of_round<'a>(
+    rows: &'a [Row],
+    scenario: &str,
+    round: Option<usize>,
+) -> Option<&'a Row> {
+    rows.iter()
+        .filter(measured)
+        .find(|row| row.scenario == scenario && row.round == round)
+}
+
 /// certbound's figures, scenario by scenario in the order first measured: server CPU per request,
 /// CPU over the crypto floor of the same round, requests per second, p99, and a token on a new
 /// connection over the handshake of the same round. Rows with errors give no figure (a refusal
 /// costs less than the work it stands for), nor does the disk's row.
 pub(crate) fn summarise(rows: &[Row]) -> Vec<Figure> {
-    let ours = |row: &&Row| {
-        row.server == "certbound" && row.stats.errors == 0 && row.cpu_per_request_us > 0.0
-    };
     let mut scenarios: Vec<&str> = Vec::new();
-    for row in rows.iter().filter(ours) {
+    for row in rows.iter().filter(measured) {
         if !scenarios.contains(&row.scenario.as_str()) {
             scenarios.push(&row.scenario);
         }
     }
     let mut figures = Vec::new();
     for scenario in scenarios {
-        let measured: Vec<&Row> = rows
+        let of_scenario: Vec<&Row> = rows
             .iter()
-            .filter(ours)
+            .filter(measured)
             .filter(|row| row.scenario == scenario)
             .collect();
         let figure = |name, unit, value: &dyn Fn(&Row) -> Option<f64>| Figure {
             scenario: scenario.to_owned(),
             name,
             unit,
-            values: measured
+            values: of_scenario
                 .iter()
                 .filter_map(|row| Some((row.round?, value(row)?)))
                 .collect(),
@@ -132,9 +147,7 @@ pub(crate) fn summarise(rows: &[Row]) -> Vec<Figure> {
         figures.push(figure("p99", "ms", &|row| Some(row.stats.percentile(0.99))));
         if scenario == "token-newconn" {
             figures.push(figure("/ handshake of its round", "×", &|row| {
-                rows.iter()
-                    .filter(ours)
-                    .find(|other| other.scenario == "handshake" && other.round == row.round)
+                of_round(rows, "handshake", row.round)
                     .map(|handshake| row.cpu_per_request_us / handshake.cpu_per_request_us)
             }));
         }
